@@ -1,0 +1,7 @@
+//! triton-deploy: take a Triton model repository to a load-tested, autoscaled GPU service on ECS.
+//!
+//! Data flows one way, one module per stage:
+//! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
+
+pub mod model_config;
+pub mod pbtxt;
