@@ -3,5 +3,9 @@
 //! Data flows one way, one module per stage:
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
+pub mod commands;
 pub mod model_config;
+pub mod model_repo;
+pub mod onnx;
 pub mod pbtxt;
+pub mod validate;

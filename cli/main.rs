@@ -1,1 +1,64 @@
-fn main() {}
+//! The `triton-deploy` command line.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use triton_deploy::commands::{self, Format, Global};
+
+/// Take a Triton model repository to a load-tested, autoscaled GPU service on Amazon ECS.
+#[derive(Debug, Parser)]
+#[command(name = "triton-deploy", version, about, propagate_version = true)]
+struct Cli {
+    /// Output format: human-readable text, or one JSON document on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Never color the output (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long, global = true)]
+    no_color: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lint a model repository the way Triton would load it, before anything ships.
+    Validate(commands::validate::ValidateArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("triton_deploy={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let color =
+        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let global = Global {
+        format: cli.format,
+        color,
+    };
+    let code = match cli.command {
+        Command::Validate(args) => commands::validate::run(args, global),
+    };
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,33 @@
+//! The subcommands. Each is a clap `Args` struct plus a `run` that returns the process exit code;
+//! the work itself lives in the stage modules.
+
+pub mod validate;
+
+use clap::ValueEnum;
+
+/// `--format`: how results are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable text with source snippets.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    pub format: Format,
+    pub color: bool,
+}
+
+/// Process exit codes.
+pub mod exit {
+    /// Success (warnings allowed).
+    pub const OK: i32 = 0;
+    /// The input is invalid (validation errors).
+    pub const INVALID: i32 = 1;
+    /// Usage or I/O error.
+    pub const USAGE: i32 = 2;
+}
