@@ -383,6 +383,25 @@ struct OracleLine {
     error: String,
 }
 
+/// The oracle's error for an enum given as a leading-zero (octal) number.
+fn is_octal_enum_number(error: &str) -> bool {
+    error.split("has no value named ").nth(1).is_some_and(|v| {
+        let v = v.trim_end_matches('.');
+        v.len() > 1 && v.starts_with('0') && v.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    })
+}
+
+/// Our (C++-faithful) rejection of `-0` in an unsigned field.
+fn is_negative_zero_unsigned(e: &triton_deploy::pbtxt::ParseError, text: &str) -> bool {
+    let rest = text[e.span.end.min(text.len())..].trim_start();
+    e.message == "Expected integer, got: -"
+        && rest.trim_start_matches("0x").starts_with('0')
+        && rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .all(|b| b == b'0' || b == b'x')
+}
+
 #[test]
 #[ignore = "needs the oracle environment: run ./scripts/test.sh"]
 fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
@@ -399,7 +418,7 @@ fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
         &mut seeds,
     );
     assert!(
-        seeds.len() >= 4,
+        seeds.len() >= 40,
         "expected the example repositories and fixtures, found {}",
         seeds.len()
     );
@@ -412,7 +431,7 @@ fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
     }
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let seed_texts: Vec<String> = cases.iter().map(|(_, t)| t.clone()).collect();
-    let mutations = 1000;
+    let mutations = 3000;
     for i in 0..mutations {
         let base = &seed_texts[i % seed_texts.len()];
         let mut text = mutate(base, &mut rng);
@@ -442,7 +461,7 @@ fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
     assert_eq!(lines.len(), cases.len());
 
     let mut disagreements = Vec::new();
-    let (mut accepted, mut rejected) = (0, 0);
+    let (mut accepted, mut rejected, mut known_divergences) = (0, 0, 0);
     for ((path, text), theirs) in cases.iter().zip(&lines) {
         assert_eq!(Path::new(&theirs.file), path.as_path());
         let ours = model_config::parse(text);
@@ -459,11 +478,17 @@ fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
                 }
             }
             (Err(_), false) => rejected += 1,
+            // Python's parser reads enum numbers with int(x, 0), which refuses C-style octal
+            // ("010"); protobuf's C++ parser, the one Triton runs, reads it as 8. We follow C++.
+            (Ok(_), false) if is_octal_enum_number(&theirs.error) => known_divergences += 1,
             (Ok(_), false) => disagreements.push(format!(
                 "{}: we accept, protobuf rejects: {}\n--- text ---\n{text}",
                 path.display(),
                 theirs.error
             )),
+            // Python accepts "-0" in an unsigned field; C++ wants an unsigned integer token
+            // and rejects the sign. We follow C++.
+            (Err(e), true) if is_negative_zero_unsigned(e, text) => known_divergences += 1,
             (Err(e), true) => disagreements.push(format!(
                 "{}: we reject ({e}), protobuf accepts\n--- text ---\n{text}",
                 path.display()
@@ -471,7 +496,8 @@ fn parser_agrees_with_protobuf_on_every_config_and_mutation() {
         }
     }
     eprintln!(
-        "conformance: {} configs ({} seeds, {mutations} mutations): {accepted} accepted, {rejected} rejected, {} disagreements",
+        "conformance: {} configs ({} seeds, {mutations} mutations): {accepted} accepted, {rejected} rejected, \
+         {known_divergences} known Python-vs-C++ parser differences (we follow C++), {} disagreements",
         cases.len(),
         seeds.len(),
         disagreements.len()

@@ -15,7 +15,7 @@ use crate::validate::{self, Diagnostic, ModelSummary, Options, Report, Severity,
 pub struct ValidateArgs {
     /// Model repositories (or single model directories) to check. Several repositories are
     /// checked together, as Triton's repeated --model-repository would load them.
-    #[arg(required = true, value_name = "REPO")]
+    #[arg(required_unless_present = "list_rules", value_name = "REPO")]
     pub paths: Vec<PathBuf>,
 
     /// Treat warnings as errors (exit 1 when there is any).
@@ -40,7 +40,7 @@ pub struct ValidateArgs {
     pub backends: Vec<String>,
 
     /// Print the rule catalogue and exit.
-    #[arg(long, exclusive = true)]
+    #[arg(long)]
     pub list_rules: bool,
 }
 

@@ -292,7 +292,13 @@ fn cross_model(
                     "ensemble '{m}' depends on '{name}' whose required version {} is not loaded.",
                     s.model_version
                 ),
-            );
+            )
+            .help(if s.model_version == 0 {
+                "model_version is 0 when omitted; set model_version: -1 to use the latest version"
+                    .to_string()
+            } else {
+                format!("'{name}' serves versions {versions:?} under its version policy")
+            });
         }
         if mc.max_batch_size != 0 && cfg.max_batch_size > mc.max_batch_size {
             cx.error(ENSEMBLE_MODELS, "max_batch_size", format!("ensemble {m} allows maximum batch size {}, but it contains model {name} which only allows maximum batch size to be {}", cfg.max_batch_size, mc.max_batch_size));
