@@ -220,3 +220,86 @@ pub fn read_io(path: &Path) -> std::io::Result<OnnxIo> {
     inputs.retain(|t: &OnnxTensor| !initializers.contains(&t.name));
     Ok(OnnxIo { inputs, outputs })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_config::onnx_proto::{
+        GraphProto, ModelProto, TensorName, TensorShapeProto, TypeProto,
+        tensor_shape_proto::Dimension, type_proto,
+    };
+
+    fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(TypeValue::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| Dimension {
+                                value: Some(match d {
+                                    Some(v) => DimValue::DimValue(*v),
+                                    None => DimValue::DimParam("batch".into()),
+                                }),
+                            })
+                            .collect(),
+                    }),
+                })),
+            }),
+        }
+    }
+
+    #[test]
+    fn reads_the_example_model_io() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("model-repos/simple-onnx/add_sub/1/model.onnx");
+        let io = read_io(&path).unwrap();
+        let names: Vec<_> = io.inputs.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["INPUT0", "INPUT1"]);
+        assert_eq!(io.outputs.len(), 2);
+        assert_eq!(io.inputs[0].elem_type, 1);
+        assert_eq!(io.inputs[0].dims, Some(vec![None, Some(16)]));
+    }
+
+    #[test]
+    fn initializers_listed_as_inputs_are_not_inputs_and_weights_are_skipped() {
+        let model = ModelProto {
+            ir_version: 3,
+            graph: Some(GraphProto {
+                name: "g".into(),
+                initializer: vec![TensorName { name: "W".into() }],
+                input: vec![
+                    value_info("x", 1, &[None, Some(3)]),
+                    value_info("W", 1, &[Some(3), Some(3)]),
+                ],
+                output: vec![value_info("y", 7, &[None])],
+            }),
+        };
+        let mut bytes = model.encode_to_vec();
+        // A large unrelated field (like weights in field 5 of the graph) after the graph.
+        bytes.extend([0x42, 0x80, 0x80, 0x04]);
+        bytes.extend(std::iter::repeat_n(0u8, 65536));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.onnx");
+        std::fs::write(&p, &bytes).unwrap();
+        let io = read_io(&p).unwrap();
+        assert_eq!(
+            io.inputs
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["x"]
+        );
+        assert_eq!(io.outputs[0].elem_type, 7);
+
+        // Every truncation is an error, never a panic.
+        for cut in [1, 5, 17, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            assert!(read_io(&p).is_err(), "cut at {cut}");
+        }
+        std::fs::write(&p, b"version https://git-lfs.github.com/spec/v1\n").unwrap();
+        assert!(read_io(&p).is_err());
+    }
+}

@@ -79,10 +79,14 @@ impl<'a> Parser<'a> {
     fn advance(&mut self) -> PResult<Token> {
         let prev = self.tok;
         self.last_end = prev.span.end;
-        self.tok = self.lexer.next_token().map_err(|e| ParseError {
-            message: e.message,
-            span: Span::new(e.offset, e.offset + 1),
-            kind: ParseErrorKind::Syntax,
+        let src = self.src;
+        self.tok = self.lexer.next_token().map_err(|e| {
+            let width = src[e.offset..].chars().next().map_or(0, char::len_utf8);
+            ParseError {
+                message: e.message,
+                span: Span::new(e.offset, e.offset + width),
+                kind: ParseErrorKind::Syntax,
+            }
         })?;
         Ok(prev)
     }
@@ -277,11 +281,19 @@ impl<'a> Parser<'a> {
                 .expect("map keys are scalar");
             let value = entry.get_field(&val_fd).into_owned();
             let keyed = format!("{fpath}[{}]", map_key_text(&key));
-            for (p, _) in &mut self.spans[first_span..] {
-                if let Some(rest) = p.strip_prefix(&tmp) {
-                    *p = format!("{keyed}{rest}");
+            // Fields inside the entry are addressed through the key: `parameters["k"].string_value`
+            // for the value's fields; the entry's own `key` and scalar `value` are the entry itself.
+            let mut renamed = Vec::new();
+            for (p, s) in self.spans.drain(first_span..) {
+                match p.strip_prefix(&tmp) {
+                    Some(".key") | Some(".value") => {}
+                    Some(rest) if rest.starts_with(".value.") => {
+                        renamed.push((format!("{keyed}{}", &rest[".value".len()..]), s))
+                    }
+                    _ => renamed.push((p, s)),
                 }
             }
+            self.spans.extend(renamed);
             let span = FieldSpan {
                 name: start,
                 whole: start.to(Span::new(self.prev_end(), self.prev_end())),

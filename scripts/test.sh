@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, and every test (unit, integration, and the
+# differential conformance tests, which need NVIDIA's published schema from `tritonclient`).
+#
+#   ./scripts/test.sh                 # everything
+#   ./scripts/test.sh -E 'test(onnx)' # extra arguments go to cargo nextest
+#
+# Environment:
+#   TD_VENV_DIR       where the Python tools live (default: ./.stack/venv-tools)
+#   CARGO_TARGET_DIR  cargo's build directory (CI points it outside the clone)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+# Python tools for the tests: the conformance oracle (tritonclient's ModelConfig schema and
+# Google's protobuf text-format parser) and onnx (regenerates model-repos/ models).
+venv="${TD_VENV_DIR:-$PWD/.stack/venv-tools}"
+requirements="scripts/requirements-tools.txt"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/.requirements"; then
+  say "installing Python test tools into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.requirements"
+fi
+export TD_ORACLE_PYTHON="$venv/bin/python"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --run-ignored all --no-fail-fast "$@"
+else
+  cargo test --locked --no-fail-fast -- --include-ignored "$@"
+fi
