@@ -230,3 +230,90 @@ fn the_rule_catalogue_lists_every_rule() {
     assert_eq!(v[11]["id"], "TD012");
     assert_eq!(v[11]["name"], "duplicate-model");
 }
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+const PY: &str = "class TritonPythonModel:\n    pass\n";
+const IO: &str = "input [ { name: \"IN\" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput [ { name: \"OUT\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n";
+
+#[test]
+fn ensemble_cross_model_checks_cover_decoupled_origins_and_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for m in ["a", "b"] {
+        write(d, &format!("{m}/1/model.py"), PY);
+        write(
+            d,
+            &format!("{m}/config.pbtxt"),
+            &format!("backend: \"python\"\n{IO}model_transaction_policy {{ decoupled: true }}\n"),
+        );
+    }
+    write(d, "c/1/model.py", PY);
+    write(
+        d,
+        "c/config.pbtxt",
+        "backend: \"python\"\ninput [ { name: \"X\" data_type: TYPE_FP32 dims: [ 4 ] }, { name: \"Y\" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput [ { name: \"OUT\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n",
+    );
+    write(d, "e/1/.keep", "");
+    // Steps listed out of order on purpose: c consumes what a and b produce.
+    write(
+        d,
+        "e/config.pbtxt",
+        &format!(
+            "platform: \"ensemble\"\n{IO}ensemble_scheduling {{ step [\n\
+        {{ model_name: \"c\" model_version: -1 input_map {{ key: \"X\" value: \"a_out\" }} input_map {{ key: \"Y\" value: \"b_out\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }},\n\
+        {{ model_name: \"a\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"a_out\" }} }},\n\
+        {{ model_name: \"b\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"b_out\" }} }}\n] }}\n"
+        ),
+    );
+    let (code, doc) = run_json(&[], &[d.to_path_buf()]);
+    assert_eq!(code, 1, "{doc:#}");
+    let msgs: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "in ensemble e, step of model 'c' receives inputs originated from different decoupled models"
+        ]
+    );
+    assert_eq!(doc["diagnostics"][0]["line"], 5);
+
+    // Two ensembles that include each other.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "m/1/model.py", PY);
+    write(d, "m/config.pbtxt", &format!("backend: \"python\"\n{IO}"));
+    for (e, other) in [("e1", "e2"), ("e2", "e1")] {
+        write(d, &format!("{e}/1/.keep"), "");
+        write(
+            d,
+            &format!("{e}/config.pbtxt"),
+            &format!(
+                "platform: \"ensemble\"\n{IO}ensemble_scheduling {{ step [ {{ model_name: \"{other}\" model_version: -1 input_map {{ key: \"IN\" value: \"IN\" }} output_map {{ key: \"OUT\" value: \"OUT\" }} }} ] }}\n"
+            ),
+        );
+    }
+    let (code, doc) = run_json(&[], &[d.to_path_buf()]);
+    assert_eq!(code, 1);
+    let msgs: BTreeSet<&str> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        BTreeSet::from([
+            "circular dependency between ensembles: e1 -> e2 -> e1",
+            "circular dependency between ensembles: e2 -> e1 -> e2"
+        ])
+    );
+}

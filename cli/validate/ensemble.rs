@@ -345,6 +345,7 @@ fn cross_model(
             }
         }
     }
+    decoupled_origins(cx, steps, repo, m);
     for (t, uses) in &shapes {
         let Some((first, _)) = uses.first() else {
             continue;
@@ -355,6 +356,58 @@ fn cross_model(
             } else if !shape_matches(first, other) {
                 cx.error(ENSEMBLE_MODELS, path, format!("in ensemble {m}, ensemble tensor {t}: inconsistent shape: {} is inferred from model {} while {} is inferred from model {}", fmt_dims(&first.dims), first.model, fmt_dims(&other.dims), other.model));
             }
+        }
+    }
+}
+
+/// A step may not take inputs that originate from two different decoupled models: their responses
+/// cannot be matched up. Origins flow through non-decoupled steps.
+fn decoupled_origins(
+    cx: &mut Cx,
+    steps: &[crate::model_config::inference::model_ensembling::Step],
+    repo: &ModelRepo,
+    m: &str,
+) {
+    let decoupled = |name: &str| {
+        repo.model(name)
+            .and_then(|x| x.parsed())
+            .and_then(|p| p.config.model_transaction_policy.as_ref())
+            .is_some_and(|t| t.decoupled)
+    };
+    let mut origin: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    // Steps may be listed in any order: propagate until nothing changes (at most one pass per step).
+    for _ in 0..=steps.len() {
+        let mut changed = false;
+        for s in steps {
+            let mut from: BTreeSet<&str> = BTreeSet::new();
+            if decoupled(&s.model_name) {
+                from.insert(s.model_name.as_str());
+            } else {
+                for t in s.input_map.values() {
+                    from.extend(origin.get(t.as_str()).into_iter().flatten());
+                }
+            }
+            for t in s.output_map.values() {
+                let e = origin.entry(t.as_str()).or_default();
+                let before = e.len();
+                e.extend(&from);
+                changed |= e.len() != before;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let from: BTreeSet<&str> = s
+            .input_map
+            .values()
+            .flat_map(|t| origin.get(t.as_str()).into_iter().flatten().copied())
+            .collect();
+        if from.len() > 1 {
+            let list = from.iter().copied().collect::<Vec<_>>().join(", ");
+            cx.error(ENSEMBLE_MODELS, &format!("ensemble_scheduling.step[{i}].input_map"), format!("in ensemble {m}, step of model '{}' receives inputs originated from different decoupled models", s.model_name))
+                .help(format!("its inputs come from the decoupled models {list}"));
         }
     }
 }
