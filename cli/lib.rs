@@ -4,8 +4,11 @@
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
 pub mod commands;
+pub mod image;
+pub mod layers;
 pub mod model_config;
 pub mod model_repo;
 pub mod onnx;
 pub mod pbtxt;
+pub mod registry;
 pub mod validate;

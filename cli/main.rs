@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Lint a model repository the way Triton would load it, before anything ships.
     Validate(commands::validate::ValidateArgs),
+    /// Package a model repository as a tritonserver image and push it to ECR.
+    Push(Box<commands::push::PushArgs>),
 }
 
 fn init_logging(verbose: u8) {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Validate(args) => commands::validate::run(args, global),
+        Command::Push(args) => commands::push::run(*args, global),
     };
     ExitCode::from(code as u8)
 }

@@ -6,7 +6,8 @@
 #   ./scripts/test.sh -E 'test(onnx)' # extra arguments go to cargo nextest
 #
 # Environment:
-#   TD_VENV_DIR       where the Python tools live (default: ./.stack/venv-tools)
+#   TD_VENV_DIR       the directory of the Python venvs (default: ./.stack)
+#   TD_STACK_DIR      state of the local stand-ins (default: ./.stack); ports: see scripts/stack.sh
 #   CARGO_TARGET_DIR  cargo's build directory (CI points it outside the clone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 
 # Python tools for the tests: the conformance oracle (tritonclient's ModelConfig schema and
 # Google's protobuf text-format parser) and onnx (regenerates model-repos/ models).
-venv="${TD_VENV_DIR:-$PWD/.stack/venv-tools}"
+venv="${TD_VENV_DIR:-$PWD/.stack}/venv-tools"
 requirements="scripts/requirements-tools.txt"
 if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/.requirements"; then
   say "installing Python test tools into $venv"
@@ -30,6 +31,17 @@ cargo fmt --all -- --check
 
 say "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+
+# The local stand-ins (moto, registries) for the integration tests; stopped again on exit unless
+# they were already running.
+if ./scripts/stack.sh status | grep -q running; then
+  say "using the running local stack"
+else
+  say "starting the local stack"
+  trap './scripts/stack.sh down' EXIT
+  ./scripts/stack.sh up
+fi
+eval "$(./scripts/stack.sh env)"
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -62,7 +62,7 @@ ours=$(for _ in $(seq $runs); do
   echo $(( (e - s) / 1000 ))
 done | median)
 
-py="${TD_VENV_DIR:-$PWD/.stack/venv-tools}/bin/python"
+py="${TD_VENV_DIR:-$PWD/.stack}/venv-tools/bin/python"
 peer=""
 if [ -x "$py" ]; then
   peer=$("$py" - "$repo" "$runs" <<'PY'

@@ -1,0 +1,568 @@
+//! `triton-deploy push`: package a model repository as a `tritonserver` image and push it to ECR.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use serde::Serialize;
+use triton_deploy_aws::{AwsOptions, Secret, ecr};
+use url::Url;
+
+use super::{Format, Global, exit};
+use crate::image::{self, DEFAULT_BASE, ImageName, ImageSettings, Progress};
+use crate::layers::{self, Cache, Compression, Layer};
+use crate::model_repo::ModelRepo;
+use crate::registry::Registry;
+use crate::validate::{self, Options};
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The model repository to package (validated first).
+    #[arg(value_name = "MODEL_REPO")]
+    pub repo: PathBuf,
+
+    /// ECR repository name (created when missing). Required unless --output is given.
+    #[arg(long, value_name = "NAME", required_unless_present = "output")]
+    pub repository: Option<String>,
+
+    /// Image tag. Default: `sha-` and the first 12 hex digits of the image digest, so an unchanged
+    /// repository gets the same tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// Base image: a tritonserver release image (`nvcr.io/nvidia/tritonserver:<yy.mm>-py3`).
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_BASE)]
+    pub base: String,
+
+    /// How to build: `oci` appends model layers without Docker; `docker` builds templates/Dockerfile
+    /// through the Docker Engine (for Python-backend requirements).
+    #[arg(long, value_enum, default_value_t = Builder::Oci)]
+    pub builder: Builder,
+
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+
+    /// Talk to this registry URL instead of the ECR endpoint (e.g. a local registry in tests).
+    #[arg(long, value_name = "URL")]
+    pub registry_endpoint: Option<Url>,
+
+    /// Accept self-signed TLS certificates from the registries.
+    #[arg(long)]
+    pub insecure_registry: bool,
+
+    /// Write the image locally instead of (or as well as, with --repository) pushing it:
+    /// `oci-layout:DIR` or `docker-archive:FILE`.
+    #[arg(long, value_name = "KIND:PATH")]
+    pub output: Option<String>,
+
+    /// Push even when `validate` finds errors.
+    #[arg(long)]
+    pub skip_validate: bool,
+
+    /// An extra `tritonserver` flag for the image's command (repeatable), e.g. `--triton-arg=--strict-readiness=true`.
+    #[arg(long = "triton-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub triton_args: Vec<String>,
+
+    /// Environment variable holding `user:password` for the base image's registry (never printed).
+    #[arg(long, value_name = "VAR")]
+    pub base_credentials_env: Option<String>,
+
+    /// AWS region (default: the standard chain: AWS_REGION, profile).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// AWS profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// Lifecycle policy of a new repository: keep this many images (0: no policy).
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub keep_images: u32,
+
+    /// Create the repository with mutable tags (default: immutable).
+    #[arg(long)]
+    pub mutable_tags: bool,
+
+    /// Encrypt a new repository with this KMS key instead of AES-256.
+    #[arg(long, value_name = "KEY")]
+    pub kms_key: Option<String>,
+
+    /// Blob transfers at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Builder {
+    Oci,
+    Docker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("the model repository is invalid ({0} errors); fix it or pass --skip-validate")]
+    Invalid(usize),
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+    #[error("building the layer of model '{model}': {source}")]
+    Layer {
+        model: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ecr(#[from] ecr::EcrError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerReport {
+    pub model: String,
+    pub digest: String,
+    pub size: u64,
+    pub uploaded: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub image: String,
+    pub digest: String,
+    pub tag: String,
+    pub layers: Vec<LayerReport>,
+    pub uploaded_bytes: u64,
+    pub reused_bytes: u64,
+    pub seconds: f64,
+    pub base: BaseReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaseReport {
+    pub image: String,
+    pub digest: String,
+    pub layers: usize,
+}
+
+pub fn run(args: PushArgs, global: Global) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    let started = Instant::now();
+    match rt.block_on(push(&args, global)) {
+        Ok(mut report) => {
+            report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+            match global.format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("json"))
+                }
+                Format::Text => {
+                    for l in &report.layers {
+                        let what = if l.uploaded { "uploaded" } else { "reused" };
+                        eprintln!(
+                            "  {:<24} {}  {:>12} bytes  {what}",
+                            l.model,
+                            &l.digest[..19],
+                            l.size
+                        );
+                    }
+                    eprintln!(
+                        "pushed in {:.1}s: {} bytes uploaded, {} bytes reused",
+                        report.seconds, report.uploaded_bytes, report.reused_bytes
+                    );
+                    if let Some(o) = &report.output {
+                        eprintln!("wrote {o}");
+                    }
+                    println!("{}", report.image);
+                }
+            }
+            exit::OK
+        }
+        Err(PushError::Usage(m)) => {
+            eprintln!("error: {m}");
+            exit::USAGE
+        }
+        Err(e) => {
+            if global.format == Format::Json {
+                println!("{}", serde_json::json!({"error": e.to_string()}));
+            }
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
+}
+
+/// One progress bar per blob on a terminal; nothing otherwise.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn start(&self, label: &str, digest: &str, size: u64) {
+        let pb = self.multi.add(indicatif::ProgressBar::new(size));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>24} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
+            )
+            .expect("template"),
+        );
+        pb.set_prefix(label.to_string());
+        pb.set_message(digest[7..19].to_string());
+        self.bars
+            .lock()
+            .expect("bars")
+            .insert(digest.to_string(), pb);
+    }
+    fn advance(&self, digest: &str, bytes: u64) {
+        if let Some(pb) = self.bars.lock().expect("bars").get(digest) {
+            pb.inc(bytes);
+        }
+    }
+    fn finish(&self, digest: &str, how: &str) {
+        if let Some(pb) = self.bars.lock().expect("bars").get(digest) {
+            pb.finish_with_message(how.to_string());
+        }
+    }
+}
+
+fn registry_url(host: &str) -> Result<Url, PushError> {
+    let local =
+        host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
+    let scheme = if local { "http" } else { "https" };
+    Url::parse(&format!("{scheme}://{host}/"))
+        .map_err(|e| PushError::Usage(format!("bad registry host '{host}': {e}")))
+}
+
+fn credentials_from_env(var: &str) -> Result<(String, Secret), PushError> {
+    let v = std::env::var(var)
+        .map_err(|_| PushError::Usage(format!("environment variable {var} is not set")))?;
+    let (u, p) = v
+        .split_once(':')
+        .ok_or_else(|| PushError::Usage(format!("{var} must hold 'user:password'")))?;
+    Ok((u.to_string(), Secret::new(p)))
+}
+
+/// The last commit that touched `dir` (`-dirty` when it has uncommitted changes), if in git.
+/// Commits elsewhere in the repository do not change it, so they do not change the image.
+fn git_revision(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let rev = git(&["log", "-1", "--format=%H", "--", "."]).filter(|r| !r.is_empty())?;
+    let dirty = git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutputKind {
+    OciLayout,
+    DockerArchive,
+}
+
+fn parse_output(o: &str) -> Result<(OutputKind, PathBuf), PushError> {
+    let (kind, path) = o
+        .split_once(':')
+        .filter(|(_, p)| !p.is_empty())
+        .ok_or_else(|| {
+            PushError::Usage(format!(
+                "--output '{o}': expected oci-layout:DIR or docker-archive:FILE"
+            ))
+        })?;
+    let kind = match kind {
+        "oci-layout" => OutputKind::OciLayout,
+        "docker-archive" => OutputKind::DockerArchive,
+        _ => {
+            return Err(PushError::Usage(format!(
+                "--output kind '{kind}': expected oci-layout or docker-archive"
+            )));
+        }
+    };
+    Ok((kind, PathBuf::from(path)))
+}
+
+async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> {
+    if args.builder == Builder::Docker {
+        return Err(PushError::Usage(
+            "--builder docker is not available yet; use the default --builder oci".into(),
+        ));
+    }
+    if !args.repo.is_dir() {
+        return Err(PushError::Usage(format!(
+            "model repository {} is not a directory",
+            args.repo.display()
+        )));
+    }
+    let output_to = args.output.as_deref().map(parse_output).transpose()?;
+    // 1. Validate.
+    let report = validate::validate(std::slice::from_ref(&args.repo), &Options::default())?;
+    if !report.is_valid(false) {
+        if !args.skip_validate {
+            eprint!(
+                "{}",
+                super::validate::render_text(&report, false, global.color)
+            );
+            return Err(PushError::Invalid(report.errors()));
+        }
+        tracing::warn!(
+            errors = report.errors(),
+            "pushing an invalid repository (--skip-validate)"
+        );
+    }
+    // 2. Layers, one per model.
+    let repo = ModelRepo::read(&args.repo, None)
+        .map_err(|e| PushError::Other(format!("reading {}: {e}", args.repo.display())))?;
+    let cache = Cache::default_location();
+    let mut model_layers: Vec<Layer> = Vec::new();
+    for m in repo.models.iter().filter(|m| !m.name.starts_with('.')) {
+        let (cache, name, dir, c) = (
+            cache.clone(),
+            m.name.clone(),
+            m.dir.clone(),
+            args.compression,
+        );
+        let layer =
+            tokio::task::spawn_blocking(move || layers::build_layer(&cache, &name, &dir, c))
+                .await
+                .map_err(|e| PushError::Other(e.to_string()))?
+                .map_err(|e| PushError::Layer {
+                    model: m.name.clone(),
+                    source: e,
+                })?;
+        tracing::info!(model = %m.name, digest = %layer.digest, cached = layer.cached, "layer ready");
+        model_layers.push(layer);
+    }
+    if model_layers.is_empty() {
+        return Err(PushError::Usage(format!(
+            "{} holds no models",
+            args.repo.display()
+        )));
+    }
+
+    // 3. Target registry (ECR), unless only writing locally.
+    let base_name = ImageName::parse(&args.base)?;
+    let mut target: Option<(Registry, ecr::Repository)> = None;
+    if let Some(name) = &args.repository {
+        ecr::check_repository_name(name).map_err(|e| PushError::Usage(e.to_string()))?;
+        let cfg = triton_deploy_aws::load_config(&AwsOptions {
+            region: args.region.clone(),
+            profile: args.profile.clone(),
+        })
+        .await;
+        let client = ecr::Ecr::new(&cfg);
+        let settings = ecr::RepositorySettings {
+            immutable_tags: !args.mutable_tags,
+            kms_key: args.kms_key.clone(),
+            keep_images: args.keep_images,
+            ..Default::default()
+        };
+        let repository = client.ensure_repository(name, &settings).await?;
+        let auth = client.registry_auth(&repository.registry_id).await?;
+        let endpoint = match &args.registry_endpoint {
+            Some(u) => u.clone(),
+            None => {
+                let host = repository.uri.split('/').next().unwrap_or_default();
+                Url::parse(&format!("https://{host}/")).map_err(|e| {
+                    PushError::Other(format!("bad repository URI {}: {e}", repository.uri))
+                })?
+            }
+        };
+        let reg = Registry::new(
+            endpoint,
+            Some((auth.username, auth.password)),
+            args.insecure_registry,
+        )?;
+        reg.ping().await?;
+        target = Some((reg, repository));
+    }
+
+    // 4. Base image: from the target registry when it lives there, else from its own.
+    let base_reg = match &target {
+        Some((reg, _)) if reg.host() == base_name.registry => reg.clone(),
+        _ => {
+            let creds = args
+                .base_credentials_env
+                .as_deref()
+                .map(credentials_from_env)
+                .transpose()?;
+            Registry::new(
+                registry_url(&base_name.registry)?,
+                creds,
+                args.insecure_registry,
+            )?
+        }
+    };
+    let base = image::resolve_base(&base_reg, &base_name).await?;
+
+    // 5. Config and manifest.
+    let mut labels = BTreeMap::new();
+    let served: Vec<String> = report
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                "{}={}",
+                m.name,
+                m.versions
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect();
+    labels.insert("ai.triton-deploy.models".to_string(), served.join(";"));
+    labels.insert(
+        "ai.triton-deploy.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.name".to_string(),
+        base_name.to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.digest".to_string(),
+        base.digest.clone(),
+    );
+    if let Some(rev) = git_revision(&args.repo) {
+        labels.insert("org.opencontainers.image.revision".to_string(), rev);
+    }
+    let built = image::build(
+        &base,
+        &model_layers,
+        &ImageSettings {
+            triton_args: args.triton_args.clone(),
+            labels,
+        },
+    );
+    let tag = args
+        .tag
+        .clone()
+        .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
+    if tag.is_empty()
+        || tag.len() > 128
+        || !tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        || tag.starts_with(['.', '-'])
+    {
+        return Err(PushError::Usage(format!(
+            "'{tag}' is not a valid tag: up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-'"
+        )));
+    }
+
+    // 6. Local output.
+    if let Some((kind, path)) = &output_to {
+        let ref_name = match &target {
+            Some((_, r)) => format!("{}:{tag}", r.uri),
+            None => format!(
+                "{}:{tag}",
+                args.repo
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_lowercase())
+                    .unwrap_or_else(|| "models".into())
+            ),
+        };
+        match kind {
+            OutputKind::OciLayout => image::write_oci_layout(&built, &base_reg, path, &tag).await?,
+            OutputKind::DockerArchive => {
+                image::write_docker_archive(&built, &base_reg, path, &ref_name).await?
+            }
+        }
+    }
+    let output = args.output.clone();
+
+    // 7. Push.
+    let mut layer_reports: Vec<LayerReport> = model_layers
+        .iter()
+        .map(|l| LayerReport {
+            model: l.model.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            uploaded: false,
+        })
+        .collect();
+    let (mut uploaded_bytes, mut reused_bytes) = (0, 0);
+    let image_ref = match &target {
+        Some((reg, repository)) => {
+            let progress: Arc<dyn Progress> = if global.format == Format::Text
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                Arc::new(Bars {
+                    multi: indicatif::MultiProgress::new(),
+                    bars: Mutex::new(BTreeMap::new()),
+                })
+            } else {
+                Arc::new(image::Quiet)
+            };
+            let scratch = tempfile::tempdir().map_err(|e| PushError::Other(e.to_string()))?;
+            let dest = image::Destination {
+                registry: reg,
+                repo: &repository.name,
+                tag: &tag,
+                immutable: repository.immutable_tags,
+            };
+            let outcome = image::push(
+                &built,
+                &dest,
+                &base_reg,
+                args.jobs,
+                progress,
+                scratch.path(),
+            )
+            .await?;
+            for b in &outcome.blobs {
+                if b.uploaded {
+                    uploaded_bytes += b.size;
+                } else {
+                    reused_bytes += b.size;
+                }
+                for l in layer_reports.iter_mut().filter(|l| l.digest == b.digest) {
+                    l.uploaded = b.uploaded;
+                }
+            }
+            format!("{}@{}", repository.uri, built.digest)
+        }
+        None => format!("{}@{}", args.repo.display(), built.digest),
+    };
+    Ok(PushReport {
+        image: image_ref,
+        digest: built.digest.clone(),
+        tag,
+        layers: layer_reports,
+        uploaded_bytes,
+        reused_bytes,
+        seconds: 0.0,
+        base: BaseReport {
+            image: base_name.to_string(),
+            digest: base.digest.clone(),
+            layers: base.layers.len(),
+        },
+        output,
+    })
+}

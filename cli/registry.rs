@@ -1,0 +1,956 @@
+//! A client of the OCI distribution API (the registry data plane): blob HEAD, cross-repository
+//! mount, monolithic and chunked uploads with retries and resume, registry-to-registry streaming,
+//! manifests. Authentication answers the registry's `WWW-Authenticate` challenge: Basic (ECR) or a
+//! Bearer token fetched from the named realm (Docker Hub, NGC, GHCR...). Credentials are never logged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{RequestBuilder, Response, StatusCode, header};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use triton_deploy_aws::Secret;
+use url::Url;
+
+/// Every manifest media type we read; registries only return OCI manifests when asked for them.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach the registry at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the registry at {0} refused the credentials (401 unauthorized)")]
+    Unauthorized(String),
+    #[error("access denied by the registry (403) for {0}")]
+    Denied(String),
+    #[error("{what} not found in the registry ({url})")]
+    NotFound { what: String, url: String },
+    #[error("the registry answered {status} to {method} {url}: {body}")]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("blob {digest}: {detail}")]
+    Integrity { digest: String, detail: String },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Retries for transient failures: 5xx, 429, resets and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        // Exponential backoff with a deterministic jitter from the attempt number.
+        let exp = self.base_delay.saturating_mul(1 << attempt.min(6));
+        exp + Duration::from_millis(u64::from(attempt) * 37 % 100)
+    }
+}
+
+#[derive(Clone, Default)]
+enum Auth {
+    #[default]
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A registry, e.g. `https://123456789012.dkr.ecr.us-east-1.amazonaws.com`.
+#[derive(Clone)]
+pub struct Registry {
+    pub base: Url,
+    http: reqwest::Client,
+    credentials: Option<(String, Secret)>,
+    auth: Arc<Mutex<Auth>>,
+    tokens: Arc<Mutex<HashMap<String, Secret>>>,
+    pub retry: RetryPolicy,
+    /// Size above which uploads go in chunks (PATCH) rather than one PUT.
+    pub chunk_threshold: u64,
+    pub chunk_size: u64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn retriable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
+fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, v)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (val, after) = if let Some(stripped) = v.strip_prefix('"') {
+            let end = stripped.find('"').unwrap_or(stripped.len());
+            (
+                stripped[..end].to_string(),
+                stripped.get(end + 1..).unwrap_or(""),
+            )
+        } else {
+            let end = v.find(',').unwrap_or(v.len());
+            (v[..end].trim().to_string(), &v[end..])
+        };
+        params.insert(k, val);
+        rest = after.trim_start_matches([',', ' ']);
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+/// The sha256 digest string of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Registry {
+    /// A registry client. `insecure` accepts self-signed certificates.
+    pub fn new(
+        base: Url,
+        credentials: Option<(String, Secret)>,
+        insecure: bool,
+    ) -> Result<Registry, RegistryError> {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(insecure)
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(8)
+            .user_agent(concat!("triton-deploy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Unreachable {
+                url: base.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Registry {
+            base,
+            http,
+            credentials,
+            auth: Arc::new(Mutex::new(Auth::None)),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+            retry: RetryPolicy::default(),
+            chunk_threshold: 256 << 20,
+            chunk_size: 16 << 20,
+        })
+    }
+
+    pub fn host(&self) -> String {
+        match self.base.port() {
+            Some(p) => format!("{}:{p}", self.base.host_str().unwrap_or_default()),
+            None => self.base.host_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("registry paths are valid URLs")
+    }
+
+    /// Adds the credentials the registry asked for (if any) to a request.
+    async fn authorize(
+        &self,
+        req: RequestBuilder,
+        scope: &str,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let auth = self.auth.lock().expect("auth").clone();
+        Ok(match auth {
+            Auth::None => req,
+            Auth::Basic => match &self.credentials {
+                Some((u, p)) => req.basic_auth(u, Some(p.expose())),
+                None => req,
+            },
+            Auth::Bearer { realm, service } => {
+                let cached = self.tokens.lock().expect("tokens").get(scope).cloned();
+                let token = match cached {
+                    Some(t) => t,
+                    None => {
+                        let t = self.fetch_token(&realm, service.as_deref(), scope).await?;
+                        self.tokens
+                            .lock()
+                            .expect("tokens")
+                            .insert(scope.to_string(), t.clone());
+                        t
+                    }
+                };
+                req.bearer_auth(token.expose())
+            }
+        })
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Secret, RegistryError> {
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Unreachable {
+            url: realm.to_string(),
+            detail: format!("bad token realm: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut req = self.http.get(url.clone());
+        if let Some((u, p)) = &self.credentials {
+            req = req.basic_auth(u, Some(p.expose()));
+        }
+        let resp = req.send().await.map_err(|e| RegistryError::Unreachable {
+            url: realm.to_string(),
+            detail: e.to_string(),
+        })?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized(self.base.to_string()));
+        }
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| RegistryError::Unreachable {
+                url: realm.to_string(),
+                detail: format!("token response: {e}"),
+            })?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(Secret::new)
+            .ok_or_else(|| RegistryError::Unauthorized(self.base.to_string()))
+    }
+
+    /// Sends a request built by `build`, answering auth challenges and retrying transient failures.
+    /// `scope` is the token scope (`repository:<name>:pull,push`).
+    pub async fn send(
+        &self,
+        scope: &str,
+        build: &(dyn Fn() -> RequestBuilder + Sync),
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let req = self.authorize(build(), scope).await?;
+            let req = req.build().map_err(|e| RegistryError::Unreachable {
+                url: self.base.to_string(),
+                detail: e.to_string(),
+            })?;
+            let (method, url) = (req.method().clone(), req.url().clone());
+            let result = self.http.execute(req).await;
+            match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
+                    challenged = true;
+                    let h = resp
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let (scheme, params) = parse_challenge(&h);
+                    let new = match scheme.as_str() {
+                        "bearer" => Auth::Bearer {
+                            realm: params.get("realm").cloned().unwrap_or_default(),
+                            service: params.get("service").cloned(),
+                        },
+                        _ if self.credentials.is_some() => Auth::Basic,
+                        _ => return Err(RegistryError::Unauthorized(self.base.to_string())),
+                    };
+                    *self.auth.lock().expect("auth") = new;
+                    self.tokens.lock().expect("tokens").remove(scope);
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    return Err(RegistryError::Unauthorized(self.base.to_string()));
+                }
+                Ok(resp) if retriable(resp.status()) && attempt + 1 < self.retry.attempts => {
+                    tracing::debug!(%method, %url, status = resp.status().as_u16(), attempt, "retrying");
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt + 1 < self.retry.attempts && !e.is_builder() => {
+                    tracing::debug!(%method, %url, error = %e, attempt, "retrying after a transport error");
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Unreachable {
+                        url: url.to_string(),
+                        detail: error_chain(&e),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Checks that the registry answers and accepts the credentials (`GET /v2/`).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/");
+        let resp = self
+            .send("registry:catalog:*", &|| self.http.get(url.clone()))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(RegistryError::Status {
+                method: "GET".into(),
+                url: url.to_string(),
+                status: 404,
+                body: "this does not look like an OCI registry (no /v2/ endpoint)".into(),
+            }),
+            _ => Err(status_error("GET", &url, resp).await),
+        }
+    }
+
+    fn scope(repo: &str) -> String {
+        format!("repository:{repo}:pull,push")
+    }
+
+    fn pull_scope(repo: &str) -> String {
+        format!("repository:{repo}:pull")
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send(&Self::scope(repo), &|| self.http.head(url.clone()))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(status_error("HEAD", &url, resp).await),
+        }
+    }
+
+    /// Asks the registry to mount `digest` from `from` into `repo`. `false` when it will not.
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let resp = self
+            .send(&Self::scope(repo), &|| self.http.post(url.clone()))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // The registry opened an upload instead: cancel it.
+                if let Some(loc) = location(&resp, &self.base) {
+                    let _ = self.http.delete(loc).send().await;
+                }
+                Ok(false)
+            }
+            s if s.is_client_error() => Ok(false),
+            _ => Err(status_error("POST", &url, resp).await),
+        }
+    }
+
+    async fn start_upload(&self, repo: &str) -> Result<(Url, u64), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        let resp = self
+            .send(&Self::scope(repo), &|| self.http.post(url.clone()))
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error("POST", &url, resp).await);
+        }
+        let min_chunk = resp
+            .headers()
+            .get("OCI-Chunk-Min-Length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let loc = location(&resp, &self.base).ok_or_else(|| RegistryError::Status {
+            method: "POST".into(),
+            url: url.to_string(),
+            status: 202,
+            body: "no Location header on the upload session".into(),
+        })?;
+        Ok((loc, min_chunk))
+    }
+
+    /// Uploads the file at `path` as blob `digest`, reporting progress through `progress(bytes)`.
+    /// Small blobs go in one PUT; large ones in chunks, resuming an interrupted chunk from the
+    /// offset the registry confirms (or from the start of a new session when it confirms none).
+    pub async fn upload_file(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let mut session_attempts = 0;
+        loop {
+            let result = if size <= self.chunk_threshold {
+                self.upload_monolithic(repo, digest, path, size, progress)
+                    .await
+            } else {
+                self.upload_chunked(repo, digest, path, size, progress)
+                    .await
+            };
+            match result {
+                Err(RegistryError::Unreachable { .. })
+                | Err(RegistryError::Status {
+                    status: 500..=599, ..
+                }) if session_attempts + 1 < self.retry.attempts => {
+                    session_attempts += 1;
+                    tokio::time::sleep(self.retry.delay(session_attempts)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn upload_monolithic(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let (loc, _) = self.start_upload(repo).await?;
+        let mut url = loc;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| RegistryError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        // Stream the file: memory stays flat whatever the blob's size. A failed PUT is retried by
+        // the caller with a new session (a streamed body cannot be replayed).
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let pump = async move {
+            let mut f = file;
+            let mut sent = 0u64;
+            while sent < size {
+                let mut buf = vec![0u8; (size - sent).min(256 * 1024) as usize];
+                let item = f.read_exact(&mut buf).await.map(|_| Bytes::from(buf));
+                let ok = item.is_ok();
+                if let Ok(b) = &item {
+                    sent += b.len() as u64;
+                    progress(b.len() as u64);
+                }
+                if tx.send(item).await.is_err() || !ok {
+                    break;
+                }
+            }
+        };
+        let req = self
+            .http
+            .put(url.clone())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
+        let scope = Self::scope(repo);
+        let put = async {
+            self.authorize(req, &scope)
+                .await?
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unreachable {
+                    url: url.to_string(),
+                    detail: error_chain(&e),
+                })
+        };
+        let ((), resp) = tokio::join!(pump, put);
+        let resp = resp?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error("PUT", &url, resp).await);
+        }
+        Ok(())
+    }
+
+    async fn upload_chunked(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let (mut loc, min_chunk) = self.start_upload(repo).await?;
+        let chunk = self.chunk_size.max(min_chunk);
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| RegistryError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; chunk as usize];
+        let mut failures = 0;
+        while offset < size {
+            use tokio::io::AsyncSeekExt;
+            let n = (size - offset).min(chunk) as usize;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| RegistryError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            file.read_exact(&mut buf[..n])
+                .await
+                .map_err(|e| RegistryError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            let body = Bytes::from(buf[..n].to_vec());
+            let range = format!("{offset}-{}", offset + n as u64 - 1);
+            let sent = self
+                .http
+                .patch(loc.clone())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_RANGE, &range)
+                .header(header::CONTENT_LENGTH, n)
+                .body(body);
+            let sent = self.authorize(sent, &Self::scope(repo)).await?.send().await;
+            match sent {
+                // ECR answers 201 where the spec says 202; both mean the chunk was taken.
+                Ok(resp)
+                    if resp.status() == StatusCode::ACCEPTED
+                        || resp.status() == StatusCode::CREATED =>
+                {
+                    if let Some(l) = location(&resp, &self.base) {
+                        loc = l;
+                    }
+                    // Track the offset ourselves: ECR's Range header stops advancing after one chunk.
+                    offset += n as u64;
+                    progress(n as u64);
+                    failures = 0;
+                }
+                other => {
+                    failures += 1;
+                    if failures >= self.retry.attempts {
+                        return match other {
+                            Ok(resp) => Err(status_error("PATCH", &loc, resp).await),
+                            Err(e) => Err(RegistryError::Unreachable {
+                                url: loc.to_string(),
+                                detail: error_chain(&e),
+                            }),
+                        };
+                    }
+                    tokio::time::sleep(self.retry.delay(failures)).await;
+                    // Resume from what the registry says it has; restart the session otherwise.
+                    match self.upload_status(&loc, repo).await {
+                        Some(confirmed) if confirmed <= offset => {
+                            progress(0);
+                            offset = confirmed;
+                        }
+                        _ => {
+                            let (l, _) = self.start_upload(repo).await?;
+                            loc = l;
+                            offset = 0;
+                        }
+                    }
+                }
+            }
+        }
+        let mut url = loc;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let resp = self
+            .send(&Self::scope(repo), &|| {
+                self.http.put(url.clone()).header(header::CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error("PUT", &url, resp).await);
+        }
+        Ok(())
+    }
+
+    /// How many bytes of an upload session the registry holds (`Range: 0-<last>`), if it says.
+    async fn upload_status(&self, loc: &Url, repo: &str) -> Option<u64> {
+        let resp = self
+            .send(&Self::scope(repo), &|| self.http.get(loc.clone()))
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            return None;
+        }
+        let range = resp.headers().get(header::RANGE)?.to_str().ok()?;
+        let end: u64 = range.rsplit('-').next()?.parse().ok()?;
+        Some(end + 1)
+    }
+
+    /// Streams blob `digest` from `src`/`src_repo` into this registry's `repo` without holding it
+    /// in memory, verifying the digest on the way.
+    pub async fn copy_blob_from(
+        &self,
+        src: &Registry,
+        src_repo: &str,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .try_copy_blob(src, src_repo, repo, digest, size, progress)
+                .await
+            {
+                Err(RegistryError::Unreachable { .. })
+                | Err(RegistryError::Status {
+                    status: 500..=599, ..
+                }) if attempt + 1 < self.retry.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_copy_blob(
+        &self,
+        src: &Registry,
+        src_repo: &str,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let get_url = src.url(&format!("v2/{src_repo}/blobs/{digest}"));
+        let resp = src
+            .send(&Self::pull_scope(src_repo), &|| {
+                src.http.get(get_url.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error("GET", &get_url, resp).await);
+        }
+        let (loc, _) = self.start_upload(repo).await?;
+        let mut put_url = loc;
+        put_url.query_pairs_mut().append_pair("digest", digest);
+        let hasher = Arc::new(Mutex::new(Sha256::new()));
+        let h2 = hasher.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let mut stream = resp.bytes_stream();
+        let pump = async move {
+            while let Some(chunk) = stream.next().await {
+                let item = chunk.map_err(std::io::Error::other);
+                if let Ok(b) = &item {
+                    h2.lock().expect("hash").update(b);
+                    progress(b.len() as u64);
+                }
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+        let scope = Self::scope(repo);
+        let put = self.authorize(
+            self.http
+                .put(put_url.clone())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_LENGTH, size)
+                .body(body),
+            &scope,
+        );
+        let put = async {
+            put.await?
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unreachable {
+                    url: put_url.to_string(),
+                    detail: error_chain(&e),
+                })
+        };
+        let ((), resp) = tokio::join!(pump, put);
+        let resp = resp?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error("PUT", &put_url, resp).await);
+        }
+        let got = format!(
+            "sha256:{}",
+            hex::encode(hasher.lock().expect("hash").clone().finalize())
+        );
+        if got != digest {
+            return Err(RegistryError::Integrity {
+                digest: digest.into(),
+                detail: format!("the source registry served content with digest {got}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetches a manifest: (bytes, media type, digest of the bytes).
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), &|| {
+                self.http
+                    .get(url.clone())
+                    .header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound {
+                    what: format!("manifest {repo}:{reference}"),
+                    url: url.to_string(),
+                });
+            }
+            StatusCode::FORBIDDEN => {
+                return Err(RegistryError::Denied(format!("{repo}:{reference}")));
+            }
+            _ => return Err(status_error("GET", &url, resp).await),
+        }
+        let media = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        let digest = sha256_digest(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(RegistryError::Integrity {
+                digest: reference.into(),
+                detail: format!("the registry served a manifest with digest {digest}"),
+            });
+        }
+        Ok((bytes.to_vec(), media, digest))
+    }
+
+    /// Whether a manifest exists (HEAD), returning its digest.
+    pub async fn manifest_digest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), &|| {
+                self.http
+                    .head(url.clone())
+                    .header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp
+                .headers()
+                .get("Docker-Content-Digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error("HEAD", &url, resp).await),
+        }
+    }
+
+    /// Fetches a small blob (an image config) into memory, checking its digest.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), &|| self.http.get(url.clone()))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                what: format!("blob {digest} in {repo}"),
+                url: url.to_string(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(status_error("GET", &url, resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| RegistryError::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        if sha256_digest(&bytes) != digest {
+            return Err(RegistryError::Integrity {
+                digest: digest.into(),
+                detail: "content does not match its digest".into(),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Writes the file `path` of a blob to disk from the registry (for `--output`).
+    pub async fn download_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        dest: &Path,
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), &|| self.http.get(url.clone()))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error("GET", &url, resp).await);
+        }
+        let io_err = |e| RegistryError::Io {
+            path: dest.display().to_string(),
+            source: e,
+        };
+        let tmp = dest.with_extension("partial");
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
+        let mut h = Sha256::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
+            h.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
+                .await
+                .map_err(io_err)?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut f)
+            .await
+            .map_err(io_err)?;
+        let got = format!("sha256:{}", hex::encode(h.finalize()));
+        if got != digest {
+            return Err(RegistryError::Integrity {
+                digest: digest.into(),
+                detail: format!("downloaded content has digest {got}"),
+            });
+        }
+        tokio::fs::rename(&tmp, dest).await.map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Puts a manifest under `reference` (a tag or digest); returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let body = Bytes::copy_from_slice(bytes);
+        let resp = self
+            .send(&Self::scope(repo), &|| {
+                self.http
+                    .put(url.clone())
+                    .header(header::CONTENT_TYPE, media_type)
+                    .body(body.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error("PUT", &url, resp).await);
+        }
+        Ok(resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| sha256_digest(bytes)))
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn location(resp: &Response, base: &Url) -> Option<Url> {
+    let loc = resp.headers().get(header::LOCATION)?.to_str().ok()?;
+    base.join(loc).ok()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn status_error(method: &str, url: &Url, resp: Response) -> RegistryError {
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    match status {
+        401 => RegistryError::Unauthorized(url.origin().ascii_serialization()),
+        403 => RegistryError::Denied(url.path().to_string()),
+        _ => RegistryError::Status {
+            method: method.into(),
+            url: url.to_string(),
+            status,
+            body: body.trim().to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/ubuntu:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="basic-realm""#);
+        assert_eq!((s.as_str(), p["realm"].as_str()), ("basic", "basic-realm"));
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let r = RetryPolicy::default();
+        assert!(r.delay(1) < r.delay(3));
+        assert!(r.delay(30) < Duration::from_secs(20));
+    }
+}

@@ -1,0 +1,282 @@
+//! ECR control plane: make sure a repository exists with the settings we want, and get registry
+//! credentials. The registry data plane (blobs, manifests) is the CLI's registry client.
+
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
+};
+use base64::Engine;
+
+use crate::{Secret, describe_sdk_error};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcrError {
+    #[error("ECR {action} failed: {detail}")]
+    Api {
+        action: &'static str,
+        detail: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How a repository is created when it does not exist yet.
+#[derive(Debug, Clone)]
+pub struct RepositorySettings {
+    pub scan_on_push: bool,
+    pub immutable_tags: bool,
+    /// `AES256`, or a KMS key ARN/alias for `KMS` encryption.
+    pub kms_key: Option<String>,
+    /// Lifecycle policy: keep this many images (0: no policy).
+    pub keep_images: u32,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Default for RepositorySettings {
+    fn default() -> Self {
+        RepositorySettings {
+            scan_on_push: true,
+            immutable_tags: true,
+            kms_key: None,
+            keep_images: 30,
+            tags: vec![("managed-by".into(), "triton-deploy".into())],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub name: String,
+    /// `<account>.dkr.ecr.<region>.amazonaws.com/<name>`
+    pub uri: String,
+    pub registry_id: String,
+    pub immutable_tags: bool,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// Registry credentials from `GetAuthorizationToken`.
+#[derive(Debug, Clone)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: Secret,
+    /// `https://<account>.dkr.ecr.<region>.amazonaws.com`
+    pub proxy_endpoint: String,
+}
+
+pub struct Ecr {
+    client: Client,
+}
+
+/// ECR's repository name rules: 2–256 characters of lowercase letters, digits and `._-/`,
+/// starting with a letter or digit, no `//`, no trailing separator.
+pub fn check_repository_name(name: &str) -> Result<(), EcrError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b));
+    let first_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let last_ok = name
+        .bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(2..=256).contains(&name.len()) || !ok_chars || !first_ok || !last_ok || name.contains("//")
+    {
+        return Err(EcrError::Invalid(format!(
+            "'{name}' is not a valid ECR repository name: use 2-256 lowercase letters, digits, '.', '_', '-' or '/', starting and ending with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+impl Ecr {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Ecr {
+            client: Client::new(config),
+        }
+    }
+
+    /// Returns the repository, creating it (with `settings`) when missing.
+    pub async fn ensure_repository(
+        &self,
+        name: &str,
+        settings: &RepositorySettings,
+    ) -> Result<Repository, EcrError> {
+        check_repository_name(name)?;
+        if let Some(r) = self.describe(name).await? {
+            return Ok(r);
+        }
+        let encryption = match &settings.kms_key {
+            None => EncryptionConfiguration::builder()
+                .encryption_type(EncryptionType::Aes256)
+                .build(),
+            Some(key) => EncryptionConfiguration::builder()
+                .encryption_type(EncryptionType::Kms)
+                .kms_key(key)
+                .build(),
+        }
+        .map_err(|e| EcrError::Invalid(e.to_string()))?;
+        let mut req = self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(settings.scan_on_push)
+                    .build(),
+            )
+            .image_tag_mutability(if settings.immutable_tags {
+                ImageTagMutability::Immutable
+            } else {
+                ImageTagMutability::Mutable
+            })
+            .encryption_configuration(encryption);
+        for (k, v) in &settings.tags {
+            req = req.tags(
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| EcrError::Invalid(e.to_string()))?,
+            );
+        }
+        let repo = match req.send().await {
+            Ok(out) => {
+                let r = out.repository.ok_or_else(|| EcrError::Api {
+                    action: "CreateRepository",
+                    detail: "no repository in the response".into(),
+                })?;
+                Repository {
+                    name: name.to_string(),
+                    uri: r.repository_uri.unwrap_or_default(),
+                    registry_id: r.registry_id.unwrap_or_default(),
+                    immutable_tags: settings.immutable_tags,
+                    created: true,
+                }
+            }
+            Err(e) => {
+                // Created concurrently by someone else: use theirs.
+                if let Some(aws_sdk_ecr::operation::create_repository::CreateRepositoryError::RepositoryAlreadyExistsException(_)) = e.as_service_error() {
+                    return self.describe(name).await?.ok_or_else(|| EcrError::Api {
+                        action: "DescribeRepositories",
+                        detail: format!("repository {name} exists but cannot be described"),
+                    });
+                }
+                return Err(EcrError::Api {
+                    action: "CreateRepository",
+                    detail: describe_sdk_error(&e),
+                });
+            }
+        };
+        if settings.keep_images > 0 {
+            self.client
+                .put_lifecycle_policy()
+                .repository_name(name)
+                .lifecycle_policy_text(lifecycle_policy(settings.keep_images))
+                .send()
+                .await
+                .map_err(|e| EcrError::Api {
+                    action: "PutLifecyclePolicy",
+                    detail: describe_sdk_error(&e),
+                })?;
+        }
+        tracing::info!(repository = name, "created ECR repository");
+        Ok(repo)
+    }
+
+    async fn describe(&self, name: &str) -> Result<Option<Repository>, EcrError> {
+        match self.client.describe_repositories().repository_names(name).send().await {
+            Ok(out) => Ok(out.repositories.unwrap_or_default().into_iter().next().map(|r| {
+                Repository {
+                    name: name.to_string(),
+                    uri: r.repository_uri.unwrap_or_default(),
+                    registry_id: r.registry_id.unwrap_or_default(),
+                    immutable_tags: r.image_tag_mutability == Some(ImageTagMutability::Immutable),
+                    created: false,
+                }
+            })),
+            Err(e) => {
+                if let Some(aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError::RepositoryNotFoundException(_)) = e.as_service_error() {
+                    Ok(None)
+                } else {
+                    Err(EcrError::Api {
+                        action: "DescribeRepositories",
+                        detail: describe_sdk_error(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Registry credentials for `registry_id` (the account). The password is a [`Secret`].
+    pub async fn registry_auth(&self, registry_id: &str) -> Result<RegistryAuth, EcrError> {
+        let mut req = self.client.get_authorization_token();
+        if !registry_id.is_empty() {
+            #[allow(deprecated)]
+            {
+                req = req.registry_ids(registry_id);
+            }
+        }
+        let out = req.send().await.map_err(|e| EcrError::Api {
+            action: "GetAuthorizationToken",
+            detail: describe_sdk_error(&e),
+        })?;
+        let data = out
+            .authorization_data
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or_else(|| EcrError::Api {
+                action: "GetAuthorizationToken",
+                detail: "no authorization data in the response".into(),
+            })?;
+        let token = data.authorization_token.unwrap_or_default();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| EcrError::Api {
+                action: "GetAuthorizationToken",
+                detail: "the authorization token is not base64 'user:password'".into(),
+            })?;
+        let (user, pass) = decoded.split_once(':').ok_or_else(|| EcrError::Api {
+            action: "GetAuthorizationToken",
+            detail: "the authorization token is not 'user:password'".into(),
+        })?;
+        Ok(RegistryAuth {
+            username: user.to_string(),
+            password: Secret::new(pass),
+            proxy_endpoint: data.proxy_endpoint.unwrap_or_default(),
+        })
+    }
+}
+
+/// A lifecycle policy that expires all but the newest `keep` images.
+pub fn lifecycle_policy(keep: u32) -> String {
+    serde_json::json!({
+        "rules": [{
+            "rulePriority": 1,
+            "description": format!("keep the newest {keep} images (set by triton-deploy)"),
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep},
+            "action": {"type": "expire"}
+        }]
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_follow_ecr_rules() {
+        for ok in ["models", "team/triton-models", "a1", "x.y_z-w"] {
+            assert!(check_repository_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "Models", "-x", "x/", "a//b", "x y"] {
+            assert!(check_repository_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The local stand-ins for AWS, on loopback, for the tests and the demo:
+#   moto      AWS APIs (ECR control plane, later ECS, CloudFormation...)     :${TD_MOTO_PORT:-5000}
+#   registry  the ECR data plane: Debian's docker-registry with htpasswd
+#             matching moto's ECR token (user AWS)                            :${TD_REGISTRY_PORT:-5001}
+#   upstream  a second registry without auth, standing in for a public base
+#             image registry (nvcr.io)                                        :${TD_UPSTREAM_PORT:-5002}
+#
+#   ./scripts/stack.sh up      install what is missing, start everything (refuses busy ports)
+#   ./scripts/stack.sh down    stop what `up` started
+#   ./scripts/stack.sh env     print the variables that point the tool at the stack
+#   ./scripts/stack.sh status
+#
+# State lives in ${TD_STACK_DIR:-./.stack}; Python tools in ${TD_VENV_DIR:-./.stack/venv-*}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+stack="${TD_STACK_DIR:-$root/.stack}"
+venvs="${TD_VENV_DIR:-$stack}"
+moto_port="${TD_MOTO_PORT:-5000}"
+registry_port="${TD_REGISTRY_PORT:-5001}"
+upstream_port="${TD_UPSTREAM_PORT:-5002}"
+# moto's ECR token is deterministic: base64("AWS:<account>-auth-token").
+ecr_password="123456789012-auth-token"
+
+say() { printf '%s\n' "$*" >&2; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do
+    port_busy "$port" && return 0
+    sleep 0.1
+  done
+  say "error: $name did not start listening on 127.0.0.1:$port (log: $stack/$name.log)"
+  tail -20 "$stack/$name.log" >&2 || true
+  return 1
+}
+
+install_debian() {
+  local missing=()
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v umoci >/dev/null || missing+=(umoci)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (Debian packages)"
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      sudo apt-get update -qq >/dev/null
+      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+  fi
+}
+
+install_moto() {
+  local venv="$venvs/venv-moto" req="$root/scripts/requirements-moto.txt"
+  if [ ! -x "$venv/bin/moto_server" ] || ! cmp -s "$req" "$venv/.requirements"; then
+    say "installing moto into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/.requirements"
+  fi
+}
+
+start() { # name port command...
+  local name=$1 port=$2
+  shift 2
+  if [ -f "$stack/$name.pid" ] && kill -0 "$(cat "$stack/$name.pid")" 2>/dev/null; then
+    say "$name already running (pid $(cat "$stack/$name.pid"))"
+    return 0
+  fi
+  if port_busy "$port"; then
+    say "error: port $port is already in use; set TD_$(echo "$name" | tr a-z A-Z)_PORT to another port"
+    return 1
+  fi
+  setsid "$@" >"$stack/$name.log" 2>&1 < /dev/null &
+  echo $! >"$stack/$name.pid"
+  wait_port "$port" "$name"
+  say "$name listening on 127.0.0.1:$port (pid $(cat "$stack/$name.pid"))"
+}
+
+registry_config() { # name port auth(yes/no)
+  local name=$1 port=$2 auth=$3 dir="$stack/$1"
+  mkdir -p "$dir/data"
+  {
+    echo "version: 0.1"
+    echo "log: { level: warn }"
+    echo "storage:"
+    echo "  filesystem: { rootdirectory: $dir/data }"
+    echo "  delete: { enabled: true }"
+    echo "http:"
+    echo "  addr: 127.0.0.1:$port"
+    echo "  secret: local-test-secret"
+    if [ "$auth" = yes ]; then
+      echo "auth:"
+      echo "  htpasswd: { realm: basic-realm, path: $dir/htpasswd }"
+    fi
+  } >"$dir/config.yml"
+  if [ "$auth" = yes ]; then
+    htpasswd -Bbn AWS "$ecr_password" >"$dir/htpasswd"
+  fi
+}
+
+up() {
+  mkdir -p "$stack"
+  install_debian
+  install_moto
+  start moto "$moto_port" env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ECS_SERVICE_RUNNING="${MOTO_ECS_SERVICE_RUNNING:-1}" \
+    "$venvs/venv-moto/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
+  registry_config registry "$registry_port" yes
+  start registry "$registry_port" docker-registry serve "$stack/registry/config.yml"
+  registry_config upstream "$upstream_port" no
+  start upstream "$upstream_port" docker-registry serve "$stack/upstream/config.yml"
+}
+
+stop_one() {
+  local name=$1 pidf="$stack/$1.pid"
+  [ -f "$pidf" ] || return 0
+  local pid
+  pid=$(cat "$pidf")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    say "stopped $name"
+  fi
+  rm -f "$pidf"
+}
+
+down() {
+  for n in upstream registry moto; do stop_one "$n"; done
+}
+
+env_vars() {
+  cat <<EOV
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+export TD_MOTO_URL=http://127.0.0.1:$moto_port
+export TD_REGISTRY_URL=http://127.0.0.1:$registry_port
+export TD_UPSTREAM_URL=http://127.0.0.1:$upstream_port
+EOV
+}
+
+status() {
+  for n in moto registry upstream; do
+    if [ -f "$stack/$n.pid" ] && kill -0 "$(cat "$stack/$n.pid")" 2>/dev/null; then
+      echo "$n: running (pid $(cat "$stack/$n.pid"))"
+    else
+      echo "$n: stopped"
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  env) env_vars ;;
+  status) status ;;
+  *) say "usage: $0 up|down|env|status"; exit 2 ;;
+esac

@@ -1,0 +1,580 @@
+//! `triton-deploy push` against the local stand-ins: moto for the ECR control plane, Debian's
+//! docker-registry (htpasswd = moto's ECR token) for the data plane, a second registry without auth
+//! standing in for the public base-image registry, and a fault-injecting proxy.
+//! Run by ./scripts/test.sh, which starts the stack (`#[ignore]` for plain `cargo test`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use support::*;
+
+const IGNORE: &str = "needs the local stack: run ./scripts/test.sh";
+
+struct Push {
+    repo: PathBuf,
+    args: Vec<String>,
+    cache: PathBuf,
+}
+
+impl Push {
+    fn new(repo: impl AsRef<Path>, cache: &Path) -> Push {
+        Push {
+            repo: repo.as_ref().to_path_buf(),
+            args: Vec::new(),
+            cache: cache.to_path_buf(),
+        }
+    }
+    fn arg(mut self, a: impl Into<String>) -> Push {
+        self.args.push(a.into());
+        self
+    }
+    fn into_ecr(self, name: &str, base: &str) -> Push {
+        self.arg("--repository")
+            .arg(name)
+            .arg("--base")
+            .arg(base)
+            .arg("--registry-endpoint")
+            .arg(env("TD_REGISTRY_URL"))
+    }
+    fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"));
+        c.arg("--format")
+            .arg("json")
+            .arg("push")
+            .arg(&self.repo)
+            .args(&self.args);
+        c.env("AWS_ENDPOINT_URL", env("TD_MOTO_URL"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("TRITON_DEPLOY_CACHE_DIR", &self.cache);
+        c
+    }
+    fn output(&self) -> Output {
+        self.command().output().unwrap()
+    }
+    fn ok(&self) -> Value {
+        let out = self.output();
+        assert!(
+            out.status.success(),
+            "push failed ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn upstream_base(tag: &str) -> String {
+    make_base(&env("TD_UPSTREAM_URL"), "nvidia/tritonserver", tag, None)
+}
+
+fn secrets_absent(out: &Output) {
+    for stream in [&out.stdout, &out.stderr] {
+        let s = String::from_utf8_lossy(stream);
+        assert!(
+            !s.contains(ECR_PASSWORD),
+            "the registry password leaked into the output"
+        );
+        assert!(
+            !s.contains("QVdTOjEyMzQ1Njc4OTAxMi1hdXRoLXRva2Vu"),
+            "the ECR token leaked into the output"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn push_creates_the_repository_and_an_image_whose_layers_hold_exactly_each_model() {
+    let _ = IGNORE;
+    let cache = tempfile::tempdir().unwrap();
+    let name = unique("td-test/ensemble");
+    let base = upstream_base(&unique("base"));
+    let push = Push::new(root().join("model-repos/ensemble"), cache.path()).into_ecr(&name, &base);
+    let out = push.output();
+    secrets_absent(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = r["digest"].as_str().unwrap();
+    assert_eq!(
+        r["image"],
+        format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}@{digest}")
+    );
+    assert_eq!(r["tag"], format!("sha-{}", &digest[7..19]));
+    let models: Vec<&str> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["classifier", "pipeline", "preprocess"]);
+    assert!(
+        r["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["uploaded"] == true)
+    );
+    assert!(r["uploaded_bytes"].as_u64().unwrap() > 0);
+
+    // The control plane: repository created with scan-on-push, immutable tags, encryption, tags, lifecycle.
+    let d = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        serde_json::json!({"repositoryNames": [name]}),
+    )
+    .await;
+    let repo = &d["repositories"][0];
+    assert_eq!(repo["imageTagMutability"], "IMMUTABLE");
+    assert_eq!(repo["imageScanningConfiguration"]["scanOnPush"], true);
+    assert_eq!(repo["encryptionConfiguration"]["encryptionType"], "AES256");
+    let lp = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.GetLifecyclePolicy",
+        serde_json::json!({"repositoryName": name}),
+    )
+    .await;
+    let policy: Value = serde_json::from_str(lp["lifecyclePolicyText"].as_str().unwrap()).unwrap();
+    assert_eq!(policy["rules"][0]["selection"]["countNumber"], 30);
+    let tags = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.ListTagsForResource",
+        serde_json::json!({"resourceArn": repo["repositoryArn"]}),
+    )
+    .await;
+    assert!(
+        tags["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Key"] == "managed-by" && t["Value"] == "triton-deploy"),
+        "{tags}"
+    );
+
+    // The data plane: a valid manifest and config, as skopeo reads them.
+    let image = format!(
+        "{}/{name}:{}",
+        host(&env("TD_REGISTRY_URL")),
+        r["tag"].as_str().unwrap()
+    );
+    let manifest = skopeo_inspect(&image, "--raw");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1 + 3, "the base's layer and one per model");
+    let config = skopeo_inspect(&image, "--config");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["tritonserver", "--model-repository=/models"])
+    );
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/opt/nvidia/nvidia_entrypoint.sh"]),
+        "the base's entrypoint is kept"
+    );
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "TRITON_SERVER_VERSION=2.99.0")
+    );
+    for p in ["8000/tcp", "8001/tcp", "8002/tcp"] {
+        assert!(config["config"]["ExposedPorts"].get(p).is_some(), "{p}");
+    }
+    assert_eq!(
+        config["config"]["Labels"]["ai.triton-deploy.models"],
+        "classifier=1;pipeline=1;preprocess=1"
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+
+    // Each model layer holds exactly its model's files, under /models/<model>/.
+    let layout = tempfile::tempdir().unwrap();
+    skopeo_to_layout(&image, layout.path());
+    for (i, model) in ["classifier", "pipeline", "preprocess"].iter().enumerate() {
+        let blob = layout.path().join("blobs/sha256").join(
+            layers[1 + i]["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        );
+        let mut got = layer_files(&blob);
+        got.sort();
+        assert_eq!(
+            got,
+            model_files(&root().join("model-repos/ensemble").join(model), model),
+            "{model}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn an_unchanged_repository_pushes_zero_bytes_and_a_changed_model_only_its_layer() {
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    copy_dir(&root().join("model-repos/multi-version"), &repo);
+    copy_dir(
+        &root().join("model-repos/python-backend/text_stats"),
+        &repo.join("text_stats"),
+    );
+    let name = unique("td-test/repush");
+    let base = upstream_base(&unique("base"));
+    let first = Push::new(&repo, cache.path()).into_ecr(&name, &base).ok();
+    let t = std::time::Instant::now();
+    let second = Push::new(&repo, cache.path()).into_ecr(&name, &base).ok();
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(second["tag"], first["tag"]);
+    assert_eq!(second["uploaded_bytes"], 0, "{second:#}");
+    assert!(
+        second["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["uploaded"] == false)
+    );
+    eprintln!("re-push took {:?}", t.elapsed());
+
+    // Change one model: only its layer (and the config) is uploaded.
+    std::fs::write(
+        repo.join("text_stats/1/model.py"),
+        std::fs::read_to_string(repo.join("text_stats/1/model.py")).unwrap() + "\n# changed\n",
+    )
+    .unwrap();
+    let third = Push::new(&repo, cache.path()).into_ecr(&name, &base).ok();
+    assert_ne!(third["digest"], first["digest"]);
+    let uploaded: Vec<&str> = third["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["uploaded"] == true)
+        .map(|l| l["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(uploaded, ["text_stats"]);
+    let text_stats_size = third["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["model"] == "text_stats")
+        .unwrap()["size"]
+        .as_u64()
+        .unwrap();
+    let uploaded_bytes = third["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded_bytes > text_stats_size && uploaded_bytes < text_stats_size + 4096,
+        "layer + config only: {third:#}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+fn the_same_content_gives_the_same_digest_from_any_directory() {
+    let base = upstream_base(&unique("base"));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_dir(
+        &root().join("model-repos/simple-onnx"),
+        &a.path().join("models"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    copy_dir(
+        &root().join("model-repos/simple-onnx"),
+        &b.path().join("elsewhere"),
+    );
+    let digest = |dir: &Path| {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let r = Push::new(dir, cache.path())
+            .arg("--base")
+            .arg(&base)
+            .arg("--output")
+            .arg(format!(
+                "oci-layout:{}",
+                out.path().join("layout").display()
+            ))
+            .ok();
+        // The layout is a valid OCI image that skopeo can read.
+        let inspect = std::process::Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}", out.path().join("layout").display()))
+            .output()
+            .unwrap();
+        assert!(
+            inspect.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+        r["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        digest(&a.path().join("models")),
+        digest(&b.path().join("elsewhere"))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn faults_on_one_request_in_ten_still_give_the_identical_image() {
+    let base = upstream_base(&unique("base"));
+    let clean_cache = tempfile::tempdir().unwrap();
+    let clean = Push::new(root().join("model-repos/ensemble"), clean_cache.path())
+        .into_ecr(&unique("td-test/clean"), &base)
+        .ok();
+
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::FailEvery(10)).await;
+    let cache = tempfile::tempdir().unwrap();
+    let name = unique("td-test/faults");
+    let push = Push::new(root().join("model-repos/ensemble"), cache.path())
+        .arg("--repository")
+        .arg(&name)
+        .arg("--base")
+        .arg(&base)
+        .arg("--registry-endpoint")
+        .arg(&proxy.url);
+    let out = tokio::task::spawn_blocking(move || push.output())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "faults were injected: {:?}",
+        proxy.log.lock().unwrap()
+    );
+    assert_eq!(r["digest"], clean["digest"]);
+    let manifest = skopeo_inspect(
+        &format!(
+            "{}/{name}:{}",
+            host(&env("TD_REGISTRY_URL")),
+            r["tag"].as_str().unwrap()
+        ),
+        "--raw",
+    );
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_push_killed_mid_upload_leaves_no_tag_and_a_rerun_completes() {
+    let base = upstream_base(&unique("base"));
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::StallFirstUpload).await;
+    let cache = tempfile::tempdir().unwrap();
+    let name = unique("td-test/killed");
+    let tag = "v1";
+    let stalled = Push::new(root().join("model-repos/multi-version"), cache.path())
+        .arg("--repository")
+        .arg(&name)
+        .arg("--tag")
+        .arg(tag)
+        .arg("--base")
+        .arg(&base)
+        .arg("--registry-endpoint")
+        .arg(&proxy.url);
+    let mut child = stalled
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), proxy.stalled.notified())
+        .await
+        .expect("an upload started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let image = format!("{}/{name}:{tag}", host(&env("TD_REGISTRY_URL")));
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("{ECR_USER}:{ECR_PASSWORD}"),
+        ])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(
+        !inspect.status.success(),
+        "no tag may point at a half-pushed image"
+    );
+
+    let r = Push::new(root().join("model-repos/multi-version"), cache.path())
+        .into_ecr(&name, &base)
+        .arg("--tag")
+        .arg(tag)
+        .ok();
+    let manifest = skopeo_inspect(&image, "--raw");
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    let layout = tempfile::tempdir().unwrap();
+    skopeo_to_layout(&image, layout.path());
+    assert_eq!(r["tag"], tag);
+}
+
+#[test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+fn an_immutable_tag_is_never_moved_and_nothing_is_uploaded() {
+    let base = upstream_base(&unique("base"));
+    let cache = tempfile::tempdir().unwrap();
+    let name = unique("td-test/immutable");
+    Push::new(root().join("model-repos/strings"), cache.path())
+        .into_ecr(&name, &base)
+        .arg("--tag")
+        .arg("prod")
+        .ok();
+    let out = Push::new(root().join("model-repos/simple-onnx"), cache.path())
+        .into_ecr(&name, &base)
+        .arg("--tag")
+        .arg("prod")
+        .output();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tag 'prod' already points at sha256:") && err.contains("another --tag"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+fn bad_input_fails_with_one_clear_message_each() {
+    let cache = tempfile::tempdir().unwrap();
+    let base = upstream_base(&unique("base"));
+    let check = |p: Push, code: i32, needle: &str| {
+        let out = p.output();
+        secrets_absent(&out);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.contains(needle), "expected '{needle}' in:\n{err}");
+    };
+    // An invalid repository is refused before anything is created.
+    let name = unique("td-test/invalid");
+    check(
+        Push::new(
+            root().join("tests/fixtures/broken/TD013-parse-error"),
+            cache.path(),
+        )
+        .into_ecr(&name, &base),
+        1,
+        "the model repository is invalid (1 errors)",
+    );
+    // (moto answers RepositoryNotFoundException for the name, so nothing was created.)
+    check(
+        Push::new(root().join("no/such/dir"), cache.path()).into_ecr(&name, &base),
+        2,
+        "is not a directory",
+    );
+    check(
+        Push::new(root().join("model-repos/strings"), cache.path()).into_ecr("Bad Name", &base),
+        2,
+        "not a valid ECR repository name",
+    );
+    check(
+        Push::new(root().join("model-repos/strings"), cache.path()).into_ecr(
+            &unique("td-test/nobase"),
+            &format!("{}/nvidia/nope:1", host(&env("TD_UPSTREAM_URL"))),
+        ),
+        1,
+        "not found",
+    );
+    check(
+        Push::new(root().join("model-repos/strings"), cache.path())
+            .arg("--repository")
+            .arg(unique("td-test/unreachable"))
+            .arg("--base")
+            .arg(&base)
+            .arg("--registry-endpoint")
+            .arg("http://127.0.0.1:9"),
+        1,
+        "cannot reach the registry",
+    );
+    check(
+        Push::new(root().join("model-repos/strings"), cache.path())
+            .arg("--output")
+            .arg("tarball:x"),
+        2,
+        "expected oci-layout or docker-archive",
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_registry_that_refuses_the_credentials_is_an_auth_failure() {
+    // A registry whose password is not moto's token.
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let htpasswd = std::process::Command::new("htpasswd")
+        .args(["-Bbn", "AWS", "something-else"])
+        .output()
+        .unwrap();
+    std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        format!(
+            "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: {0}/data }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\nauth:\n  htpasswd: {{ realm: basic-realm, path: {0}/htpasswd }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut reg = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.path().join("config.yml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let base = upstream_base(&unique("base"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = Push::new(root().join("model-repos/strings"), cache.path())
+        .arg("--repository")
+        .arg(unique("td-test/auth"))
+        .arg("--base")
+        .arg(&base)
+        .arg("--registry-endpoint")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output();
+    reg.kill().unwrap();
+    let _ = reg.wait();
+    secrets_absent(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the credentials (401 unauthorized)"),
+        "{err}"
+    );
+}

@@ -1,0 +1,161 @@
+//! A recording, fault-injecting HTTP proxy for tests: forwards to an upstream server and can answer
+//! some requests with 500, reset the connection, or stall uploads, deterministically.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Forward everything.
+    Pass,
+    /// Every `n`th request fails: alternately a 500 and a reset connection.
+    FailEvery(usize),
+    /// The first blob upload (PUT/PATCH with a body) stalls for a minute.
+    StallFirstUpload,
+}
+
+pub struct Proxy {
+    pub url: String,
+    pub requests: Arc<AtomicUsize>,
+    pub faults: Arc<AtomicUsize>,
+    pub stalled: Arc<tokio::sync::Notify>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug)]
+struct Reset;
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected reset")
+    }
+}
+impl std::error::Error for Reset {}
+
+pub async fn start(upstream: &str, mode: Mode) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let faults = Arc::new(AtomicUsize::new(0));
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let upstream = upstream.trim_end_matches('/').to_string();
+    let (r, f, s, l, own) = (
+        requests.clone(),
+        faults.clone(),
+        stalled.clone(),
+        log.clone(),
+        url.clone(),
+    );
+    let stalled_once = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (client, upstream, mode) = (client.clone(), upstream.clone(), mode.clone());
+            let (r, f, s, l, own, stalled_once) = (
+                r.clone(),
+                f.clone(),
+                s.clone(),
+                l.clone(),
+                own.clone(),
+                stalled_once.clone(),
+            );
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (client, upstream, mode) = (client.clone(), upstream.clone(), mode.clone());
+                    let (r, f, s, l, own, stalled_once) = (
+                        r.clone(),
+                        f.clone(),
+                        s.clone(),
+                        l.clone(),
+                        own.clone(),
+                        stalled_once.clone(),
+                    );
+                    async move {
+                        let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        let method = req.method().clone();
+                        let path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        l.lock().unwrap().push(format!("{method} {path}"));
+                        match mode {
+                            Mode::FailEvery(k) if n % k == 0 => {
+                                f.fetch_add(1, Ordering::SeqCst);
+                                if (n / k) % 2 == 0 {
+                                    return Err(Reset);
+                                }
+                                let mut resp = Response::new(Full::new(Bytes::from_static(b"{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"injected\"}]}")));
+                                *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                return Ok(resp);
+                            }
+                            Mode::StallFirstUpload
+                                if (method == hyper::Method::PUT
+                                    || method == hyper::Method::PATCH)
+                                    && path.contains("/blobs/uploads/")
+                                    && stalled_once.fetch_add(1, Ordering::SeqCst) == 0 =>
+                            {
+                                s.notify_one();
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                                return Err(Reset);
+                            }
+                            _ => {}
+                        }
+                        let mut fwd = client.request(method, format!("{upstream}{path}"));
+                        for (k, v) in req.headers() {
+                            if k != hyper::header::HOST && k != hyper::header::CONNECTION {
+                                fwd = fwd.header(k, v);
+                            }
+                        }
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|_| Reset)?
+                            .to_bytes();
+                        let up = fwd.body(body).send().await.map_err(|_| Reset)?;
+                        let mut resp = Response::builder().status(up.status().as_u16());
+                        for (k, v) in up.headers() {
+                            if k == hyper::header::LOCATION {
+                                let loc = v.to_str().unwrap_or("").replace(&upstream, &own);
+                                resp = resp.header(k, loc);
+                            } else if k != hyper::header::CONNECTION
+                                && k != hyper::header::TRANSFER_ENCODING
+                                && k != hyper::header::CONTENT_LENGTH
+                            {
+                                resp = resp.header(k, v);
+                            }
+                        }
+                        let bytes = up.bytes().await.map_err(|_| Reset)?;
+                        Ok::<_, Reset>(resp.body(Full::new(bytes)).unwrap())
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Proxy {
+        url,
+        requests,
+        faults,
+        stalled,
+        log,
+    }
+}
