@@ -4,6 +4,7 @@
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
 pub mod commands;
+pub mod docker_build;
 pub mod image;
 pub mod layers;
 pub mod model_config;

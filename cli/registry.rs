@@ -170,6 +170,11 @@ impl Registry {
         })
     }
 
+    /// The user and password this client presents (for handing to the Docker Engine).
+    pub fn credentials(&self) -> Option<&(String, Secret)> {
+        self.credentials.as_ref()
+    }
+
     pub fn host(&self) -> String {
         match self.base.port() {
             Some(p) => format!("{}:{p}", self.base.host_str().unwrap_or_default()),

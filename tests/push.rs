@@ -578,3 +578,122 @@ async fn a_registry_that_refuses_the_credentials_is_an_auth_failure() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+fn the_docker_builder_builds_from_a_base_loaded_from_our_docker_archive() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = upstream_base(&unique("base"));
+    // Our own export, loaded into the engine (it cannot pull), is the base of the Docker build.
+    let archive = dir.path().join("base.tar");
+    let tag = unique("base").replace('-', "");
+    Push::new(root().join("model-repos/strings"), cache.path())
+        .arg("--base")
+        .arg(&base)
+        .arg("--tag")
+        .arg(&tag)
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display()))
+        .ok();
+    let load = std::process::Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let loaded = format!("strings:{tag}");
+    assert!(String::from_utf8_lossy(&load.stdout).contains(&loaded));
+
+    let name = unique("td-test/docker");
+    let out = Push::new(root().join("model-repos/python-backend"), cache.path())
+        .arg("--builder")
+        .arg("docker")
+        .arg("--repository")
+        .arg(&name)
+        .arg("--base")
+        .arg(&loaded)
+        .arg("--registry-endpoint")
+        .arg(env("TD_REGISTRY_URL"))
+        .arg("--tag")
+        .arg("d1")
+        .output();
+    let _ = std::process::Command::new("docker")
+        .args([
+            "rmi",
+            "-f",
+            &loaded,
+            &format!("{}/{name}:d1", host(&env("TD_REGISTRY_URL"))),
+        ])
+        .output();
+    secrets_absent(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    let image = format!("{}/{name}:d1", host(&env("TD_REGISTRY_URL")));
+    let config = skopeo_inspect(&image, "--config");
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["tritonserver", "--model-repository=/models"])
+    );
+    assert_eq!(
+        config["config"]["Labels"]["ai.triton-deploy.models"],
+        "text_stats=1"
+    );
+    // The base's model layer and the new COPY layer both hold their models.
+    let layout = tempfile::tempdir().unwrap();
+    skopeo_to_layout(&image, layout.path());
+    let manifest = skopeo_inspect(&image, "--raw");
+    let mut files = Vec::new();
+    // (The first layer is the umoci-made stand-in base; the model layers follow.)
+    for l in &manifest["layers"].as_array().unwrap()[1..] {
+        files.extend(layer_files(
+            &layout
+                .path()
+                .join("blobs/sha256")
+                .join(l["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+        ));
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.0.trim_start_matches('/').to_string())
+        .collect();
+    assert!(
+        names.contains(&"models/text_stats/1/model.py".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"models/string_identity/1/model.onnx".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+fn the_docker_builder_says_so_when_no_engine_is_reachable() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Push::new(root().join("model-repos/strings"), cache.path())
+        .into_ecr(
+            &unique("td-test/noengine"),
+            "nvcr.io/nvidia/tritonserver:25.10-py3",
+        )
+        .arg("--builder")
+        .arg("docker")
+        .command()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the Docker Engine"), "{err}");
+}

@@ -279,6 +279,108 @@ fn git_revision(dir: &Path) -> Option<String> {
     Some(if dirty { format!("{rev}-dirty") } else { rev })
 }
 
+/// `--builder docker`: render the Dockerfile, build and push through the engine.
+async fn docker_push(
+    args: &PushArgs,
+    repo: &ModelRepo,
+    model_layers: &[Layer],
+    report: &validate::Report,
+    reg: &Registry,
+    repository: &ecr::Repository,
+) -> Result<PushReport, PushError> {
+    use crate::docker_build::{self, ModelSource};
+    let docker = docker_build::connect()
+        .await
+        .map_err(|e| PushError::Other(e.to_string()))?;
+    let models: Vec<ModelSource> = repo
+        .models
+        .iter()
+        .filter(|m| !m.name.starts_with('.'))
+        .map(|m| ModelSource {
+            name: m.name.clone(),
+            dir: m.dir.clone(),
+        })
+        .collect();
+    let mut labels = BTreeMap::new();
+    labels.insert("ai.triton-deploy.models".to_string(), served_label(report));
+    labels.insert(
+        "ai.triton-deploy.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.name".to_string(),
+        args.base.clone(),
+    );
+    let mut cmd = vec![
+        "tritonserver".to_string(),
+        "--model-repository=/models".to_string(),
+    ];
+    cmd.extend(args.triton_args.iter().cloned());
+    let dockerfile = docker_build::render(&args.base, &models, &cmd, &labels);
+    let tag = args.tag.clone().unwrap_or_else(|| {
+        let mut id = dockerfile.clone();
+        for l in model_layers {
+            id.push_str(&l.diff_id);
+        }
+        format!(
+            "docker-{}",
+            &crate::registry::sha256_digest(id.as_bytes())[7..19]
+        )
+    });
+    let host = reg.host();
+    let name = format!("{host}/{}", repository.name);
+    let log = |line: &str| tracing::info!(target: "triton_deploy::docker", "{line}");
+    docker_build::build(
+        &docker,
+        &dockerfile,
+        &models,
+        &format!("{name}:{tag}"),
+        &log,
+    )
+    .await
+    .map_err(|e| PushError::Other(e.to_string()))?;
+    let auth = reg
+        .credentials()
+        .ok_or_else(|| PushError::Other("no registry credentials".into()))?;
+    let digest = docker_build::push(&docker, &name, &tag, &host, (&auth.0, &auth.1), &log)
+        .await
+        .map_err(|e| PushError::Other(e.to_string()))?;
+    Ok(PushReport {
+        image: format!("{}@{digest}", repository.uri),
+        digest,
+        tag,
+        layers: Vec::new(),
+        uploaded_bytes: 0,
+        reused_bytes: 0,
+        seconds: 0.0,
+        base: BaseReport {
+            image: args.base.clone(),
+            digest: String::new(),
+            layers: 0,
+        },
+        output: None,
+    })
+}
+
+fn served_label(report: &validate::Report) -> String {
+    report
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                "{}={}",
+                m.name,
+                m.versions
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 #[derive(Debug, Clone, Copy)]
 enum OutputKind {
     OciLayout,
@@ -307,9 +409,9 @@ fn parse_output(o: &str) -> Result<(OutputKind, PathBuf), PushError> {
 }
 
 async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> {
-    if args.builder == Builder::Docker {
+    if args.builder == Builder::Docker && (args.repository.is_none() || args.output.is_some()) {
         return Err(PushError::Usage(
-            "--builder docker is not available yet; use the default --builder oci".into(),
+            "--builder docker pushes through the Docker Engine: it needs --repository and cannot write --output".into(),
         ));
     }
     if !args.repo.is_dir() {
@@ -401,6 +503,13 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
         target = Some((reg, repository));
     }
 
+    if args.builder == Builder::Docker {
+        let (reg, repository) = target
+            .as_ref()
+            .expect("checked: --builder docker needs --repository");
+        return docker_push(args, &repo, &model_layers, &report, reg, repository).await;
+    }
+
     // 4. Base image: from the target registry when it lives there, else from its own.
     let base_reg = match &target {
         Some((reg, _)) if reg.host() == base_name.registry => reg.clone(),
@@ -421,22 +530,7 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
 
     // 5. Config and manifest.
     let mut labels = BTreeMap::new();
-    let served: Vec<String> = report
-        .models
-        .iter()
-        .map(|m| {
-            format!(
-                "{}={}",
-                m.name,
-                m.versions
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        })
-        .collect();
-    labels.insert("ai.triton-deploy.models".to_string(), served.join(";"));
+    labels.insert("ai.triton-deploy.models".to_string(), served_label(&report));
     labels.insert(
         "ai.triton-deploy.version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
