@@ -165,8 +165,8 @@ impl Registry {
             auth: Arc::new(Mutex::new(Auth::None)),
             tokens: Arc::new(Mutex::new(HashMap::new())),
             retry: RetryPolicy::default(),
-            chunk_threshold: 256 << 20,
-            chunk_size: 16 << 20,
+            chunk_threshold: 512 << 20,
+            chunk_size: 8 << 20,
         })
     }
 
@@ -460,12 +460,12 @@ impl Registry {
             })?;
         // Stream the file: memory stays flat whatever the blob's size. A failed PUT is retried by
         // the caller with a new session (a streamed body cannot be replayed).
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let pump = async move {
             let mut f = file;
             let mut sent = 0u64;
             while sent < size {
-                let mut buf = vec![0u8; (size - sent).min(256 * 1024) as usize];
+                let mut buf = vec![0u8; (size - sent).min(64 * 1024) as usize];
                 let item = f.read_exact(&mut buf).await.map(|_| Bytes::from(buf));
                 let ok = item.is_ok();
                 if let Ok(b) = &item {
@@ -519,7 +519,6 @@ impl Registry {
                 source: e,
             })?;
         let mut offset = 0u64;
-        let mut buf = vec![0u8; chunk as usize];
         let mut failures = 0;
         while offset < size {
             use tokio::io::AsyncSeekExt;
@@ -530,13 +529,15 @@ impl Registry {
                     path: path.display().to_string(),
                     source: e,
                 })?;
-            file.read_exact(&mut buf[..n])
+            // A fresh buffer per chunk, moved into the request: one chunk in memory per upload.
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf)
                 .await
                 .map_err(|e| RegistryError::Io {
                     path: path.display().to_string(),
                     source: e,
                 })?;
-            let body = Bytes::from(buf[..n].to_vec());
+            let body = Bytes::from(buf);
             let range = format!("{offset}-{}", offset + n as u64 - 1);
             let sent = self
                 .http

@@ -34,7 +34,8 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # The local stand-ins (moto, registries) for the integration tests; stopped again on exit unless
 # they were already running.
-if ./scripts/stack.sh status | grep -q running; then
+stack_status="$(./scripts/stack.sh status)"
+if grep -q "registry: running" <<<"$stack_status"; then
   say "using the running local stack"
 else
   say "starting the local stack"

@@ -697,3 +697,57 @@ fn the_docker_builder_says_so_when_no_engine_is_reachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the Docker Engine"), "{err}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn chunked_uploads_resume_through_faults_and_land_intact() {
+    use triton_deploy::registry::{Registry, sha256_digest};
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::FailEvery(3)).await;
+    let mut reg = Registry::new(
+        url::Url::parse(&format!("{}/", proxy.url)).unwrap(),
+        Some((
+            ECR_USER.to_string(),
+            triton_deploy_aws::Secret::new(ECR_PASSWORD),
+        )),
+        false,
+    )
+    .unwrap();
+    reg.chunk_threshold = 1 << 20;
+    reg.chunk_size = 256 << 10;
+    reg.retry.base_delay = std::time::Duration::from_millis(10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    let data: Vec<u8> = (0..3_300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let digest = sha256_digest(&data);
+    let repo = unique("td-test/chunked");
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    reg.upload_file(&repo, &digest, &path, data.len() as u64, &|n| {
+        sent.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    })
+    .await
+    .unwrap();
+    assert!(
+        proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "faults were injected"
+    );
+    let patches = proxy
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("PATCH"))
+        .count();
+    assert!(
+        patches >= 13,
+        "3.3 MB in 256 KiB chunks: {patches} PATCH requests"
+    );
+    assert!(reg.blob_exists(&repo, &digest).await.unwrap());
+    assert_eq!(
+        reg.get_blob(&repo, &digest).await.unwrap(),
+        data,
+        "the registry holds exactly the file"
+    );
+}

@@ -17,7 +17,8 @@ cargo build --release --locked --quiet
 bin="$target/release/triton-deploy"
 
 started_stack=0
-if ! ./scripts/stack.sh status | grep -q "registry: running"; then
+stack_status="$(./scripts/stack.sh status)"
+if ! grep -q "registry: running" <<<"$stack_status"; then
   ./scripts/stack.sh up
   started_stack=1
 fi
@@ -28,6 +29,7 @@ trap cleanup EXIT
 export TRITON_DEPLOY_CACHE_DIR="$work/cache"
 reg_host="${TD_REGISTRY_URL#http://}"
 creds="AWS:123456789012-auth-token"
+run="r$(date +%s)"   # fresh repositories every run (tags are immutable)
 
 # A small base image in the stand-in upstream registry.
 mkdir -p "$work/rootfs/opt/tritonserver/bin"
@@ -55,8 +57,9 @@ rss_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6/1024}' "$1"; }
 
 # 1. Cold: build the layers (compress) and push them.
 t0=$(now)
-/usr/bin/time -v "$bin" --format json push "$work/repo" --repository bench/cold --base "$base" \
-  --registry-endpoint "$TD_REGISTRY_URL" --compression "$compression" --tag v1 >"$work/cold.json" 2>"$work/cold.time"
+/usr/bin/time -v "$bin" --format json push "$work/repo" --repository bench/cold-$run --base "$base" \
+  --registry-endpoint "$TD_REGISTRY_URL" --compression "$compression" --tag v1 >"$work/cold.json" 2>"$work/cold.time" \
+  || { cat "$work/cold.time" >&2; exit 1; }
 t1=$(now)
 cold_s=$(elapsed "$t0" "$t1")
 cold_rss=$(rss_mb "$work/cold.time")
@@ -67,8 +70,9 @@ cold_rss=$(rss_mb "$work/cold.time")
 
 # 3. Upload only: cached layers to a fresh repository (what skopeo does with a ready layout).
 t0=$(now)
-/usr/bin/time -v "$bin" --format json push "$work/repo" --repository bench/warm --base "$base" \
-  --registry-endpoint "$TD_REGISTRY_URL" --compression "$compression" --tag v1 >"$work/warm.json" 2>"$work/warm.time"
+/usr/bin/time -v "$bin" --format json push "$work/repo" --repository bench/warm-$run --base "$base" \
+  --registry-endpoint "$TD_REGISTRY_URL" --compression "$compression" --tag v1 >"$work/warm.json" 2>"$work/warm.time" \
+  || { cat "$work/warm.time" >&2; exit 1; }
 t1=$(now)
 ours_s=$(elapsed "$t0" "$t1")
 ours_rss=$(rss_mb "$work/warm.time")
@@ -77,14 +81,14 @@ bytes=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['uploade
 # 4. skopeo copy of the same image (the layout written in step 2) to a fresh repository.
 t0=$(now)
 /usr/bin/time -v skopeo copy -q --dest-tls-verify=false --dest-creds "$creds" \
-  "oci:$work/layout:v1" "docker://$reg_host/bench/skopeo:v1" 2>"$work/skopeo.time"
+  "oci:$work/layout:v1" "docker://$reg_host/bench/skopeo-$run:v1" 2>"$work/skopeo.time"
 t1=$(now)
 skopeo_s=$(elapsed "$t0" "$t1")
 skopeo_rss=$(rss_mb "$work/skopeo.time")
 
 # 5. Unchanged re-push.
 t0=$(now)
-"$bin" --format json push "$work/repo" --repository bench/warm --base "$base" \
+"$bin" --format json push "$work/repo" --repository bench/warm-$run --base "$base" \
   --registry-endpoint "$TD_REGISTRY_URL" --compression "$compression" --tag v1 >"$work/again.json"
 t1=$(now)
 again_s=$(elapsed "$t0" "$t1")
