@@ -751,3 +751,120 @@ async fn chunked_uploads_resume_through_faults_and_land_intact() {
         "the registry holds exactly the file"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_docker_v2_base_in_the_same_registry_is_mounted_and_the_image_stays_docker_v2() {
+    let creds = format!("{ECR_USER}:{ECR_PASSWORD}");
+    let base = make_base_as(
+        &env("TD_REGISTRY_URL"),
+        "mirror/tritonserver",
+        &unique("v2"),
+        Some(&creds),
+        Some("v2s2"),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let name = unique("td-test/mount");
+    let r = Push::new(root().join("model-repos/strings"), cache.path())
+        .into_ecr(&name, &base)
+        .ok();
+    let image = format!(
+        "{}/{name}:{}",
+        host(&env("TD_REGISTRY_URL")),
+        r["tag"].as_str().unwrap()
+    );
+    let manifest = skopeo_inspect(&image, "--raw");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert!(
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    );
+    // The base layer was mounted (not counted as uploaded); only the model layer and config moved.
+    let model_size = r["layers"][0]["size"].as_u64().unwrap();
+    let up = r["uploaded_bytes"].as_u64().unwrap();
+    assert!(up > model_size && up < model_size + 4096, "{r:#}");
+    // zstd layers cannot go in a Docker v2 manifest: the image becomes OCI.
+    let r = Push::new(root().join("model-repos/strings"), cache.path())
+        .into_ecr(&unique("td-test/mount-zstd"), &base)
+        .arg("--compression")
+        .arg("zstd")
+        .ok();
+    let name2 = r["image"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .split_once('/')
+        .unwrap()
+        .1
+        .to_string();
+    let manifest = skopeo_inspect(
+        &format!(
+            "{}/{name2}:{}",
+            host(&env("TD_REGISTRY_URL")),
+            r["tag"].as_str().unwrap()
+        ),
+        "--raw",
+    );
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["layers"][1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_multi_arch_base_resolves_to_its_linux_amd64_manifest() {
+    let tag = unique("multi");
+    let base = upstream_base(&tag);
+    let up = env("TD_UPSTREAM_URL");
+    let http = reqwest::Client::new();
+    let platform = http
+        .get(format!("{up}/v2/nvidia/tritonserver/manifests/{tag}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let digest = triton_deploy::registry::sha256_digest(&platform);
+    // An index listing an arm64 entry first (pointing at the same manifest) and then amd64.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": platform.len(), "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": platform.len(), "platform": {"os": "linux", "architecture": "amd64"}}
+        ]
+    });
+    let put = http
+        .put(format!("{up}/v2/nvidia/tritonserver/manifests/{tag}-index"))
+        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        .body(index.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    let cache = tempfile::tempdir().unwrap();
+    let r = Push::new(root().join("model-repos/strings"), cache.path())
+        .into_ecr(&unique("td-test/multiarch"), &format!("{base}-index"))
+        .ok();
+    assert_eq!(r["base"]["digest"], digest);
+    assert_eq!(r["base"]["layers"], 1);
+}

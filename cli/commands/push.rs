@@ -282,6 +282,7 @@ fn git_revision(dir: &Path) -> Option<String> {
 /// `--builder docker`: render the Dockerfile, build and push through the engine.
 async fn docker_push(
     args: &PushArgs,
+    global: Global,
     repo: &ModelRepo,
     model_layers: &[Layer],
     report: &validate::Report,
@@ -329,7 +330,15 @@ async fn docker_push(
     });
     let host = reg.host();
     let name = format!("{host}/{}", repository.name);
-    let log = |line: &str| tracing::info!(target: "triton_deploy::docker", "{line}");
+    // The engine's build and push output, streamed to stderr (JSON mode keeps it in the log).
+    let text = global.format == Format::Text;
+    let log = move |line: &str| {
+        if text {
+            eprintln!("  docker: {line}");
+        } else {
+            tracing::info!(target: "triton_deploy::docker", "{line}");
+        }
+    };
     docker_build::build(
         &docker,
         &dockerfile,
@@ -459,6 +468,15 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
         tracing::info!(model = %m.name, digest = %layer.digest, cached = layer.cached, "layer ready");
         model_layers.push(layer);
     }
+    // ECR refuses layers over 52,000 MiB: say so before anything is created or sent.
+    const ECR_MAX_LAYER: u64 = 52_000 << 20;
+    if let Some(l) = model_layers.iter().find(|l| l.size > ECR_MAX_LAYER) {
+        return Err(PushError::Usage(format!(
+            "the layer of model '{}' is {} MiB, over ECR's limit of 52,000 MiB per layer; split its weights across models or store them on EFS",
+            l.model,
+            l.size >> 20
+        )));
+    }
     if model_layers.is_empty() {
         return Err(PushError::Usage(format!(
             "{} holds no models",
@@ -507,7 +525,7 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
         let (reg, repository) = target
             .as_ref()
             .expect("checked: --builder docker needs --repository");
-        return docker_push(args, &repo, &model_layers, &report, reg, repository).await;
+        return docker_push(args, global, &repo, &model_layers, &report, reg, repository).await;
     }
 
     // 4. Base image: from the target registry when it lives there, else from its own.

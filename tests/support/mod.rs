@@ -53,6 +53,17 @@ fn run(cmd: &mut Command) -> String {
 /// Builds a small stand-in `tritonserver` base image with umoci and copies it with skopeo to
 /// `registry_url/repo:tag` (credentials when given). Returns the image reference.
 pub fn make_base(registry_url: &str, repo: &str, tag: &str, creds: Option<&str>) -> String {
+    make_base_as(registry_url, repo, tag, creds, None)
+}
+
+/// As [`make_base`], converting the manifest to `format` (`v2s2` for Docker's) on the way.
+pub fn make_base_as(
+    registry_url: &str,
+    repo: &str,
+    tag: &str,
+    creds: Option<&str>,
+    format: Option<&str>,
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let rootfs = dir.path().join("rootfs");
@@ -93,6 +104,9 @@ pub fn make_base(registry_url: &str, repo: &str, tag: &str, creds: Option<&str>)
     cmd.args(["copy", "--dest-tls-verify=false"]);
     if let Some(c) = creds {
         cmd.args(["--dest-creds", c]);
+    }
+    if let Some(f) = format {
+        cmd.args(["--format", f]);
     }
     run(cmd
         .arg(format!("oci:{l}:1"))
