@@ -6,10 +6,14 @@
 pub mod commands;
 pub mod docker_build;
 pub mod image;
+pub mod infra;
 pub mod layers;
 pub mod model_config;
 pub mod model_repo;
 pub mod onnx;
 pub mod pbtxt;
 pub mod registry;
+pub mod spec;
+pub mod taskdef;
+pub mod terraform;
 pub mod validate;

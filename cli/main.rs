@@ -32,6 +32,8 @@ enum Command {
     Validate(commands::validate::ValidateArgs),
     /// Package a model repository as a tritonserver image and push it to ECR.
     Push(Box<commands::push::PushArgs>),
+    /// Print the CloudFormation template, task definition or Terraform module of a deployment spec.
+    Render(commands::render::RenderArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => commands::validate::run(args, global),
         Command::Push(args) => commands::push::run(*args, global),
+        Command::Render(args) => commands::render::run(args, global),
     };
     ExitCode::from(code as u8)
 }

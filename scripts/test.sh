@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\n==> %s\n' "$*" >&2; }
 
 # Python tools for the tests: the conformance oracle (tritonclient's ModelConfig schema and
-# Google's protobuf text-format parser) and onnx (regenerates model-repos/ models).
+# Google's protobuf text-format parser), cfn-lint (AWS's CloudFormation linter) and onnx
+# (regenerates model-repos/ models).
 venv="${TD_VENV_DIR:-$PWD/.stack}/venv-tools"
 requirements="scripts/requirements-tools.txt"
 if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/.requirements"; then
@@ -25,6 +26,7 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/.requirements"
   cp "$requirements" "$venv/.requirements"
 fi
 export TD_ORACLE_PYTHON="$venv/bin/python"
+export TD_CFN_LINT="$venv/bin/cfn-lint"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,6 +2,7 @@
 //! the work itself lives in the stage modules.
 
 pub mod push;
+pub mod render;
 pub mod validate;
 
 use clap::ValueEnum;

@@ -1,0 +1,762 @@
+//! The deployment spec, `triton-deploy.toml`: what to run and where, in one short file. Parsed with
+//! spans, so that every error names the file, line and key; unknown keys are errors; `[env.<name>]`
+//! tables override the base values for one environment. The result is a resolved [`DeploymentSpec`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pbtxt::line_col;
+
+/// A spec error: the file, line, column and key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {key}{sep}{message}", sep = if key.is_empty() { "" } else { ": " })]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+type S<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSection {
+    name: S<String>,
+    cluster: S<String>,
+    region: S<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageSection {
+    /// A full image reference (`<repo-uri>@sha256:...` or `:tag`).
+    uri: S<String>,
+    /// The ECR repository `push` uses; `rollout` takes its newest image when `uri` is not set.
+    repository: S<String>,
+    /// The model repository `push` packages.
+    model_repository: S<String>,
+    base: S<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComputeSection {
+    instance_type: S<String>,
+    /// `al2023-gpu`, `al2-gpu`, an AMI ID (`ami-...`) or an SSM parameter path (`/...`).
+    ami: S<String>,
+    min_instances: S<u32>,
+    max_instances: S<u32>,
+    target_capacity: S<u32>,
+    spot: S<bool>,
+    root_volume_gib: S<u32>,
+    instance_warmup_seconds: S<u32>,
+    max_scaling_step: S<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskSection {
+    gpus: S<u32>,
+    cpu: S<u32>,
+    memory_mib: S<u32>,
+    shm_size_mib: S<u32>,
+    triton_args: S<Vec<String>>,
+    desired_count: S<u32>,
+    health_check_grace_seconds: S<u32>,
+    stop_timeout_seconds: S<u32>,
+    minimum_healthy_percent: S<u32>,
+    maximum_percent: S<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    efs: S<bool>,
+    mount_path: S<String>,
+    uid: S<u32>,
+    gid: S<u32>,
+    /// `cache` (engine caches shared by all tasks) or `models` (a second model repository).
+    holds: S<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSection {
+    vpc_id: S<String>,
+    subnets: S<Vec<String>>,
+    internet_facing: S<bool>,
+    allowed_cidrs: S<Vec<String>>,
+    listener_port: S<u16>,
+    certificate_arn: S<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoscalingSection {
+    min_tasks: S<u32>,
+    max_tasks: S<u32>,
+    /// ALB requests per minute per task.
+    target_requests_per_task: S<u32>,
+    /// A `bench --format json` result whose recommendation sets the target.
+    bench_result: S<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sections {
+    service: Option<ServiceSection>,
+    image: Option<ImageSection>,
+    compute: Option<ComputeSection>,
+    task: Option<TaskSection>,
+    storage: Option<StorageSection>,
+    network: Option<NetworkSection>,
+    autoscaling: Option<AutoscalingSection>,
+}
+
+/// The file: the sections, plus `[env.<name>]` overrides (serde's `flatten` would lose the spans).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    service: Option<ServiceSection>,
+    image: Option<ImageSection>,
+    compute: Option<ComputeSection>,
+    task: Option<TaskSection>,
+    storage: Option<StorageSection>,
+    network: Option<NetworkSection>,
+    autoscaling: Option<AutoscalingSection>,
+    #[serde(default)]
+    env: BTreeMap<String, Sections>,
+}
+
+/// Where the GPU AMI comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Ami {
+    /// An SSM parameter holding the AMI ID (the ECS-optimized GPU AMIs' are public).
+    SsmParameter(String),
+    /// A fixed AMI ID (e.g. a custom image built with Packer).
+    Id(String),
+}
+
+impl Ami {
+    pub const AL2023_GPU: &str =
+        "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id";
+    pub const AL2_GPU: &str =
+        "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id";
+}
+
+/// The resolved deployment: every value set, defaults applied, checked.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeploymentSpec {
+    pub service: String,
+    pub cluster: String,
+    pub region: Option<String>,
+    pub image_uri: Option<String>,
+    pub image_repository: Option<String>,
+    pub model_repository: Option<String>,
+    pub instance_type: String,
+    pub ami: Ami,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    pub target_capacity: u32,
+    pub spot: bool,
+    pub root_volume_gib: u32,
+    pub instance_warmup_seconds: u32,
+    pub max_scaling_step: u32,
+    pub gpus: u32,
+    pub cpu: u32,
+    pub memory_mib: u32,
+    pub shm_size_mib: u32,
+    pub triton_args: Vec<String>,
+    pub desired_count: u32,
+    pub health_check_grace_seconds: u32,
+    pub stop_timeout_seconds: u32,
+    pub minimum_healthy_percent: u32,
+    pub maximum_percent: u32,
+    pub efs: bool,
+    pub efs_mount_path: String,
+    pub efs_uid: u32,
+    pub efs_gid: u32,
+    pub efs_holds: String,
+    pub vpc_id: Option<String>,
+    pub subnets: Vec<String>,
+    pub internet_facing: bool,
+    pub allowed_cidrs: Vec<String>,
+    pub listener_port: u16,
+    pub certificate_arn: Option<String>,
+    pub min_tasks: u32,
+    pub max_tasks: u32,
+    pub target_requests_per_task: Option<u32>,
+    pub bench_result: Option<String>,
+    /// The environment applied (`--env`), if any.
+    pub environment: Option<String>,
+}
+
+macro_rules! merge {
+    ($base:expr, $over:expr, $($f:ident),*) => {
+        $( if $over.$f.is_some() { $base.$f = $over.$f.clone(); } )*
+    };
+}
+
+fn merge_sections(base: &mut Sections, over: &Sections) {
+    macro_rules! section {
+        ($name:ident, $($f:ident),*) => {
+            if let Some(o) = &over.$name {
+                let b = base.$name.get_or_insert_with(Default::default);
+                merge!(b, o, $($f),*);
+            }
+        };
+    }
+    section!(service, name, cluster, region);
+    section!(image, uri, repository, model_repository, base);
+    section!(
+        compute,
+        instance_type,
+        ami,
+        min_instances,
+        max_instances,
+        target_capacity,
+        spot,
+        root_volume_gib,
+        instance_warmup_seconds,
+        max_scaling_step
+    );
+    section!(
+        task,
+        gpus,
+        cpu,
+        memory_mib,
+        shm_size_mib,
+        triton_args,
+        desired_count,
+        health_check_grace_seconds,
+        stop_timeout_seconds,
+        minimum_healthy_percent,
+        maximum_percent
+    );
+    section!(storage, efs, mount_path, uid, gid, holds);
+    section!(
+        network,
+        vpc_id,
+        subnets,
+        internet_facing,
+        allowed_cidrs,
+        listener_port,
+        certificate_arn
+    );
+    section!(
+        autoscaling,
+        min_tasks,
+        max_tasks,
+        target_requests_per_task,
+        bench_result
+    );
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> SpecError {
+        let (line, column) = line_col(self.src, span.start);
+        SpecError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+fn val<T: Clone>(s: &S<T>) -> Option<T> {
+    s.as_ref().map(|v| v.get_ref().clone())
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+}
+
+/// GPUs per instance of the common GPU instance types (the preflight asks EC2 for the others).
+pub fn known_gpus(instance_type: &str) -> Option<u32> {
+    let (family, size) = instance_type.split_once('.')?;
+    Some(match (family, size) {
+        ("g4dn", "12xlarge")
+        | ("g5" | "g6" | "g6e", "12xlarge" | "24xlarge")
+        | ("p3", "8xlarge") => 4,
+        ("g4dn", "metal")
+        | ("g5" | "g6" | "g6e", "48xlarge")
+        | ("p3", "16xlarge")
+        | ("p3dn" | "p4d" | "p4de", "24xlarge")
+        | ("p5" | "p5e" | "p5en", "48xlarge") => 8,
+        ("g4dn", "xlarge" | "2xlarge" | "4xlarge" | "8xlarge" | "16xlarge") => 1,
+        ("g5" | "g6" | "g6e", "xlarge" | "2xlarge" | "4xlarge" | "8xlarge" | "16xlarge") => 1,
+        ("p3", "2xlarge") | ("p5", "4xlarge") => 1,
+        _ => return None,
+    })
+}
+
+/// Reads and resolves `file`, applying `[env.<environment>]` when given.
+pub fn load(file: &Path, environment: Option<&str>) -> Result<DeploymentSpec, SpecError> {
+    let src = std::fs::read_to_string(file).map_err(|e| SpecError {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message: format!("cannot read the spec: {e}"),
+    })?;
+    parse(file, &src, environment)
+}
+
+/// Parses spec text (`file` names it in errors).
+pub fn parse(
+    file: &Path,
+    src: &str,
+    environment: Option<&str>,
+) -> Result<DeploymentSpec, SpecError> {
+    let cx = Ctx { file, src };
+    let doc: SpecFile = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let key = src
+            .get(span.clone())
+            .filter(|k| !k.contains('\n') && k.len() < 64)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        cx.err(span, &key, e.message().trim().to_string())
+    })?;
+    let mut s = Sections {
+        service: doc.service,
+        image: doc.image,
+        compute: doc.compute,
+        task: doc.task,
+        storage: doc.storage,
+        network: doc.network,
+        autoscaling: doc.autoscaling,
+    };
+    if let Some(name) = environment {
+        let over = doc.env.get(name).ok_or_else(|| {
+            let known = doc.env.keys().cloned().collect::<Vec<_>>().join(", ");
+            cx.err(
+                0..0,
+                "env",
+                format!(
+                    "no [env.{name}] table in the spec (it has: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known
+                    }
+                ),
+            )
+        })?;
+        merge_sections(&mut s, over);
+    }
+    resolve(&cx, s, environment)
+}
+
+fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<DeploymentSpec, SpecError> {
+    let service = s.service.unwrap_or_default();
+    let image = s.image.unwrap_or_default();
+    let compute = s.compute.unwrap_or_default();
+    let task = s.task.unwrap_or_default();
+    let storage = s.storage.unwrap_or_default();
+    let network = s.network.unwrap_or_default();
+    let autoscaling = s.autoscaling.unwrap_or_default();
+
+    let name = service.name.as_ref().ok_or_else(|| {
+        cx.err(
+            0..0,
+            "service.name",
+            "missing: every spec names its service",
+        )
+    })?;
+    if !valid_name(name.get_ref()) {
+        return Err(cx.err(
+            name.span(),
+            "service.name",
+            "use 1-32 letters, digits and '-' (it names AWS resources)",
+        ));
+    }
+    let cluster = val(&service.cluster).unwrap_or_else(|| format!("{}-gpu", name.get_ref()));
+    if let Some(c) = &service.cluster
+        && !valid_name(c.get_ref())
+    {
+        return Err(cx.err(
+            c.span(),
+            "service.cluster",
+            "use 1-32 letters, digits and '-'",
+        ));
+    }
+    if let (Some(u), Some(_)) = (&image.uri, &image.repository) {
+        return Err(cx.err(
+            u.span(),
+            "image.uri",
+            "set either image.uri or image.repository, not both",
+        ));
+    }
+
+    let instance_type = val(&compute.instance_type).unwrap_or_else(|| "g5.xlarge".into());
+    let family_ok = [
+        "p2.", "p3.", "p4d.", "p4de.", "p5.", "p5e.", "p5en.", "p6", "g3.", "g3s.", "g4dn.",
+        "g4ad.", "g5.", "g5g.", "g6.", "g6e.", "g6f.", "gr6.",
+    ];
+    if !family_ok.iter().any(|f| instance_type.starts_with(f)) {
+        let span = compute
+            .instance_type
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(
+            span,
+            "compute.instance_type",
+            format!(
+                "'{instance_type}' is not a GPU instance type (g4dn, g5, g6, g6e, p4d, p5, ...)"
+            ),
+        ));
+    }
+    let ami = match compute
+        .ami
+        .as_ref()
+        .map(|a| (a.get_ref().as_str(), a.span()))
+    {
+        None | Some(("al2023-gpu", _)) => Ami::SsmParameter(Ami::AL2023_GPU.into()),
+        Some(("al2-gpu", _)) => Ami::SsmParameter(Ami::AL2_GPU.into()),
+        Some((p, _)) if p.starts_with('/') => Ami::SsmParameter(p.into()),
+        Some((id, _))
+            if id.starts_with("ami-")
+                && id.len() > 4
+                && id[4..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ami::Id(id.into())
+        }
+        Some((other, span)) => {
+            return Err(cx.err(span, "compute.ami", format!("'{other}': use al2023-gpu, al2-gpu, an AMI ID (ami-...) or an SSM parameter path (/...)")));
+        }
+    };
+    let min_instances = val(&compute.min_instances).unwrap_or(1);
+    let max_instances = val(&compute.max_instances).unwrap_or(min_instances.max(2));
+    if max_instances < min_instances || max_instances == 0 {
+        let span = compute
+            .max_instances
+            .as_ref()
+            .or(compute.min_instances.as_ref())
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(
+            span,
+            "compute.max_instances",
+            format!("must be at least min_instances ({min_instances}) and at least 1"),
+        ));
+    }
+    let target_capacity = val(&compute.target_capacity).unwrap_or(90);
+    if !(1..=100).contains(&target_capacity) {
+        return Err(cx.err(
+            compute.target_capacity.as_ref().expect("set").span(),
+            "compute.target_capacity",
+            "must be 1-100 (percent of the group the tasks should fill)",
+        ));
+    }
+    let root_volume_gib = val(&compute.root_volume_gib).unwrap_or(200);
+    if root_volume_gib < 50 {
+        return Err(cx.err(compute.root_volume_gib.as_ref().expect("set").span(), "compute.root_volume_gib", "at least 50 GiB: tritonserver images are 10+ GB and layers are unpacked on the root volume"));
+    }
+
+    let gpus = val(&task.gpus).unwrap_or(1);
+    if gpus == 0 {
+        return Err(cx.err(
+            task.gpus.as_ref().expect("set").span(),
+            "task.gpus",
+            "must be at least 1 (this is a GPU service)",
+        ));
+    }
+    let memory_mib = val(&task.memory_mib).unwrap_or(14_000);
+    let cpu = val(&task.cpu).unwrap_or(3072);
+    let maximum_percent = val(&task.maximum_percent).unwrap_or(200);
+    let minimum_healthy_percent = val(&task.minimum_healthy_percent).unwrap_or(100);
+    if maximum_percent < 100
+        || minimum_healthy_percent > 100
+        || maximum_percent <= minimum_healthy_percent && minimum_healthy_percent == 100
+    {
+        let span = task
+            .maximum_percent
+            .as_ref()
+            .or(task.minimum_healthy_percent.as_ref())
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(span, "task.maximum_percent", "maximum_percent must be >= 100 and above minimum_healthy_percent (<= 100), or a rolling deployment cannot start a new task"));
+    }
+
+    if let Some(per) = known_gpus(&instance_type)
+        && gpus > per
+    {
+        {
+            let span = task.gpus.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            return Err(cx.err(span, "task.gpus", format!("{gpus} GPUs per task, but a {instance_type} has {per}: pick a larger instance type or fewer GPUs")));
+        }
+    }
+    let holds = val(&storage.holds).unwrap_or_else(|| "cache".into());
+    if holds != "cache" && holds != "models" {
+        return Err(cx.err(storage.holds.as_ref().expect("set").span(), "storage.holds", "use 'cache' (engine caches shared by all tasks) or 'models' (a second model repository)"));
+    }
+    let mount_path = val(&storage.mount_path).unwrap_or_else(|| {
+        if holds == "models" {
+            "/efs-models".into()
+        } else {
+            "/cache".into()
+        }
+    });
+    if !mount_path.starts_with('/') || mount_path == "/models" {
+        return Err(cx.err(
+            storage.mount_path.as_ref().expect("set").span(),
+            "storage.mount_path",
+            "an absolute path other than /models (the image's own repository)",
+        ));
+    }
+
+    let subnets = val(&network.subnets).unwrap_or_default();
+    if let Some(sn) = &network.subnets {
+        if subnets.len() < 2 {
+            return Err(cx.err(sn.span(), "network.subnets", format!("{} subnet(s): the Auto Scaling group and the load balancer need subnets in at least 2 availability zones", subnets.len())));
+        }
+        if let Some(bad) = subnets.iter().find(|s| !s.starts_with("subnet-")) {
+            return Err(cx.err(
+                sn.span(),
+                "network.subnets",
+                format!("'{bad}' is not a subnet ID (subnet-...)"),
+            ));
+        }
+    }
+    if let (Some(sn), None) = (&network.subnets, &network.vpc_id) {
+        return Err(cx.err(
+            sn.span(),
+            "network.vpc_id",
+            "explicit subnets need the VPC they belong to (network.vpc_id)",
+        ));
+    }
+    let allowed_cidrs = val(&network.allowed_cidrs).unwrap_or_else(|| vec!["10.0.0.0/8".into()]);
+    if let Some(bad) = allowed_cidrs.iter().find(|c| !valid_cidr(c)) {
+        return Err(cx.err(
+            network.allowed_cidrs.as_ref().expect("set").span(),
+            "network.allowed_cidrs",
+            format!("'{bad}' is not an IPv4 CIDR (a.b.c.d/n)"),
+        ));
+    }
+    let internet_facing = val(&network.internet_facing).unwrap_or(false);
+    let certificate_arn = val(&network.certificate_arn);
+    let listener_port =
+        val(&network.listener_port).unwrap_or(if certificate_arn.is_some() { 443 } else { 80 });
+
+    let min_tasks = val(&autoscaling.min_tasks).unwrap_or(1);
+    // By default the service scales to what the hosts hold, less one slot for rolling deployments.
+    let default_max_tasks = match known_gpus(&instance_type) {
+        Some(per) => (max_instances * (per / gpus.max(1)))
+            .saturating_sub(1)
+            .max(1),
+        None => max_instances,
+    };
+    let max_tasks = val(&autoscaling.max_tasks).unwrap_or(min_tasks.max(default_max_tasks));
+    if max_tasks < min_tasks {
+        return Err(cx.err(
+            autoscaling.max_tasks.as_ref().expect("set").span(),
+            "autoscaling.max_tasks",
+            format!("must be at least min_tasks ({min_tasks})"),
+        ));
+    }
+    if let (Some(_), Some(b)) = (
+        &autoscaling.target_requests_per_task,
+        &autoscaling.bench_result,
+    ) {
+        return Err(cx.err(
+            b.span(),
+            "autoscaling.bench_result",
+            "set either target_requests_per_task or bench_result, not both",
+        ));
+    }
+    if let Some(per) = known_gpus(&instance_type) {
+        // With minimum_healthy_percent 100 a rolling deployment starts a new task before it stops an
+        // old one: the hosts need room for one task more than the most the service scales to.
+        let tasks_per_instance = u64::from(per / gpus);
+        let room = u64::from(max_instances) * tasks_per_instance;
+        let needed = u64::from(max_tasks) + u64::from(minimum_healthy_percent >= 100);
+        if needed > room {
+            let span = compute
+                .max_instances
+                .as_ref()
+                .or(autoscaling.max_tasks.as_ref())
+                .map(|s| s.span())
+                .unwrap_or(0..0);
+            return Err(cx.err(span, "compute.max_instances", format!(
+                "{max_instances} x {instance_type} fit {room} task(s) of {gpus} GPU(s), but a rolling deployment of {max_tasks} task(s) at minimum_healthy_percent {minimum_healthy_percent} needs {needed}: raise max_instances to {}, lower autoscaling.max_tasks, or lower task.minimum_healthy_percent",
+                needed.div_ceil(tasks_per_instance.max(1))
+            )));
+        }
+    }
+    let desired_count = val(&task.desired_count).unwrap_or(min_tasks);
+    if desired_count < min_tasks || desired_count > max_tasks {
+        return Err(cx.err(
+            task.desired_count.as_ref().expect("set").span(),
+            "task.desired_count",
+            format!("must be within autoscaling min_tasks..max_tasks ({min_tasks}..{max_tasks})"),
+        ));
+    }
+
+    Ok(DeploymentSpec {
+        service: name.get_ref().clone(),
+        cluster,
+        region: val(&service.region),
+        image_uri: val(&image.uri),
+        image_repository: val(&image.repository),
+        model_repository: val(&image.model_repository),
+        instance_type,
+        ami,
+        min_instances,
+        max_instances,
+        target_capacity,
+        spot: val(&compute.spot).unwrap_or(false),
+        root_volume_gib,
+        instance_warmup_seconds: val(&compute.instance_warmup_seconds).unwrap_or(300),
+        max_scaling_step: val(&compute.max_scaling_step).unwrap_or(2),
+        gpus,
+        cpu,
+        memory_mib,
+        shm_size_mib: val(&task.shm_size_mib).unwrap_or(1024),
+        triton_args: val(&task.triton_args).unwrap_or_else(|| {
+            vec![
+                "--strict-readiness=true".into(),
+                "--exit-timeout-secs=30".into(),
+            ]
+        }),
+        desired_count,
+        health_check_grace_seconds: val(&task.health_check_grace_seconds).unwrap_or(600),
+        stop_timeout_seconds: val(&task.stop_timeout_seconds).unwrap_or(60),
+        minimum_healthy_percent,
+        maximum_percent,
+        efs: val(&storage.efs).unwrap_or(true),
+        efs_mount_path: mount_path,
+        efs_uid: val(&storage.uid).unwrap_or(1000),
+        efs_gid: val(&storage.gid).unwrap_or(1000),
+        efs_holds: holds,
+        vpc_id: val(&network.vpc_id),
+        subnets,
+        internet_facing,
+        allowed_cidrs,
+        listener_port,
+        certificate_arn,
+        min_tasks,
+        max_tasks,
+        target_requests_per_task: val(&autoscaling.target_requests_per_task),
+        bench_result: val(&autoscaling.bench_result),
+        environment: environment.map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(src: &str) -> Result<DeploymentSpec, SpecError> {
+        parse(Path::new("triton-deploy.toml"), src, None)
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_defaults() {
+        let s = p("[service]\nname = \"classifier\"\n").unwrap();
+        assert_eq!(s.cluster, "classifier-gpu");
+        assert_eq!(s.instance_type, "g5.xlarge");
+        assert_eq!(s.ami, Ami::SsmParameter(Ami::AL2023_GPU.into()));
+        assert_eq!((s.gpus, s.shm_size_mib, s.listener_port), (1, 1024, 80));
+        assert!(s.efs);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e =
+            p("[service]\nname = \"x\"\n[compute]\ninstance_typ = \"g5.xlarge\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "instance_typ"));
+        assert!(e.message.contains("unknown field `instance_typ`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("triton-deploy.toml:4:1: instance_typ: unknown field"),
+            "{e}"
+        );
+
+        let e = p("[service]\nname = \"x\"\n[task]\ngpus = \"two\"\n").unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("invalid type"), "{e}");
+
+        let e =
+            p("[service]\nname = \"x\"\n[network]\nvpc_id = \"vpc-1\"\nsubnets = [\"subnet-a\"]\n")
+                .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "network.subnets"));
+
+        let e =
+            p("[service]\nname = \"x\"\n[compute]\ninstance_type = \"m5.large\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "compute.instance_type"));
+
+        let e = p("[service]\nname = \"x\"\n[compute]\ntarget_capacity = 150\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (4, 19, "compute.target_capacity")
+        );
+    }
+
+    #[test]
+    fn gpu_counts_and_rolling_room_are_checked_for_known_instance_types() {
+        let e = p("[service]\nname = \"x\"\n[task]\ngpus = 2\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "task.gpus"));
+        assert!(e.message.contains("a g5.xlarge has 1"), "{e}");
+        assert!(p("[service]\nname = \"x\"\n[compute]\ninstance_type = \"g5.12xlarge\"\n[task]\ngpus = 2\n").is_ok());
+        let e = p(
+            "[service]\nname = \"x\"\n[compute]\nmax_instances = 2\n[autoscaling]\nmax_tasks = 2\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "compute.max_instances"));
+        assert!(e.message.contains("raise max_instances to 3"), "{e}");
+        assert!(p("[service]\nname = \"x\"\n[compute]\nmax_instances = 2\n[autoscaling]\nmax_tasks = 2\n[task]\nminimum_healthy_percent = 50\n").is_ok());
+        // Defaults always leave room.
+        let s = p("[service]\nname = \"x\"\n[compute]\nmax_instances = 5\n").unwrap();
+        assert_eq!(s.max_tasks, 4);
+    }
+
+    #[test]
+    fn environments_override_the_base() {
+        let src = "[service]\nname = \"x\"\n[compute]\nmax_instances = 2\n[env.prod.compute]\nmax_instances = 8\nspot = false\n[env.dev.compute]\nspot = true\n";
+        let base = parse(Path::new("t.toml"), src, None).unwrap();
+        let prod = parse(Path::new("t.toml"), src, Some("prod")).unwrap();
+        let dev = parse(Path::new("t.toml"), src, Some("dev")).unwrap();
+        assert_eq!(
+            (base.max_instances, prod.max_instances, dev.max_instances),
+            (2, 8, 2)
+        );
+        assert!(dev.spot && !prod.spot);
+        let e = parse(Path::new("t.toml"), src, Some("qa")).unwrap_err();
+        assert!(e.message.contains("has: dev, prod"), "{e}");
+        let e = parse(
+            Path::new("t.toml"),
+            "[service]\nname=\"x\"\n[env.prod.compute]\nmax_instancez = 3\n",
+            Some("prod"),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4);
+    }
+}

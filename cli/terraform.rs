@@ -1,0 +1,707 @@
+//! DeploymentSpec → an equivalent Terraform module (HCL) of the infra stack, for teams that keep their
+//! infrastructure in Terraform. Same resources, same settings, same tags as [`crate::infra`].
+
+use std::fmt::Write as _;
+
+use crate::infra::user_data;
+use crate::spec::{Ami, DeploymentSpec};
+
+/// An HCL value.
+#[derive(Debug, Clone)]
+enum V {
+    S(String),
+    N(i64),
+    B(bool),
+    /// A reference or expression, written as is (`aws_iam_role.task.arn`).
+    E(String),
+    L(Vec<V>),
+    M(Vec<(String, V)>),
+}
+
+fn s(x: impl Into<String>) -> V {
+    V::S(x.into())
+}
+fn e(x: impl Into<String>) -> V {
+    V::E(x.into())
+}
+
+fn quote(x: &str) -> String {
+    let mut out = String::from("\"");
+    let mut chars = x.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("$$"),
+            '%' if chars.peek() == Some(&'{') => out.push_str("%%"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn value(v: &V, indent: usize) -> String {
+    let pad = "  ".repeat(indent + 1);
+    let end = "  ".repeat(indent);
+    match v {
+        V::S(x) => quote(x),
+        V::N(n) => n.to_string(),
+        V::B(b) => b.to_string(),
+        V::E(x) => x.clone(),
+        V::L(items) if items.is_empty() => "[]".into(),
+        V::L(items) => format!(
+            "[\n{}\n{end}]",
+            items
+                .iter()
+                .map(|i| format!("{pad}{},", value(i, indent + 1)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        V::M(entries) => format!(
+            "{{\n{}\n{end}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{pad}{} = {}", quote(k), value(v, indent + 1)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+/// A block body: attributes and nested blocks, in order.
+#[derive(Default)]
+struct Body(Vec<(String, Item)>);
+
+enum Item {
+    Attr(V),
+    Block(Vec<String>, Body),
+}
+
+impl Body {
+    fn a(mut self, k: &str, v: V) -> Self {
+        self.0.push((k.into(), Item::Attr(v)));
+        self
+    }
+    fn b(mut self, k: &str, body: Body) -> Self {
+        self.0.push((k.into(), Item::Block(vec![], body)));
+        self
+    }
+    fn write(&self, out: &mut String, indent: usize) {
+        let pad = "  ".repeat(indent);
+        for (k, item) in &self.0 {
+            match item {
+                Item::Attr(v) => {
+                    let _ = writeln!(out, "{pad}{k} = {}", value(v, indent));
+                }
+                Item::Block(labels, body) => {
+                    let labels: String = labels.iter().map(|l| format!(" {}", quote(l))).collect();
+                    let _ = writeln!(out, "{pad}{k}{labels} {{");
+                    body.write(out, indent + 1);
+                    let _ = writeln!(out, "{pad}}}");
+                }
+            }
+        }
+    }
+}
+
+fn block(out: &mut String, kind: &str, labels: &[&str], body: Body) {
+    let mut b = Body::default();
+    b.0.push((
+        kind.into(),
+        Item::Block(labels.iter().map(|l| l.to_string()).collect(), body),
+    ));
+    b.write(out, 0);
+    out.push('\n');
+}
+
+fn tag_map(spec: &DeploymentSpec) -> V {
+    V::M(
+        crate::infra::tags(spec)
+            .into_iter()
+            .map(|(k, v)| (k, s(v)))
+            .collect(),
+    )
+}
+
+fn assume(svc: &str) -> V {
+    e(format!(
+        "jsonencode({{ Version = \"2012-10-17\", Statement = [{{ Effect = \"Allow\", Principal = {{ Service = \"{svc}\" }}, Action = \"sts:AssumeRole\" }}] }})"
+    ))
+}
+
+/// Renders the module.
+pub fn module(spec: &DeploymentSpec) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# triton-deploy infra for cluster {} (service {}), the Terraform equivalent of\n# `triton-deploy render cloudformation`. Inputs: vpc_id, vpc_cidr, subnets (>= 2 AZs).\n",
+        spec.cluster, spec.service
+    );
+    block(
+        &mut o,
+        "terraform",
+        &[],
+        Body::default().b(
+            "required_providers",
+            Body::default().a(
+                "aws",
+                V::M(vec![
+                    ("source".into(), s("hashicorp/aws")),
+                    ("version".into(), s(">= 5.60")),
+                ]),
+            ),
+        ),
+    );
+    block(
+        &mut o,
+        "variable",
+        &["vpc_id"],
+        Body::default().a("type", e("string")),
+    );
+    block(
+        &mut o,
+        "variable",
+        &["vpc_cidr"],
+        Body::default().a("type", e("string")),
+    );
+    block(
+        &mut o,
+        "variable",
+        &["subnets"],
+        Body::default().a("type", e("list(string)")),
+    );
+    let ami = match &spec.ami {
+        Ami::SsmParameter(p) => {
+            block(
+                &mut o,
+                "data",
+                &["aws_ssm_parameter", "ami"],
+                Body::default().a("name", s(p.clone())),
+            );
+            e("data.aws_ssm_parameter.ami.value")
+        }
+        Ami::Id(id) => s(id.clone()),
+    };
+    block(
+        &mut o,
+        "locals",
+        &[],
+        Body::default().a("tags", tag_map(spec)),
+    );
+    let tags = || e("local.tags");
+
+    block(
+        &mut o,
+        "resource",
+        &["aws_ecs_cluster", "this"],
+        Body::default()
+            .a("name", s(&spec.cluster))
+            .b(
+                "setting",
+                Body::default()
+                    .a("name", s("containerInsights"))
+                    .a("value", s("enabled")),
+            )
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_role", "instance"],
+        Body::default()
+            .a("assume_role_policy", assume("ec2.amazonaws.com"))
+            .a("tags", tags()),
+    );
+    for (name, arn) in [
+        ("ecs", "service-role/AmazonEC2ContainerServiceforEC2Role"),
+        ("ssm", "AmazonSSMManagedInstanceCore"),
+    ] {
+        block(
+            &mut o,
+            "resource",
+            &[
+                "aws_iam_role_policy_attachment",
+                &format!("instance_{name}"),
+            ],
+            Body::default()
+                .a("role", e("aws_iam_role.instance.name"))
+                .a("policy_arn", s(format!("arn:aws:iam::aws:policy/{arn}"))),
+        );
+    }
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_instance_profile", "instance"],
+        Body::default().a("role", e("aws_iam_role.instance.name")),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_role", "task_execution"],
+        Body::default()
+            .a("assume_role_policy", assume("ecs-tasks.amazonaws.com"))
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_role_policy_attachment", "task_execution"],
+        Body::default()
+            .a("role", e("aws_iam_role.task_execution.name"))
+            .a(
+                "policy_arn",
+                s("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"),
+            ),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_role", "task"],
+        Body::default()
+            .a("assume_role_policy", assume("ecs-tasks.amazonaws.com"))
+            .a("tags", tags()),
+    );
+    if spec.efs {
+        block(&mut o, "resource", &["aws_iam_role_policy", "task_efs"], Body::default()
+            .a("role", e("aws_iam_role.task.id"))
+            .a("policy", e("jsonencode({ Version = \"2012-10-17\", Statement = [{ Effect = \"Allow\", Action = [\"elasticfilesystem:ClientMount\", \"elasticfilesystem:ClientWrite\"], Resource = aws_efs_file_system.cache.arn, Condition = { StringEquals = { \"elasticfilesystem:AccessPointArn\" = aws_efs_access_point.cache.arn } } }] })")));
+    }
+
+    let mut alb_sg = Body::default()
+        .a("name_prefix", s(format!("{}-alb-", spec.service)))
+        .a("vpc_id", e("var.vpc_id"));
+    for c in &spec.allowed_cidrs {
+        alb_sg = alb_sg.b(
+            "ingress",
+            Body::default()
+                .a("protocol", s("tcp"))
+                .a("from_port", V::N(spec.listener_port.into()))
+                .a("to_port", V::N(spec.listener_port.into()))
+                .a("cidr_blocks", V::L(vec![s(c.clone())])),
+        );
+    }
+    let egress = || {
+        Body::default()
+            .a("protocol", s("-1"))
+            .a("from_port", V::N(0))
+            .a("to_port", V::N(0))
+            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
+    };
+    block(
+        &mut o,
+        "resource",
+        &["aws_security_group", "alb"],
+        alb_sg.b("egress", egress()).a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_security_group", "task"],
+        Body::default()
+            .a("name_prefix", s(format!("{}-task-", spec.service)))
+            .a("vpc_id", e("var.vpc_id"))
+            .b(
+                "ingress",
+                Body::default()
+                    .a("description", s("HTTP and gRPC from the load balancer"))
+                    .a("protocol", s("tcp"))
+                    .a("from_port", V::N(8000))
+                    .a("to_port", V::N(8001))
+                    .a(
+                        "security_groups",
+                        V::L(vec![e("aws_security_group.alb.id")]),
+                    ),
+            )
+            .b(
+                "ingress",
+                Body::default()
+                    .a("description", s("metrics from inside the VPC"))
+                    .a("protocol", s("tcp"))
+                    .a("from_port", V::N(8002))
+                    .a("to_port", V::N(8002))
+                    .a("cidr_blocks", V::L(vec![e("var.vpc_cidr")])),
+            )
+            .b("egress", egress())
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_security_group", "instance"],
+        Body::default()
+            .a("name_prefix", s(format!("{}-hosts-", spec.cluster)))
+            .a("vpc_id", e("var.vpc_id"))
+            .b("egress", egress())
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_launch_template", "gpu"],
+        Body::default()
+            .a("name_prefix", s(format!("{}-gpu-", spec.cluster)))
+            .a("image_id", ami)
+            .a("instance_type", s(&spec.instance_type))
+            .a(
+                "vpc_security_group_ids",
+                V::L(vec![e("aws_security_group.instance.id")]),
+            )
+            .a(
+                "user_data",
+                e(format!(
+                    "base64encode({})",
+                    quote(&user_data(&spec.cluster))
+                )),
+            )
+            .b(
+                "iam_instance_profile",
+                Body::default().a("arn", e("aws_iam_instance_profile.instance.arn")),
+            )
+            .b(
+                "metadata_options",
+                Body::default()
+                    .a("http_tokens", s("required"))
+                    .a("http_put_response_hop_limit", V::N(2))
+                    .a("http_endpoint", s("enabled")),
+            )
+            .b(
+                "block_device_mappings",
+                Body::default().a("device_name", s("/dev/xvda")).b(
+                    "ebs",
+                    Body::default()
+                        .a("volume_size", V::N(spec.root_volume_gib.into()))
+                        .a("volume_type", s("gp3"))
+                        .a("encrypted", V::B(true))
+                        .a("delete_on_termination", V::B(true)),
+                ),
+            )
+            .b(
+                "tag_specifications",
+                Body::default()
+                    .a("resource_type", s("instance"))
+                    .a("tags", tags()),
+            )
+            .a("tags", tags()),
+    );
+    let mut asg = Body::default()
+        .a("name_prefix", s(format!("{}-gpu-", spec.cluster)))
+        .a("min_size", V::N(spec.min_instances.into()))
+        .a("max_size", V::N(spec.max_instances.into()))
+        .a("vpc_zone_identifier", e("var.subnets"))
+        .a("protect_from_scale_in", V::B(true));
+    let lt = || {
+        Body::default()
+            .a("id", e("aws_launch_template.gpu.id"))
+            .a("version", e("aws_launch_template.gpu.latest_version"))
+    };
+    if spec.spot {
+        asg = asg.b(
+            "mixed_instances_policy",
+            Body::default()
+                .b(
+                    "launch_template",
+                    Body::default().b(
+                        "launch_template_specification",
+                        Body::default()
+                            .a("launch_template_id", e("aws_launch_template.gpu.id"))
+                            .a("version", e("aws_launch_template.gpu.latest_version")),
+                    ),
+                )
+                .b(
+                    "instances_distribution",
+                    Body::default()
+                        .a("on_demand_base_capacity", V::N(0))
+                        .a("on_demand_percentage_above_base_capacity", V::N(0))
+                        .a("spot_allocation_strategy", s("price-capacity-optimized")),
+                ),
+        );
+    } else {
+        asg = asg.b("launch_template", lt());
+    }
+    asg = asg.b(
+        "tag",
+        Body::default()
+            .a("key", s("AmazonECSManaged"))
+            .a("value", s("true"))
+            .a("propagate_at_launch", V::B(true)),
+    );
+    for (k, v) in crate::infra::tags(spec) {
+        asg = asg.b(
+            "tag",
+            Body::default()
+                .a("key", s(k))
+                .a("value", s(v))
+                .a("propagate_at_launch", V::B(true)),
+        );
+    }
+    block(&mut o, "resource", &["aws_autoscaling_group", "gpu"], asg);
+    block(
+        &mut o,
+        "resource",
+        &["aws_ecs_capacity_provider", "gpu"],
+        Body::default()
+            .a("name", s(format!("{}-gpu", spec.cluster)))
+            .b(
+                "auto_scaling_group_provider",
+                Body::default()
+                    .a("auto_scaling_group_arn", e("aws_autoscaling_group.gpu.arn"))
+                    .a("managed_termination_protection", s("ENABLED"))
+                    .a("managed_draining", s("ENABLED"))
+                    .b(
+                        "managed_scaling",
+                        Body::default()
+                            .a("status", s("ENABLED"))
+                            .a("target_capacity", V::N(spec.target_capacity.into()))
+                            .a("minimum_scaling_step_size", V::N(1))
+                            .a(
+                                "maximum_scaling_step_size",
+                                V::N(spec.max_scaling_step.into()),
+                            )
+                            .a(
+                                "instance_warmup_period",
+                                V::N(spec.instance_warmup_seconds.into()),
+                            ),
+                    ),
+            )
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_ecs_cluster_capacity_providers", "this"],
+        Body::default()
+            .a("cluster_name", e("aws_ecs_cluster.this.name"))
+            .a(
+                "capacity_providers",
+                V::L(vec![e("aws_ecs_capacity_provider.gpu.name")]),
+            )
+            .b(
+                "default_capacity_provider_strategy",
+                Body::default()
+                    .a("capacity_provider", e("aws_ecs_capacity_provider.gpu.name"))
+                    .a("weight", V::N(1))
+                    .a("base", V::N(1)),
+            ),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_lb", "this"],
+        Body::default()
+            .a("name_prefix", s("td-"))
+            .a("load_balancer_type", s("application"))
+            .a("internal", V::B(!spec.internet_facing))
+            .a("subnets", e("var.subnets"))
+            .a(
+                "security_groups",
+                V::L(vec![e("aws_security_group.alb.id")]),
+            )
+            .a("idle_timeout", V::N(120))
+            .a("tags", tags()),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_lb_target_group", "triton"],
+        Body::default()
+            .a("name_prefix", s("td-"))
+            .a("target_type", s("ip"))
+            .a("protocol", s("HTTP"))
+            .a("port", V::N(8000))
+            .a("vpc_id", e("var.vpc_id"))
+            .a("deregistration_delay", V::N(60))
+            .a("slow_start", V::N(60))
+            .b(
+                "health_check",
+                Body::default()
+                    .a("path", s("/v2/health/ready"))
+                    .a("port", s("8000"))
+                    .a("interval", V::N(15))
+                    .a("timeout", V::N(5))
+                    .a("healthy_threshold", V::N(2))
+                    .a("unhealthy_threshold", V::N(3))
+                    .a("matcher", s("200")),
+            )
+            .a("tags", tags()),
+    );
+    let mut listener = Body::default()
+        .a("load_balancer_arn", e("aws_lb.this.arn"))
+        .a("port", V::N(spec.listener_port.into()))
+        .a(
+            "protocol",
+            s(if spec.certificate_arn.is_some() {
+                "HTTPS"
+            } else {
+                "HTTP"
+            }),
+        );
+    if let Some(c) = &spec.certificate_arn {
+        listener = listener
+            .a("certificate_arn", s(c.clone()))
+            .a("ssl_policy", s("ELBSecurityPolicy-TLS13-1-2-2021-06"));
+    }
+    block(
+        &mut o,
+        "resource",
+        &["aws_lb_listener", "this"],
+        listener.b(
+            "default_action",
+            Body::default()
+                .a("type", s("forward"))
+                .a("target_group_arn", e("aws_lb_target_group.triton.arn")),
+        ),
+    );
+    block(
+        &mut o,
+        "resource",
+        &["aws_cloudwatch_log_group", "triton"],
+        Body::default()
+            .a(
+                "name",
+                s(format!("/triton-deploy/{}/{}", spec.cluster, spec.service)),
+            )
+            .a("retention_in_days", V::N(30))
+            .a("tags", tags()),
+    );
+    if spec.efs {
+        block(
+            &mut o,
+            "resource",
+            &["aws_security_group", "efs"],
+            Body::default()
+                .a("name_prefix", s(format!("{}-efs-", spec.service)))
+                .a("vpc_id", e("var.vpc_id"))
+                .b(
+                    "ingress",
+                    Body::default()
+                        .a("protocol", s("tcp"))
+                        .a("from_port", V::N(2049))
+                        .a("to_port", V::N(2049))
+                        .a(
+                            "security_groups",
+                            V::L(vec![e("aws_security_group.task.id")]),
+                        ),
+                )
+                .a("tags", tags()),
+        );
+        block(
+            &mut o,
+            "resource",
+            &["aws_efs_file_system", "cache"],
+            Body::default()
+                .a("encrypted", V::B(true))
+                .a("performance_mode", s("generalPurpose"))
+                .a("throughput_mode", s("elastic"))
+                .a("tags", tags()),
+        );
+        block(
+            &mut o,
+            "resource",
+            &["aws_efs_mount_target", "cache"],
+            Body::default()
+                .a("count", e("length(var.subnets)"))
+                .a("file_system_id", e("aws_efs_file_system.cache.id"))
+                .a("subnet_id", e("var.subnets[count.index]"))
+                .a(
+                    "security_groups",
+                    V::L(vec![e("aws_security_group.efs.id")]),
+                ),
+        );
+        block(
+            &mut o,
+            "resource",
+            &["aws_efs_access_point", "cache"],
+            Body::default()
+                .a("file_system_id", e("aws_efs_file_system.cache.id"))
+                .b(
+                    "posix_user",
+                    Body::default()
+                        .a("uid", V::N(spec.efs_uid.into()))
+                        .a("gid", V::N(spec.efs_gid.into())),
+                )
+                .b(
+                    "root_directory",
+                    Body::default()
+                        .a("path", s(format!("/triton-deploy/{}", spec.efs_holds)))
+                        .b(
+                            "creation_info",
+                            Body::default()
+                                .a("owner_uid", V::N(spec.efs_uid.into()))
+                                .a("owner_gid", V::N(spec.efs_gid.into()))
+                                .a("permissions", s("0755")),
+                        ),
+                )
+                .a("tags", tags()),
+        );
+    }
+    for (name, v) in [
+        ("cluster_name", "aws_ecs_cluster.this.name"),
+        (
+            "capacity_provider_name",
+            "aws_ecs_capacity_provider.gpu.name",
+        ),
+        ("load_balancer_dns", "aws_lb.this.dns_name"),
+        ("target_group_arn", "aws_lb_target_group.triton.arn"),
+        ("task_security_group_id", "aws_security_group.task.id"),
+        ("task_execution_role_arn", "aws_iam_role.task_execution.arn"),
+        ("task_role_arn", "aws_iam_role.task.arn"),
+        ("log_group_name", "aws_cloudwatch_log_group.triton.name"),
+    ] {
+        block(&mut o, "output", &[name], Body::default().a("value", e(v)));
+    }
+    if spec.efs {
+        block(
+            &mut o,
+            "output",
+            &["file_system_id"],
+            Body::default().a("value", e("aws_efs_file_system.cache.id")),
+        );
+        block(
+            &mut o,
+            "output",
+            &["access_point_id"],
+            Body::default().a("value", e("aws_efs_access_point.cache.id")),
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_parses_as_hcl_with_the_expected_resources() {
+        let spec = crate::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\n[compute]\nspot = true\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/${x}\"\n", None).unwrap();
+        let text = module(&spec);
+        let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let resources: Vec<String> = body
+            .blocks()
+            .filter(|b| b.identifier() == "resource")
+            .map(|b| {
+                b.labels()
+                    .iter()
+                    .map(|l| l.as_str().to_string())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            })
+            .collect();
+        for r in [
+            "aws_ecs_cluster.this",
+            "aws_autoscaling_group.gpu",
+            "aws_ecs_capacity_provider.gpu",
+            "aws_lb_target_group.triton",
+            "aws_efs_access_point.cache",
+            "aws_launch_template.gpu",
+        ] {
+            assert!(resources.contains(&r.to_string()), "{r} in {resources:?}");
+        }
+        assert!(
+            text.contains("$${x}"),
+            "template sequences in strings are escaped"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! `triton-deploy render`: the CloudFormation template passes AWS's cfn-lint, the Terraform module
+//! parses as HCL, the task definition has the GPU shape, and bad specs fail with file:line:key.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn render(what: &str, spec: &Path, env: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_triton-deploy"));
+    c.args(["render", what, "-f"]).arg(spec);
+    if let Some(e) = env {
+        c.args(["--env", e]);
+    }
+    c.output().unwrap()
+}
+
+const VARIANTS: &[&str] = &[
+    "",
+    "[compute]\nspot = true\nami = \"ami-0123456789abcdef0\"\n[network]\ninternet_facing = true\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\n",
+    "[storage]\nefs = false\n[compute]\nami = \"al2-gpu\"\ninstance_type = \"g5.12xlarge\"\n[task]\ngpus = 4\n",
+    "[network]\nvpc_id = \"vpc-0abc\"\nsubnets = [\"subnet-a\", \"subnet-b\", \"subnet-c\"]\nallowed_cidrs = [\"10.1.0.0/16\", \"192.168.0.0/24\"]\n[storage]\nholds = \"models\"\n",
+];
+
+fn variant_specs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root().join("examples/triton-deploy.toml")];
+    for (i, v) in VARIANTS.iter().enumerate() {
+        let p = dir.join(format!("variant{i}.toml"));
+        std::fs::write(&p, format!("[service]\nname = \"svc{i}\"\n{v}")).unwrap();
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs cfn-lint: run ./scripts/test.sh"]
+fn every_rendered_template_passes_cfn_lint() {
+    let lint = std::env::var("TD_CFN_LINT").expect("TD_CFN_LINT is not set: run ./scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, spec) in variant_specs(dir.path()).iter().enumerate() {
+        for env in [None, Some("prod")] {
+            if env.is_some() && i > 0 {
+                continue;
+            }
+            let out = render("cloudformation", spec, env);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = dir
+                .path()
+                .join(format!("t{i}-{}.json", env.unwrap_or("base")));
+            std::fs::write(&file, &out.stdout).unwrap();
+            let l = Command::new(&lint).arg(&file).output().unwrap();
+            // cfn-lint's exit code is a bit mask: 2 = errors, 4 = warnings, 8 = informational.
+            let code = l.status.code().unwrap_or(-1);
+            assert!(
+                code >= 0 && code & 2 == 0 && code & 1 == 0,
+                "{}:\n{}",
+                spec.display(),
+                String::from_utf8_lossy(&l.stdout)
+            );
+            assert!(
+                code == 0,
+                "warnings are worth fixing too ({}):\n{}",
+                spec.display(),
+                String::from_utf8_lossy(&l.stdout)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_terraform_module_parses_as_hcl_and_names_the_same_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    for spec in variant_specs(dir.path()) {
+        let out = render("terraform", &spec, None);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", spec.display()));
+        let cfn: serde_json::Value =
+            serde_json::from_slice(&render("cloudformation", &spec, None).stdout).unwrap();
+        let n_tf = body
+            .blocks()
+            .filter(|b| {
+                b.identifier() == "resource"
+                    && !b.labels()[0].as_str().starts_with("aws_iam_role_policy")
+            })
+            .count();
+        let n_cfn = cfn["Resources"].as_object().unwrap().len();
+        // CloudFormation has one MountTarget per subnet (Terraform uses count) and an extra
+        // association resource per attachment style; the sets must still be about the same size.
+        assert!(
+            n_tf.abs_diff(n_cfn) <= 3,
+            "{}: terraform {n_tf} vs cloudformation {n_cfn}",
+            spec.display()
+        );
+    }
+}
+
+#[test]
+fn the_task_definition_renders_with_the_image_and_placeholders() {
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args([
+            "render",
+            "taskdef",
+            "--image",
+            "1.dkr.ecr.us-east-1.amazonaws.com/m@sha256:abc",
+            "-f",
+        ])
+        .arg(root().join("examples/triton-deploy.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let td: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(td["family"], "triton-text-classifier");
+    assert_eq!(
+        td["containerDefinitions"][0]["image"],
+        "1.dkr.ecr.us-east-1.amazonaws.com/m@sha256:abc"
+    );
+    assert_eq!(
+        td["executionRoleArn"],
+        "<triton-deploy-ml-gpu:TaskExecutionRoleArn>"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["render", "terraform", "--out"])
+        .arg(dir.path())
+        .arg("-f")
+        .arg(root().join("examples/triton-deploy.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(dir.path().join("main.tf").is_file());
+}
+
+#[test]
+fn bad_specs_fail_with_file_line_and_key_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[service]\nname = \"x\"\n[compute]\ninstance = \"g5.xlarge\"\n",
+            ":4:1: instance: unknown field `instance`",
+        ),
+        ("[service]\nname = \"x\"\n[task]\ngpus = \"1\"\n", ":4:8: "),
+        (
+            "[service]\nname = \"x\"\n[network]\nvpc_id = \"vpc-1\"\nsubnets = [\"subnet-1\"]\n",
+            ":5:11: network.subnets: 1 subnet(s)",
+        ),
+        (
+            "[service]\nname = \"x\"\n[compute]\ninstance_type = \"g5.2xlarge\"\n[task]\ngpus = 4\n",
+            ":6:8: task.gpus: 4 GPUs per task, but a g5.2xlarge has 1",
+        ),
+        ("[service]\nname = \"has space\"\n", ":2:8: service.name"),
+        (
+            "[servic]\nname = \"x\"\n",
+            ":1:2: servic: unknown field `servic`",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let spec = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&spec, text).unwrap();
+        let out_dir = dir.path().join(format!("out{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .args(["render", "cloudformation", "--out"])
+            .arg(&out_dir)
+            .arg("-f")
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "case {i}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}{want}", spec.display())),
+            "case {i}: expected '{want}' in {err}"
+        );
+        assert!(!out_dir.exists(), "nothing is written for a bad spec");
+    }
+}
