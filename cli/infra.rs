@@ -117,8 +117,9 @@ pub fn template(spec: &DeploymentSpec) -> Value {
                 "Statement": [{
                     "Effect": "Allow",
                     "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-                    "Resource": {"Fn::GetAtt": ["FileSystem", "Arn"]},
-                    "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": {"Fn::GetAtt": ["AccessPoint", "Arn"]}}}
+                    // ARNs built from the IDs (Ref), which every CloudFormation engine resolves.
+                    "Resource": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:file-system/${FileSystem}"},
+                    "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:access-point/${AccessPoint}"}}}
                 }]
             }
         }]);

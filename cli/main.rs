@@ -34,6 +34,8 @@ enum Command {
     Push(Box<commands::push::PushArgs>),
     /// Print the CloudFormation template, task definition or Terraform module of a deployment spec.
     Render(commands::render::RenderArgs),
+    /// Provision the GPU cluster stack (`--plan` shows the changes and applies nothing).
+    Rollout(commands::rollout::RolloutArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args, global),
         Command::Push(args) => commands::push::run(*args, global),
         Command::Render(args) => commands::render::run(args, global),
+        Command::Rollout(args) => commands::rollout::run(args, global),
     };
     ExitCode::from(code as u8)
 }

@@ -3,6 +3,7 @@
 
 pub mod push;
 pub mod render;
+pub mod rollout;
 pub mod validate;
 
 use clap::ValueEnum;

@@ -92,6 +92,13 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
                             .path_and_query()
                             .map(|p| p.to_string())
                             .unwrap_or_default();
+                        let target = req
+                            .headers()
+                            .get("x-amz-target")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|t| t.rsplit('.').next())
+                            .map(str::to_string);
+                        // Requests that get a fault are logged too (they were attempted).
                         l.lock().unwrap().push(format!("{method} {path}"));
                         match mode {
                             Mode::FailEvery(k) if n % k == 0 => {
@@ -127,6 +134,20 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
                             .await
                             .map_err(|_| Reset)?
                             .to_bytes();
+                        // Name the AWS action: X-Amz-Target's last segment (JSON protocols) or the
+                        // query protocols' Action= form field.
+                        let action = target.or_else(|| {
+                            String::from_utf8_lossy(&body)
+                                .split('&')
+                                .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
+                        });
+                        if let Some(a) = action {
+                            let mut log = l.lock().unwrap();
+                            if let Some(last) = log.last_mut() {
+                                last.push(' ');
+                                last.push_str(&a);
+                            }
+                        }
                         let up = fwd.body(body).send().await.map_err(|_| Reset)?;
                         let mut resp = Response::builder().status(up.status().as_u16());
                         for (k, v) in up.headers() {

@@ -1,9 +1,13 @@
 //! The AWS side of triton-deploy: thin adapters over the AWS SDK, kept in their own crate so that
 //! everyday changes to the CLI do not rebuild the SDK. Nothing here decides; callers do.
 
+pub mod cfn;
+pub mod ec2;
 pub mod ecr;
 mod secret;
+pub mod ssm;
 
+pub use aws_config::SdkConfig;
 pub use secret::Secret;
 
 /// Where and as whom to call AWS: the standard credential chain, with optional region and profile.

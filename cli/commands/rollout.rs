@@ -1,0 +1,357 @@
+//! `triton-deploy rollout`: the infra stack (GPU hosts, capacity provider, ALB, EFS) through a
+//! CloudFormation change set, after a GPU preflight. `--plan` shows the resource-level changes and
+//! changes nothing (exit 0: nothing would change, 2: something would, like terraform's
+//! `-detailed-exitcode`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+use triton_deploy_aws::cfn::{Cfn, ResourceChange, StackEvent};
+use triton_deploy_aws::ec2::Ec2;
+use triton_deploy_aws::ssm::Ssm;
+use triton_deploy_aws::{AwsOptions, load_config};
+
+use super::{Format, Global, exit};
+use crate::infra;
+use crate::spec::{self, Ami, DeploymentSpec};
+
+/// Exit code of `--plan` when something would change.
+pub const CHANGES: i32 = 2;
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The deployment spec.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "triton-deploy.toml",
+        value_name = "SPEC"
+    )]
+    pub spec: PathBuf,
+
+    /// Apply the spec's `[env.<NAME>]` overrides.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+
+    /// Show what would change and change nothing. Exit 0: no changes; 2: changes.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// Apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+
+    /// How long to wait for CloudFormation, in minutes.
+    #[arg(long, default_value_t = 60, value_name = "MINUTES")]
+    pub timeout: u64,
+
+    /// AWS profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("preflight: {0}")]
+    Preflight(String),
+    #[error(transparent)]
+    Cfn(#[from] triton_deploy_aws::cfn::CfnError),
+    #[error(transparent)]
+    Ec2(#[from] triton_deploy_aws::ec2::Ec2Error),
+    #[error(transparent)]
+    Ssm(#[from] triton_deploy_aws::ssm::SsmError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct RolloutReport {
+    pub stack: String,
+    pub changes: Vec<ResourceChange>,
+    pub applied: bool,
+    pub template_hash: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<String>,
+}
+
+/// What the preflight found: the network to use and the AMI the parameter resolves to.
+#[derive(Debug, Clone)]
+pub struct Preflight {
+    pub vpc_id: String,
+    pub vpc_cidr: String,
+    pub subnets: Vec<String>,
+    pub ami_id: String,
+}
+
+/// Checks, before any change, that the deployment can run: the instance type's GPUs, room for a
+/// rolling deployment, the type offered in the subnets' zones (one subnet per zone is used), and
+/// the AMI. Each failure says what to change.
+pub async fn preflight(
+    spec: &DeploymentSpec,
+    config: &triton_deploy_aws::SdkConfig,
+) -> Result<Preflight, RolloutError> {
+    let ec2 = Ec2::new(config);
+    let per = ec2.gpus(&spec.instance_type).await?.ok_or_else(|| {
+        RolloutError::Preflight(format!(
+            "EC2 does not know the instance type {} in this region: check compute.instance_type",
+            spec.instance_type
+        ))
+    })?;
+    if per == 0 {
+        return Err(RolloutError::Preflight(format!(
+            "{} has no GPU: choose a GPU instance type (g5, g6, g6e, p4d, p5...)",
+            spec.instance_type
+        )));
+    }
+    spec::rolling_room(spec, per).map_err(RolloutError::Preflight)?;
+    let net =
+        ec2.network(spec.vpc_id.as_deref(), &spec.subnets)
+            .await?
+            .ok_or_else(|| {
+                RolloutError::Preflight(match &spec.vpc_id {
+                    Some(v) => format!("VPC {v} does not exist in this region: fix network.vpc_id"),
+                    None => "no default VPC in this region: set network.vpc_id and network.subnets"
+                        .into(),
+                })
+            })?;
+    if !spec.subnets.is_empty() {
+        let found: BTreeSet<&str> = net.subnets.iter().map(|(s, _)| s.as_str()).collect();
+        if let Some(missing) = spec.subnets.iter().find(|s| !found.contains(s.as_str())) {
+            return Err(RolloutError::Preflight(format!(
+                "subnet {missing} is not in {}: fix network.subnets",
+                net.vpc_id
+            )));
+        }
+    }
+    let zones = ec2.zones_offering(&spec.instance_type).await?;
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    for (subnet, az) in &net.subnets {
+        if !zones.contains(az) {
+            if !spec.subnets.is_empty() {
+                return Err(RolloutError::Preflight(format!(
+                    "{} is not offered in {az} (subnet {subnet}); it is offered in {}: use subnets in those zones",
+                    spec.instance_type,
+                    zones.join(", ")
+                )));
+            }
+            continue;
+        }
+        if chosen.iter().any(|(_, z)| z == az) {
+            if !spec.subnets.is_empty() {
+                return Err(RolloutError::Preflight(format!(
+                    "two subnets in {az}: EFS takes one mount target per zone; give one subnet per availability zone"
+                )));
+            }
+            continue;
+        }
+        chosen.push((subnet.clone(), az.clone()));
+    }
+    if chosen.len() < 2 {
+        return Err(RolloutError::Preflight(format!(
+            "{} is offered in {} of the VPC's zones; the hosts and the load balancer need at least 2 zones",
+            spec.instance_type,
+            chosen.len()
+        )));
+    }
+    let ami_id = match &spec.ami {
+        Ami::SsmParameter(p) => Ssm::new(config).get(p).await?.ok_or_else(|| {
+            RolloutError::Preflight(format!(
+                "the AMI parameter {p} does not exist in this region: set compute.ami to al2-gpu, an AMI ID, or your own parameter"
+            ))
+        })?,
+        Ami::Id(id) => {
+            if !ec2.image_exists(id).await? {
+                return Err(RolloutError::Preflight(format!("AMI {id} does not exist in this region: fix compute.ami")));
+            }
+            id.clone()
+        }
+    };
+    Ok(Preflight {
+        vpc_id: net.vpc_id,
+        vpc_cidr: net.cidr,
+        subnets: chosen.into_iter().map(|(s, _)| s).collect(),
+        ami_id,
+    })
+}
+
+pub fn run(args: RolloutArgs, global: Global) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    match rt.block_on(rollout(&args, global)) {
+        Ok(report) => {
+            let code = if args.plan && !report.changes.is_empty() {
+                CHANGES
+            } else {
+                exit::OK
+            };
+            match global.format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("json"))
+                }
+                Format::Text => {
+                    if report.changes.is_empty() {
+                        println!("{}: no changes", report.stack);
+                    } else {
+                        println!(
+                            "{}: {} resource change(s){}",
+                            report.stack,
+                            report.changes.len(),
+                            if args.plan {
+                                " (plan: nothing applied)"
+                            } else {
+                                ""
+                            }
+                        );
+                        for c in &report.changes {
+                            let what = match (c.action.as_str(), c.replacement.as_deref()) {
+                                ("Add", _) => "add",
+                                ("Remove", _) => "remove",
+                                ("Modify", Some("True")) => "replace",
+                                ("Modify", Some("Conditional")) => "modify (may replace)",
+                                ("Modify", _) => "modify",
+                                (other, _) => other,
+                            };
+                            println!("  {what:<20} {:<28} {}", c.logical_id, c.resource_type);
+                        }
+                    }
+                }
+            }
+            code
+        }
+        Err(RolloutError::Spec(e)) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+        Err(RolloutError::Usage(m)) => {
+            eprintln!("error: {m}");
+            exit::USAGE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
+}
+
+async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, RolloutError> {
+    let mut spec = spec::load(&args.spec, args.env.as_deref())?;
+    if !args.plan && !args.yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(RolloutError::Usage(
+                "rollout changes AWS resources: pass --yes (or --plan to only look)".into(),
+            ));
+        }
+        eprint!("Apply the changes to {}? [y/N] ", infra::stack_name(&spec));
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(RolloutError::Usage("not applied".into()));
+        }
+    }
+    let config = load_config(&AwsOptions {
+        region: spec.region.clone(),
+        profile: args.profile.clone(),
+    })
+    .await;
+    let pf = preflight(&spec, &config).await?;
+    spec.vpc_id = Some(pf.vpc_id.clone());
+    spec.subnets = pf.subnets.clone();
+    let template = serde_json::to_string(&infra::template(&spec)).expect("json");
+    let params = infra::parameters(&pf.vpc_id, &pf.vpc_cidr, &pf.subnets);
+    let mut hash_input = template.clone();
+    for (k, v) in &params {
+        hash_input.push_str(&format!("\n{k}={v}"));
+    }
+    let hash = crate::registry::sha256_digest(hash_input.as_bytes())[7..23].to_string();
+    let stack = infra::stack_name(&spec);
+    let cfn = Cfn::new(&config);
+    let existing = cfn.describe(&stack).await?;
+    let mut report = RolloutReport {
+        stack: stack.clone(),
+        changes: Vec::new(),
+        applied: false,
+        template_hash: hash.clone(),
+        subnets: pf.subnets.clone(),
+        ami: Some(pf.ami_id.clone()),
+    };
+    if let Some(s) = &existing {
+        if s.status == "ROLLBACK_COMPLETE"
+            || s.status.ends_with("_IN_PROGRESS") && s.status != "REVIEW_IN_PROGRESS"
+        {
+            return Err(RolloutError::Usage(format!(
+                "stack {stack} is {}: wait for it to settle (or delete a ROLLBACK_COMPLETE stack) and run again",
+                s.status
+            )));
+        }
+        if s.tags.get("triton-deploy:template-hash") == Some(&hash)
+            && s.status.ends_with("_COMPLETE")
+        {
+            // The deployed template is the rendered one: no change set needed.
+            return Ok(report);
+        }
+    }
+    let create = existing
+        .as_ref()
+        .is_none_or(|s| s.status == "REVIEW_IN_PROGRESS");
+    let mut tags = infra::tags(&spec);
+    tags.push(("triton-deploy:template-hash".into(), hash.clone()));
+    let change_set = format!(
+        "td-{hash}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    report.changes = cfn
+        .create_change_set(&stack, &change_set, create, &template, &params, &tags)
+        .await?;
+    if args.plan || report.changes.is_empty() {
+        if !report.changes.is_empty() {
+            cfn.delete_change_set(&stack, &change_set).await?;
+        }
+        if create {
+            // A CREATE change set leaves an empty stack in REVIEW_IN_PROGRESS: a plan removes it.
+            let _ = cfn.delete_stack(&stack).await;
+        }
+        return Ok(report);
+    }
+    let text = global.format == Format::Text;
+    let on_event = move |e: &StackEvent| {
+        if text {
+            eprintln!(
+                "  {:<22} {:<40} {}{}",
+                e.status,
+                e.resource_type,
+                e.logical_id,
+                e.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    };
+    cfn.execute(
+        &stack,
+        &change_set,
+        Duration::from_secs(args.timeout * 60),
+        &on_event,
+    )
+    .await?;
+    report.applied = true;
+    Ok(report)
+}

@@ -1,0 +1,370 @@
+//! CloudFormation: deploy a template through change sets (so a plan shows resource-level changes
+//! before anything changes), follow stack events, and read outputs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Tag};
+
+use crate::describe_sdk_error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CfnError {
+    #[error("CloudFormation {action} failed: {detail}")]
+    Api {
+        action: &'static str,
+        detail: String,
+    },
+    #[error("change set {name} failed: {reason}")]
+    ChangeSetFailed { name: String, reason: String },
+    #[error("stack {stack} ended in {status}{}", if failures.is_empty() { String::new() } else { format!(":\n{}", failures.join("\n")) })]
+    StackFailed {
+        stack: String,
+        status: String,
+        failures: Vec<String>,
+    },
+    #[error("timed out after {0:?} waiting for CloudFormation")]
+    Timeout(Duration),
+}
+
+/// A deployed stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackInfo {
+    pub name: String,
+    pub status: String,
+    pub tags: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
+    /// Logical ID → physical ID of every resource.
+    pub resources: BTreeMap<String, String>,
+}
+
+/// One resource-level change of a change set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceChange {
+    /// `Add`, `Modify`, `Remove`, `Import`, `Dynamic`.
+    pub action: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    /// `True`, `False`, `Conditional` for modifications.
+    pub replacement: Option<String>,
+}
+
+/// A stack event, as streamed while a change set executes.
+#[derive(Debug, Clone)]
+pub struct StackEvent {
+    pub id: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+pub struct Cfn {
+    client: Client,
+    pub poll: Duration,
+}
+
+fn is_terminal(status: &str) -> bool {
+    status.ends_with("_COMPLETE") || status.ends_with("_FAILED")
+}
+
+fn is_success(status: &str) -> bool {
+    matches!(
+        status,
+        "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE"
+    )
+}
+
+impl Cfn {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Cfn {
+            client: Client::new(config),
+            poll: Duration::from_secs(2),
+        }
+    }
+
+    /// The stack, or `None` when it does not exist (or was deleted).
+    pub async fn describe(&self, name: &str) -> Result<Option<StackInfo>, CfnError> {
+        let out = match self.client.describe_stacks().stack_name(name).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = describe_sdk_error(&e);
+                if msg.contains("does not exist") {
+                    return Ok(None);
+                }
+                return Err(CfnError::Api {
+                    action: "DescribeStacks",
+                    detail: msg,
+                });
+            }
+        };
+        let Some(s) = out.stacks().first() else {
+            return Ok(None);
+        };
+        let status = s
+            .stack_status()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default();
+        if status == "DELETE_COMPLETE" {
+            return Ok(None);
+        }
+        let mut info = StackInfo {
+            name: name.to_string(),
+            status,
+            tags: s
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+            outputs: s
+                .outputs()
+                .iter()
+                .map(|o| {
+                    (
+                        o.output_key().unwrap_or_default().to_string(),
+                        o.output_value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+            resources: BTreeMap::new(),
+        };
+        let res = self
+            .client
+            .describe_stack_resources()
+            .stack_name(name)
+            .send()
+            .await
+            .map_err(|e| CfnError::Api {
+                action: "DescribeStackResources",
+                detail: describe_sdk_error(&e),
+            })?;
+        for r in res.stack_resources() {
+            info.resources.insert(
+                r.logical_resource_id().unwrap_or_default().to_string(),
+                r.physical_resource_id().unwrap_or_default().to_string(),
+            );
+        }
+        Ok(Some(info))
+    }
+
+    /// Creates a change set and waits for it. Returns its changes; empty when the template and
+    /// parameters change nothing (the empty change set is deleted).
+    pub async fn create_change_set(
+        &self,
+        stack: &str,
+        change_set: &str,
+        create: bool,
+        template: &str,
+        parameters: &[(String, String)],
+        tags: &[(String, String)],
+    ) -> Result<Vec<ResourceChange>, CfnError> {
+        let params: Vec<Parameter> = parameters
+            .iter()
+            .map(|(k, v)| {
+                Parameter::builder()
+                    .parameter_key(k)
+                    .parameter_value(v)
+                    .build()
+            })
+            .collect();
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        self.client
+            .create_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .change_set_type(if create {
+                ChangeSetType::Create
+            } else {
+                ChangeSetType::Update
+            })
+            .template_body(template)
+            .set_parameters(Some(params))
+            .set_tags(Some(tags))
+            .capabilities(Capability::CapabilityIam)
+            .description("triton-deploy rollout")
+            .send()
+            .await
+            .map_err(|e| CfnError::Api {
+                action: "CreateChangeSet",
+                detail: describe_sdk_error(&e),
+            })?;
+        loop {
+            let d = self
+                .client
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(change_set)
+                .send()
+                .await
+                .map_err(|e| CfnError::Api {
+                    action: "DescribeChangeSet",
+                    detail: describe_sdk_error(&e),
+                })?;
+            match d.status() {
+                Some(ChangeSetStatus::CreateComplete) => {
+                    return Ok(d
+                        .changes()
+                        .iter()
+                        .filter_map(|c| c.resource_change())
+                        .map(|r| ResourceChange {
+                            action: r
+                                .action()
+                                .map(|a| a.as_str().to_string())
+                                .unwrap_or_default(),
+                            logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
+                            resource_type: r.resource_type().unwrap_or_default().to_string(),
+                            replacement: r.replacement().map(|x| x.as_str().to_string()),
+                        })
+                        .collect());
+                }
+                Some(ChangeSetStatus::Failed) => {
+                    let reason = d.status_reason().unwrap_or_default().to_string();
+                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                        let _ = self.delete_change_set(stack, change_set).await;
+                        return Ok(Vec::new());
+                    }
+                    return Err(CfnError::ChangeSetFailed {
+                        name: change_set.into(),
+                        reason,
+                    });
+                }
+                _ => tokio::time::sleep(self.poll).await,
+            }
+        }
+    }
+
+    /// Deletes a stack (used to clean up the empty stack a planning CREATE change set leaves).
+    pub async fn delete_stack(&self, stack: &str) -> Result<(), CfnError> {
+        self.client
+            .delete_stack()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| CfnError::Api {
+                action: "DeleteStack",
+                detail: describe_sdk_error(&e),
+            })?;
+        Ok(())
+    }
+
+    pub async fn delete_change_set(&self, stack: &str, change_set: &str) -> Result<(), CfnError> {
+        self.client
+            .delete_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .send()
+            .await
+            .map_err(|e| CfnError::Api {
+                action: "DeleteChangeSet",
+                detail: describe_sdk_error(&e),
+            })?;
+        Ok(())
+    }
+
+    /// Executes a change set and follows the stack until it settles, calling `on_event` for each
+    /// new event. On failure, the error lists the failed resources and their reasons.
+    pub async fn execute(
+        &self,
+        stack: &str,
+        change_set: &str,
+        timeout: Duration,
+        on_event: &(dyn Fn(&StackEvent) + Sync),
+    ) -> Result<StackInfo, CfnError> {
+        let seen_before: std::collections::HashSet<String> = self
+            .events(stack)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        self.client
+            .execute_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .send()
+            .await
+            .map_err(|e| CfnError::Api {
+                action: "ExecuteChangeSet",
+                detail: describe_sdk_error(&e),
+            })?;
+        let started = std::time::Instant::now();
+        let mut seen = seen_before.clone();
+        let mut failures = Vec::new();
+        loop {
+            let mut events = self.events(stack).await?;
+            events.reverse(); // oldest first
+            for e in events {
+                if seen.insert(e.id.clone()) {
+                    if e.status.ends_with("_FAILED") {
+                        failures.push(format!(
+                            "  {} ({}): {}",
+                            e.logical_id,
+                            e.resource_type,
+                            e.reason.clone().unwrap_or_default()
+                        ));
+                    }
+                    on_event(&e);
+                }
+            }
+            let info = self.describe(stack).await?.unwrap_or_default();
+            if is_terminal(&info.status) && !info.status.ends_with("_IN_PROGRESS") {
+                if is_success(&info.status) {
+                    return Ok(info);
+                }
+                return Err(CfnError::StackFailed {
+                    stack: stack.into(),
+                    status: info.status,
+                    failures,
+                });
+            }
+            if started.elapsed() > timeout {
+                return Err(CfnError::Timeout(timeout));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn events(&self, stack: &str) -> Result<Vec<StackEvent>, CfnError> {
+        let out = match self
+            .client
+            .describe_stack_events()
+            .stack_name(stack)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = describe_sdk_error(&e);
+                if msg.contains("does not exist") {
+                    return Ok(Vec::new());
+                }
+                return Err(CfnError::Api {
+                    action: "DescribeStackEvents",
+                    detail: msg,
+                });
+            }
+        };
+        Ok(out
+            .stack_events()
+            .iter()
+            .map(|e| StackEvent {
+                id: e.event_id().unwrap_or_default().to_string(),
+                logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
+                resource_type: e.resource_type().unwrap_or_default().to_string(),
+                status: e
+                    .resource_status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                reason: e.resource_status_reason().map(str::to_string),
+            })
+            .collect())
+    }
+}

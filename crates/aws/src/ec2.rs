@@ -1,0 +1,161 @@
+//! EC2 facts for the preflight: the default VPC, subnets' zones, an instance type's GPUs and the
+//! zones that offer it.
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{Filter, InstanceType, LocationType};
+
+use crate::describe_sdk_error;
+
+#[derive(Debug, thiserror::Error)]
+#[error("EC2 {action} failed: {detail}")]
+pub struct Ec2Error {
+    pub action: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub vpc_id: String,
+    pub cidr: String,
+    /// (subnet ID, availability zone)
+    pub subnets: Vec<(String, String)>,
+}
+
+pub struct Ec2 {
+    client: Client,
+}
+
+fn err(action: &'static str) -> impl Fn(String) -> Ec2Error {
+    move |detail| Ec2Error { action, detail }
+}
+
+impl Ec2 {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Ec2 {
+            client: Client::new(config),
+        }
+    }
+
+    /// The VPC (`vpc_id`, or the default VPC) with its CIDR and subnets (`subnets`, or all of them).
+    pub async fn network(
+        &self,
+        vpc_id: Option<&str>,
+        subnets: &[String],
+    ) -> Result<Option<Network>, Ec2Error> {
+        let mut req = self.client.describe_vpcs();
+        req = match vpc_id {
+            Some(id) => req.vpc_ids(id),
+            None => req.filters(Filter::builder().name("isDefault").values("true").build()),
+        };
+        let out = match req.send().await {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = describe_sdk_error(&e);
+                if msg.contains("InvalidVpcID.NotFound") {
+                    return Ok(None);
+                }
+                return Err(err("DescribeVpcs")(msg));
+            }
+        };
+        let Some(vpc) = out.vpcs().first() else {
+            return Ok(None);
+        };
+        let vpc_id = vpc.vpc_id().unwrap_or_default().to_string();
+        let mut sreq = self
+            .client
+            .describe_subnets()
+            .filters(Filter::builder().name("vpc-id").values(&vpc_id).build());
+        if !subnets.is_empty() {
+            sreq = sreq.set_subnet_ids(Some(subnets.to_vec()));
+        }
+        let sout = sreq
+            .send()
+            .await
+            .map_err(|e| err("DescribeSubnets")(describe_sdk_error(&e)))?;
+        let mut found: Vec<(String, String)> = sout
+            .subnets()
+            .iter()
+            .map(|s| {
+                (
+                    s.subnet_id().unwrap_or_default().to_string(),
+                    s.availability_zone().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        found.sort();
+        Ok(Some(Network {
+            vpc_id,
+            cidr: vpc.cidr_block().unwrap_or_default().to_string(),
+            subnets: found,
+        }))
+    }
+
+    /// GPUs of an instance type; `None` when EC2 does not know the type.
+    pub async fn gpus(&self, instance_type: &str) -> Result<Option<u32>, Ec2Error> {
+        match self
+            .client
+            .describe_instance_types()
+            .instance_types(InstanceType::from(instance_type))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.instance_types().first().map(|t| {
+                t.gpu_info()
+                    .map(|g| {
+                        g.gpus()
+                            .iter()
+                            .map(|d| d.count().unwrap_or(0).max(0) as u32)
+                            .sum()
+                    })
+                    .unwrap_or(0)
+            })),
+            Err(e) => {
+                let msg = describe_sdk_error(&e);
+                if msg.contains("InvalidInstanceType") {
+                    Ok(None)
+                } else {
+                    Err(err("DescribeInstanceTypes")(msg))
+                }
+            }
+        }
+    }
+
+    /// Availability zones that offer the instance type.
+    pub async fn zones_offering(&self, instance_type: &str) -> Result<Vec<String>, Ec2Error> {
+        let out = self
+            .client
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .filters(
+                Filter::builder()
+                    .name("instance-type")
+                    .values(instance_type)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("DescribeInstanceTypeOfferings")(describe_sdk_error(&e)))?;
+        let mut z: Vec<String> = out
+            .instance_type_offerings()
+            .iter()
+            .filter_map(|o| o.location().map(str::to_string))
+            .collect();
+        z.sort();
+        Ok(z)
+    }
+
+    /// Whether an AMI ID exists.
+    pub async fn image_exists(&self, ami: &str) -> Result<bool, Ec2Error> {
+        match self.client.describe_images().image_ids(ami).send().await {
+            Ok(out) => Ok(!out.images().is_empty()),
+            Err(e) => {
+                let msg = describe_sdk_error(&e);
+                if msg.contains("InvalidAMIID") {
+                    Ok(false)
+                } else {
+                    Err(err("DescribeImages")(msg))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `triton-deploy rollout` (the infra stack) against moto through a recording, fault-injecting proxy:
+//! the plan changes nothing, the apply creates the resources, a second run makes no mutating call,
+//! throttling converges, and preflight failures stop before any change.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::Ordering;
+
+use support::*;
+
+fn spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!("[service]\nname = \"{name}\"\nregion = \"us-east-1\"\n{extra}"),
+    )
+    .unwrap();
+    p
+}
+
+fn rollout(endpoint: &str, args: &[&str], spec: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .arg("rollout")
+        .args(args)
+        .arg("-f")
+        .arg(spec)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn stack_status(name: &str) -> Option<String> {
+    let url = env("TD_MOTO_URL");
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/cloudformation/aws4_request, SignedHeaders=host, Signature=0")
+        .body(format!("Action=DescribeStacks&Version=2010-05-15&StackName={name}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    resp.split("<StackStatus>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .map(str::to_string)
+}
+
+const MUTATING: &[&str] = &[
+    "Create",
+    "Delete",
+    "Execute",
+    "Update",
+    "Put",
+    "Register",
+    "Run",
+    "Attach",
+    "Authorize",
+    "Modify",
+    "Tag",
+];
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn plan_then_apply_then_a_second_rollout_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("svc")
+        .replace('-', "")
+        .chars()
+        .take(20)
+        .collect::<String>();
+    let spec = spec(dir.path(), &name, "[compute]\nmax_instances = 3\n");
+    let stack = format!("triton-deploy-{name}-gpu");
+    let moto = env("TD_MOTO_URL");
+
+    // Plan: lists additions, exits 2, leaves no stack behind.
+    let out = rollout(&moto, &["--plan"], &spec);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    for r in [
+        "Cluster",
+        "AutoScalingGroup",
+        "CapacityProvider",
+        "LoadBalancer",
+        "TargetGroup",
+        "FileSystem",
+        "AccessPoint",
+        "LaunchTemplate",
+    ] {
+        assert!(
+            t.lines()
+                .any(|l| l.trim_start().starts_with("add") && l.contains(&format!(" {r} "))),
+            "plan adds {r}:\n{t}"
+        );
+    }
+    assert_eq!(stack_status(&stack).await, None, "a plan creates nothing");
+
+    // Apply.
+    let out = rollout(&moto, &["--yes", "--timeout", "5"], &spec);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        stack_status(&stack).await.as_deref(),
+        Some("CREATE_COMPLETE")
+    );
+    let clusters = moto_json(
+        "ecs",
+        "AmazonEC2ContainerServiceV20141113.DescribeClusters",
+        serde_json::json!({"clusters": [format!("{name}-gpu")], "include": ["TAGS"]}),
+    )
+    .await;
+    assert_eq!(clusters["clusters"][0]["status"], "ACTIVE", "{clusters}");
+
+    // A second rollout, recorded at the wire: no mutating call, and --plan exits 0.
+    let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
+    let url = proxy.url.clone();
+    let spec2 = spec.clone();
+    let out = tokio::task::spawn_blocking(move || rollout(&url, &["--plan"], &spec2))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("no changes"));
+    let log = proxy.log.lock().unwrap().clone();
+    let mutations: Vec<&String> = log
+        .iter()
+        .filter(|l| {
+            l.split(' ')
+                .nth(2)
+                .is_some_and(|a| MUTATING.iter().any(|m| a.starts_with(m)))
+        })
+        .collect();
+    assert!(mutations.is_empty(), "mutating calls: {mutations:?}");
+    assert!(log.len() <= 25, "{} calls: {log:?}", log.len());
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn throttling_and_server_errors_on_one_call_in_ten_still_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("thr")
+        .replace('-', "")
+        .chars()
+        .take(20)
+        .collect::<String>();
+    let spec = spec(dir.path(), &name, "[storage]\nefs = false\n");
+    let proxy = proxy::start(&env("TD_MOTO_URL"), proxy::Mode::FailEvery(10)).await;
+    let url = proxy.url.clone();
+    let out =
+        tokio::task::spawn_blocking(move || rollout(&url, &["--yes", "--timeout", "5"], &spec))
+            .await
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(proxy.faults.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        stack_status(&format!("triton-deploy-{name}-gpu"))
+            .await
+            .as_deref(),
+        Some("CREATE_COMPLETE")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn preflight_failures_say_what_to_change_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = env("TD_MOTO_URL");
+    let cases = [
+        // EC2 knows a gr6.4xlarge has one GPU (the spec's own table does not list the type).
+        (
+            "[compute]\ninstance_type = \"gr6.4xlarge\"\n[task]\ngpus = 2\n",
+            "a gr6.4xlarge has 1 GPU(s)",
+        ),
+        (
+            "[compute]\ninstance_type = \"g4ad.xlarge\"\n",
+            "EC2 does not know the instance type g4ad.xlarge",
+        ),
+        (
+            "[compute]\nami = \"/triton/test/no-such-parameter\"\n",
+            "the AMI parameter /triton/test/no-such-parameter does not exist",
+        ),
+        (
+            "[compute]\nami = \"ami-0000000000000dead\"\n",
+            "AMI ami-0000000000000dead does not exist",
+        ),
+        (
+            "[network]\nvpc_id = \"vpc-00000000\"\nsubnets = [\"subnet-1\", \"subnet-2\"]\n",
+            "VPC vpc-00000000 does not exist in this region",
+        ),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let name = format!("pf{i}{}", std::process::id());
+        let spec = spec(dir.path(), &name, extra);
+        let out = rollout(&moto, &["--yes"], &spec);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {}", text(&out));
+        assert!(
+            text(&out).contains(want),
+            "case {i}: expected '{want}' in {}",
+            text(&out)
+        );
+        assert_eq!(
+            stack_status(&format!("triton-deploy-{name}-gpu")).await,
+            None,
+            "case {i} changed nothing"
+        );
+    }
+    // A bad spec fails with its file and line before any AWS call.
+    let bad = spec(dir.path(), "badspec", "[compute]\nmax_instance = 3\n");
+    let out = rollout("http://127.0.0.1:9", &["--plan"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains(&format!(
+            "{}:5:1: max_instance: unknown field",
+            bad.display()
+        )),
+        "{}",
+        text(&out)
+    );
+}
