@@ -577,7 +577,8 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
             "explicit subnets need the VPC they belong to (network.vpc_id)",
         ));
     }
-    let allowed_cidrs = val(&network.allowed_cidrs).unwrap_or_else(|| vec!["10.0.0.0/8".into()]);
+    let allowed_cidrs =
+        val(&network.allowed_cidrs).unwrap_or_else(|| vec![String::from("10.0.0.0/8")]);
     if let Some(bad) = allowed_cidrs.iter().find(|c| !valid_cidr(c)) {
         return Err(cx.err(
             network.allowed_cidrs.as_ref().expect("set").span(),
