@@ -25,6 +25,21 @@ pub struct Global {
     pub color: bool,
 }
 
+/// Runs an async command body on a multi-threaded runtime; `None` (after saying why) when no
+/// runtime can be started.
+pub fn block_on<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt.block_on(fut)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Process exit codes.
 pub mod exit {
     /// Success (warnings allowed).

@@ -10,7 +10,7 @@ use serde::Serialize;
 use triton_deploy_aws::{AwsOptions, Secret, ecr};
 use url::Url;
 
-use super::{Format, Global, exit};
+use super::{Format, Global, block_on, exit};
 use crate::image::{self, DEFAULT_BASE, ImageName, ImageSettings, Progress};
 use crate::layers::{self, Cache, Compression, Layer};
 use crate::model_repo::ModelRepo;
@@ -154,18 +154,11 @@ pub struct BaseReport {
 }
 
 pub fn run(args: PushArgs, global: Global) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
-    };
     let started = Instant::now();
-    match rt.block_on(push(&args, global)) {
+    let Some(result) = block_on(push(&args, global)) else {
+        return exit::USAGE;
+    };
+    match result {
         Ok(mut report) => {
             report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
             match global.format {

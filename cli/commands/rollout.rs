@@ -14,7 +14,7 @@ use triton_deploy_aws::ec2::Ec2;
 use triton_deploy_aws::ssm::Ssm;
 use triton_deploy_aws::{AwsOptions, load_config};
 
-use super::{Format, Global, exit};
+use super::{Format, Global, block_on, exit};
 use crate::infra;
 use crate::spec::{self, Ami, DeploymentSpec};
 
@@ -182,17 +182,10 @@ pub async fn preflight(
 }
 
 pub fn run(args: RolloutArgs, global: Global) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
+    let Some(result) = block_on(rollout(&args, global)) else {
+        return exit::USAGE;
     };
-    match rt.block_on(rollout(&args, global)) {
+    match result {
         Ok(report) => {
             let code = if args.plan && !report.changes.is_empty() {
                 CHANGES

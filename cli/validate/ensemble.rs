@@ -9,7 +9,7 @@ use crate::model_config::ModelConfig;
 use crate::model_config::inference::model_config::SchedulingChoice;
 use crate::model_repo::ModelRepo;
 
-use super::model::dtype_name;
+use super::model::{dtype_name, fmt_dims};
 
 fn steps(cfg: &ModelConfig) -> &[crate::model_config::inference::model_ensembling::Step] {
     match &cfg.scheduling_choice {
@@ -172,16 +172,6 @@ fn shape_matches(a: &Shape, b: &Shape) -> bool {
         v
     };
     eq(&a.dims, &b.dims) || eq(&full(a), &full(b)) || eq(&full(a), &b.dims) || eq(&a.dims, &full(b))
-}
-
-fn fmt_dims(d: &[i64]) -> String {
-    format!(
-        "[{}]",
-        d.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    )
 }
 
 fn cross_model(

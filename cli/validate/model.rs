@@ -26,6 +26,17 @@ pub fn dtype_name(v: i32) -> String {
         .unwrap_or_else(|_| v.to_string())
 }
 
+/// `[-1,3,224]`: a shape as Triton's messages print it.
+pub fn fmt_dims(d: &[i64]) -> String {
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
 /// Bytes per element of a fixed-size data type.
 pub fn dtype_size(v: i32) -> Option<usize> {
     use DataType::*;

@@ -6,17 +6,7 @@ use super::{Cx, fs};
 use crate::model_config::ModelConfig;
 use crate::onnx::{OnnxTensor, read_io, triton_dtype};
 
-use super::model::dtype_name;
-
-fn fmt_shape(d: &[i64]) -> String {
-    format!(
-        "[{}]",
-        d.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    )
-}
+use super::model::{dtype_name, fmt_dims};
 
 pub fn check(cx: &mut Cx, cfg: &ModelConfig) {
     let m = cx.model;
@@ -155,7 +145,7 @@ fn compare(
     }
     config_full.extend(dims);
     if mbs > 0 && graph.first().is_some_and(|d| *d != -1) {
-        cx.error(ONNX_DIMS, &format!("{path}.dims"), format!("model '{model}', tensor '{}': for the model to support batching the shape should have at least 1 dimension and the first dimension must be -1; but shape expected by the model is {}", t.name, fmt_shape(&graph)))
+        cx.error(ONNX_DIMS, &format!("{path}.dims"), format!("model '{model}', tensor '{}': for the model to support batching the shape should have at least 1 dimension and the first dimension must be -1; but shape expected by the model is {}", t.name, fmt_dims(&graph)))
             .help("export the model with a dynamic first (batch) axis, or set max_batch_size: 0 and give the full shape in dims");
         return;
     }
@@ -170,6 +160,6 @@ fn compare(
         } else {
             ""
         };
-        cx.error(ONNX_DIMS, &format!("{path}.dims"), format!("model '{model}', tensor '{}': the model expects {} dimensions (shape {}) but the model configuration specifies {} dimensions{batch_note}, making complete shape {}", t.name, graph.len(), fmt_shape(&graph), config_full.len(), fmt_shape(&config_full)));
+        cx.error(ONNX_DIMS, &format!("{path}.dims"), format!("model '{model}', tensor '{}': the model expects {} dimensions (shape {}) but the model configuration specifies {} dimensions{batch_note}, making complete shape {}", t.name, graph.len(), fmt_dims(&graph), config_full.len(), fmt_dims(&config_full)));
     }
 }
