@@ -231,3 +231,61 @@ async fn preflight_failures_say_what_to_change_and_change_nothing() {
         text(&out)
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_newer_ami_behind_the_parameter_is_reported_and_planned() {
+    // Two real AMIs from the stand-in's public GPU and standard parameters.
+    let get = |name: &'static str| async move {
+        moto_json(
+            "ssm",
+            "AmazonSSM.GetParameter",
+            serde_json::json!({"Name": name}),
+        )
+        .await["Parameter"]["Value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old =
+        get("/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id").await;
+    let new = get("/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id").await;
+    assert_ne!(old, new);
+    let param = format!("/triton/test/ami-{}", std::process::id());
+    let put = |value: String| {
+        let param = param.clone();
+        async move {
+            moto_json("ssm", "AmazonSSM.PutParameter", serde_json::json!({"Name": param, "Value": value, "Type": "String", "DataType": "aws:ec2:image", "Overwrite": true})).await
+        }
+    };
+    put(old.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("ami")
+        .replace('-', "")
+        .chars()
+        .take(20)
+        .collect::<String>();
+    let spec = spec(
+        dir.path(),
+        &name,
+        &format!("[compute]\nami = \"{param}\"\n[storage]\nefs = false\n"),
+    );
+    let moto = env("TD_MOTO_URL");
+    let out = rollout(&moto, &["--yes", "--timeout", "5"], &spec);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rollout(&moto, &["--plan"], &spec);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("GPU AMI update"));
+
+    put(new.clone()).await;
+    let out = rollout(&moto, &["--plan", "--format", "json"], &spec);
+    let t = text(&out);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{t}"));
+    assert_eq!(
+        doc["ami_update"],
+        serde_json::json!({"from": old, "to": new}),
+        "{t}"
+    );
+    assert_eq!(doc["ami"], new);
+}

@@ -79,6 +79,16 @@ pub struct RolloutReport {
     pub subnets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ami: Option<String>,
+    /// The GPU AMI the deployed stack was built with, when the parameter now resolves to another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami_update: Option<AmiUpdate>,
+}
+
+/// A newer AMI behind the spec's AMI parameter than the one the hosts were launched with.
+#[derive(Debug, Clone, Serialize)]
+pub struct AmiUpdate {
+    pub from: String,
+    pub to: String,
 }
 
 /// What the preflight found: the network to use and the AMI the parameter resolves to.
@@ -197,6 +207,12 @@ pub fn run(args: RolloutArgs, global: Global) -> i32 {
                     println!("{}", serde_json::to_string_pretty(&report).expect("json"))
                 }
                 Format::Text => {
+                    if let Some(u) = &report.ami_update {
+                        println!(
+                            "GPU AMI update: {} -> {} (the launch template takes it; running hosts keep the old AMI until they are replaced)",
+                            u.from, u.to
+                        );
+                    }
                     if report.changes.is_empty() {
                         println!("{}: no changes", report.stack);
                     } else {
@@ -266,7 +282,8 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
     spec.subnets = pf.subnets.clone();
     let template = serde_json::to_string(&infra::template(&spec)).expect("json");
     let params = infra::parameters(&pf.vpc_id, &pf.vpc_cidr, &pf.subnets);
-    let mut hash_input = template.clone();
+    // The resolved AMI is part of the deployed state: a new AMI behind the parameter is a change.
+    let mut hash_input = format!("{template}\nami={}", pf.ami_id);
     for (k, v) in &params {
         hash_input.push_str(&format!("\n{k}={v}"));
     }
@@ -274,6 +291,14 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
     let stack = infra::stack_name(&spec);
     let cfn = Cfn::new(&config);
     let existing = cfn.describe(&stack).await?;
+    let ami_update = existing
+        .as_ref()
+        .and_then(|s| s.tags.get("triton-deploy:ami"))
+        .filter(|old| **old != pf.ami_id)
+        .map(|old| AmiUpdate {
+            from: old.clone(),
+            to: pf.ami_id.clone(),
+        });
     let mut report = RolloutReport {
         stack: stack.clone(),
         changes: Vec::new(),
@@ -281,6 +306,7 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
         template_hash: hash.clone(),
         subnets: pf.subnets.clone(),
         ami: Some(pf.ami_id.clone()),
+        ami_update,
     };
     if let Some(s) = &existing {
         if s.status == "ROLLBACK_COMPLETE"
@@ -303,6 +329,7 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
         .is_none_or(|s| s.status == "REVIEW_IN_PROGRESS");
     let mut tags = infra::tags(&spec);
     tags.push(("triton-deploy:template-hash".into(), hash.clone()));
+    tags.push(("triton-deploy:ami".into(), pf.ami_id.clone()));
     let change_set = format!(
         "td-{hash}-{}",
         std::time::SystemTime::now()
