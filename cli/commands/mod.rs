@@ -18,6 +18,29 @@ pub enum Format {
     Json,
 }
 
+/// Which deployment spec a command reads: `-f FILE` and `--env NAME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpecArgs {
+    /// The deployment spec.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "triton-deploy.toml",
+        value_name = "SPEC"
+    )]
+    pub file: std::path::PathBuf,
+
+    /// Apply the spec's `[env.<NAME>]` overrides.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+}
+
+impl SpecArgs {
+    pub fn load(&self) -> Result<crate::spec::DeploymentSpec, crate::spec::SpecError> {
+        crate::spec::load(&self.file, self.env.as_deref())
+    }
+}
+
 /// Options every command shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Global {

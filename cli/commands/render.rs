@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{Global, exit};
-use crate::spec;
+use super::{Global, SpecArgs, exit};
 use crate::taskdef::{self, InfraOutputs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,18 +24,8 @@ pub struct RenderArgs {
     #[arg(value_enum)]
     pub what: Document,
 
-    /// The deployment spec.
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "triton-deploy.toml",
-        value_name = "SPEC"
-    )]
-    pub spec: PathBuf,
-
-    /// Apply the spec's `[env.<NAME>]` overrides.
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 
     /// The image for the task definition (default: the spec's image.uri, else a placeholder).
     #[arg(long)]
@@ -48,7 +37,7 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs, _global: Global) -> i32 {
-    let spec = match spec::load(&args.spec, args.env.as_deref()) {
+    let spec = match args.spec.load() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

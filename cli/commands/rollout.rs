@@ -4,7 +4,6 @@
 //! `-detailed-exitcode`).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,7 +13,7 @@ use triton_deploy_aws::ec2::Ec2;
 use triton_deploy_aws::ssm::Ssm;
 use triton_deploy_aws::{AwsOptions, load_config};
 
-use super::{Format, Global, block_on, exit};
+use super::{Format, Global, SpecArgs, block_on, exit};
 use crate::infra;
 use crate::spec::{self, Ami, DeploymentSpec};
 
@@ -23,18 +22,8 @@ pub const CHANGES: i32 = 2;
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
-    /// The deployment spec.
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "triton-deploy.toml",
-        value_name = "SPEC"
-    )]
-    pub spec: PathBuf,
-
-    /// Apply the spec's `[env.<NAME>]` overrides.
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 
     /// Show what would change and change nothing. Exit 0: no changes; 2: changes.
     #[arg(long)]
@@ -258,7 +247,7 @@ pub fn run(args: RolloutArgs, global: Global) -> i32 {
 }
 
 async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, RolloutError> {
-    let mut spec = spec::load(&args.spec, args.env.as_deref())?;
+    let mut spec = args.spec.load()?;
     if !args.plan && !args.yes {
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return Err(RolloutError::Usage(
