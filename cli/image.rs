@@ -217,6 +217,20 @@ pub async fn resolve_base(reg: &Registry, name: &ImageName) -> Result<BaseImage,
         image: name.to_string(),
         detail: format!("config is not JSON: {e}"),
     })?;
+    // The fields `build` edits must be objects (or absent/null): refuse anything else up front.
+    let objectish =
+        |v: Option<&Value>| matches!(v, None | Some(Value::Null) | Some(Value::Object(_)));
+    let inner = config.get("config");
+    if !config.is_object()
+        || !objectish(inner)
+        || !objectish(inner.and_then(|c| c.get("ExposedPorts")))
+        || !objectish(inner.and_then(|c| c.get("Labels")))
+    {
+        return Err(ImageError::BadBase {
+            image: name.to_string(),
+            detail: "the image config's config, ExposedPorts or Labels is not an object".into(),
+        });
+    }
     if config["rootfs"]["diff_ids"].as_array().map(Vec::len) != Some(layers.len()) {
         return Err(ImageError::BadBase {
             image: name.to_string(),
@@ -286,6 +300,9 @@ pub fn build(base: &BaseImage, layers: &[Layer], settings: &ImageSettings) -> Bu
         .expect("image config is an object")
         .entry("config")
         .or_insert_with(|| json!({}));
+    if c.is_null() {
+        *c = json!({});
+    }
     let mut cmd = vec![
         "tritonserver".to_string(),
         "--model-repository=/models".to_string(),
@@ -297,6 +314,9 @@ pub fn build(base: &BaseImage, layers: &[Layer], settings: &ImageSettings) -> Bu
         .expect("config.config is an object")
         .entry("ExposedPorts")
         .or_insert_with(|| json!({}));
+    if ports.is_null() {
+        *ports = json!({});
+    }
     for p in ["8000/tcp", "8001/tcp", "8002/tcp"] {
         ports[p] = json!({});
     }
@@ -653,6 +673,26 @@ pub async fn write_docker_archive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_config_without_a_config_object_still_builds() {
+        let base = BaseImage {
+            name: ImageName::parse("example.com/base:1").unwrap(),
+            digest: "sha256:00".into(),
+            docker: false,
+            config: json!({"config": null, "rootfs": {"type": "layers", "diff_ids": []}}),
+            layers: Vec::new(),
+        };
+        let built = build(&base, &[], &ImageSettings::default());
+        let cfg: Value = serde_json::from_slice(&built.config_bytes).unwrap();
+        assert_eq!(
+            cfg["config"]["Cmd"],
+            json!(["tritonserver", "--model-repository=/models"])
+        );
+        assert!(cfg["config"]["ExposedPorts"]["8001/tcp"].is_object());
+        let again = build(&base, &[], &ImageSettings::default());
+        assert_eq!(again.digest, built.digest, "deterministic");
+    }
 
     #[test]
     fn image_names_parse_like_docker() {
