@@ -419,57 +419,60 @@ impl Registry {
         size: u64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError> {
-        let mut session_attempts = 0;
-        loop {
-            let result = if size <= self.chunk_threshold {
+        self.retry_transient(|| async {
+            if size <= self.chunk_threshold {
                 self.upload_monolithic(repo, digest, path, size, progress)
                     .await
             } else {
                 self.upload_chunked(repo, digest, path, size, progress)
                     .await
-            };
-            match result {
+            }
+        })
+        .await
+    }
+
+    /// Runs a whole transfer again (a new upload session) after a transport error or a 5xx.
+    async fn retry_transient<F, Fut>(&self, mut attempt_once: F) -> Result<(), RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), RegistryError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match attempt_once().await {
                 Err(RegistryError::Unreachable { .. })
                 | Err(RegistryError::Status {
                     status: 500..=599, ..
-                }) if session_attempts + 1 < self.retry.attempts => {
-                    session_attempts += 1;
-                    tokio::time::sleep(self.retry.delay(session_attempts)).await;
+                }) if attempt + 1 < self.retry.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
                 }
                 other => return other,
             }
         }
     }
 
-    async fn upload_monolithic(
+    /// Opens an upload session and PUTs `source` as blob `digest` in one streamed request, so memory
+    /// stays flat whatever the size. The body cannot be replayed: callers retry whole transfers.
+    async fn put_stream<S>(
         &self,
         repo: &str,
         digest: &str,
-        path: &Path,
         size: u64,
+        mut source: S,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    {
         let (loc, _) = self.start_upload(repo).await?;
         let mut url = loc;
         url.query_pairs_mut().append_pair("digest", digest);
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| RegistryError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-        // Stream the file: memory stays flat whatever the blob's size. A failed PUT is retried by
-        // the caller with a new session (a streamed body cannot be replayed).
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let pump = async move {
-            let mut f = file;
-            let mut sent = 0u64;
-            while sent < size {
-                let mut buf = vec![0u8; (size - sent).min(64 * 1024) as usize];
-                let item = f.read_exact(&mut buf).await.map(|_| Bytes::from(buf));
+            while let Some(item) = source.next().await {
                 let ok = item.is_ok();
                 if let Ok(b) = &item {
-                    sent += b.len() as u64;
                     progress(b.len() as u64);
                 }
                 if tx.send(item).await.is_err() || !ok {
@@ -500,6 +503,39 @@ impl Registry {
             return Err(status_error("PUT", &url, resp).await);
         }
         Ok(())
+    }
+
+    async fn upload_monolithic(
+        &self,
+        repo: &str,
+        digest: &str,
+        path: &Path,
+        size: u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| RegistryError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        // 64 KiB reads until `size` bytes; a read error ends the stream with that error.
+        let chunks = futures_util::stream::unfold(Some((file, 0u64)), move |state| async move {
+            let (mut f, sent) = state?;
+            if sent >= size {
+                return None;
+            }
+            let mut buf = vec![0u8; (size - sent).min(64 * 1024) as usize];
+            match f.read_exact(&mut buf).await {
+                Ok(_) => {
+                    let n = buf.len() as u64;
+                    Some((Ok(Bytes::from(buf)), Some((f, sent + n))))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        self.put_stream(repo, digest, size, Box::pin(chunks), progress)
+            .await
     }
 
     async fn upload_chunked(
@@ -626,22 +662,8 @@ impl Registry {
         size: u64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .try_copy_blob(src, src_repo, repo, digest, size, progress)
-                .await
-            {
-                Err(RegistryError::Unreachable { .. })
-                | Err(RegistryError::Status {
-                    status: 500..=599, ..
-                }) if attempt + 1 < self.retry.attempts => {
-                    attempt += 1;
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        self.retry_transient(|| self.try_copy_blob(src, src_repo, repo, digest, size, progress))
+            .await
     }
 
     async fn try_copy_blob(
@@ -662,49 +684,14 @@ impl Registry {
         if !resp.status().is_success() {
             return Err(status_error("GET", &get_url, resp).await);
         }
-        let (loc, _) = self.start_upload(repo).await?;
-        let mut put_url = loc;
-        put_url.query_pairs_mut().append_pair("digest", digest);
-        let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let h2 = hasher.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let mut stream = resp.bytes_stream();
-        let pump = async move {
-            while let Some(chunk) = stream.next().await {
-                let item = chunk.map_err(std::io::Error::other);
-                if let Ok(b) = &item {
-                    h2.lock().expect("hash").update(b);
-                    progress(b.len() as u64);
-                }
-                if tx.send(item).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-        let scope = Self::scope(repo);
-        let put = self.authorize(
-            self.http
-                .put(put_url.clone())
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_LENGTH, size)
-                .body(body),
-            &scope,
-        );
-        let put = async {
-            put.await?
-                .send()
-                .await
-                .map_err(|e| RegistryError::Unreachable {
-                    url: put_url.to_string(),
-                    detail: error_chain(&e),
-                })
-        };
-        let ((), resp) = tokio::join!(pump, put);
-        let resp = resp?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(status_error("PUT", &put_url, resp).await);
-        }
+        let hasher = Mutex::new(Sha256::new());
+        let chunks = resp.bytes_stream().map(|chunk| {
+            let b = chunk.map_err(std::io::Error::other)?;
+            hasher.lock().expect("hash").update(&b);
+            Ok(b)
+        });
+        self.put_stream(repo, digest, size, Box::pin(chunks), progress)
+            .await?;
         let got = format!(
             "sha256:{}",
             hex::encode(hasher.lock().expect("hash").clone().finalize())
