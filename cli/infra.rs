@@ -30,6 +30,60 @@ pub fn stack_name(spec: &DeploymentSpec) -> String {
     format!("triton-deploy-{}", spec.cluster)
 }
 
+/// The capacity provider's name (fixed, so that the service names it without a lookup).
+pub fn capacity_provider_name(spec: &DeploymentSpec) -> String {
+    format!("td-{}", spec.cluster)
+}
+
+/// `app/<name>/<id>` from the load balancer's ARN (what `LoadBalancerFullName` returns).
+fn lb_full_name() -> Value {
+    json!({"Fn::Select": [1, {"Fn::Split": [":loadbalancer/", {"Ref": "LoadBalancer"}]}]})
+}
+
+/// `targetgroup/<name>/<id>` from the target group's ARN (what `TargetGroupFullName` returns).
+fn tg_full_name() -> Value {
+    json!({"Fn::Select": [5, {"Fn::Split": [":", {"Ref": "TargetGroup"}]}]})
+}
+
+/// The service's CloudWatch dashboard's name.
+pub fn dashboard_name(spec: &DeploymentSpec) -> String {
+    format!("triton-deploy-{}-{}", spec.cluster, spec.service)
+}
+
+/// The dashboard body (ALB requests, target response time p50/p99, 5xx, healthy targets, ECS
+/// CPU/memory reservation, the capacity provider's reservation), with the given expressions for
+/// the load balancer's and target group's full names, the cluster, the capacity provider and the
+/// region (CloudFormation `Fn::Sub` or Terraform references).
+pub fn dashboard_body(
+    spec: &DeploymentSpec,
+    lb: &str,
+    tg: &str,
+    cluster: &str,
+    capacity_provider: &str,
+    region: &str,
+) -> String {
+    let alb = |metric: &str, stat: &str| json!(["AWS/ApplicationELB", metric, "LoadBalancer", lb, "TargetGroup", tg, {"stat": stat}]);
+    let widget = |x: u32, y: u32, title: &str, metrics: Vec<Value>| {
+        json!({"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+               "properties": {"title": title, "region": region, "view": "timeSeries", "period": 60, "metrics": metrics}})
+    };
+    let body = json!({"widgets": [
+        widget(0, 0, "Requests", vec![alb("RequestCount", "Sum"), alb("RequestCountPerTarget", "Sum")]),
+        widget(12, 0, "Target response time", vec![alb("TargetResponseTime", "p50"), alb("TargetResponseTime", "p99")]),
+        widget(0, 6, "Errors", vec![alb("HTTPCode_Target_5XX_Count", "Sum"), json!(["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb, {"stat": "Sum"}])]),
+        widget(12, 6, "Healthy targets", vec![alb("HealthyHostCount", "Minimum"), alb("UnHealthyHostCount", "Maximum")]),
+        widget(0, 12, "ECS reservation and service CPU", vec![
+            json!(["AWS/ECS", "CPUReservation", "ClusterName", cluster, {"stat": "Average"}]),
+            json!(["AWS/ECS", "MemoryReservation", "ClusterName", cluster, {"stat": "Average"}]),
+            json!(["AWS/ECS", "CPUUtilization", "ClusterName", cluster, "ServiceName", spec.service, {"stat": "Average"}])
+        ]),
+        widget(12, 12, "Capacity provider reservation", vec![
+            json!(["AWS/ECS/ManagedScaling", "CapacityProviderReservation", "ClusterName", cluster, "CapacityProviderName", capacity_provider, {"stat": "Average"}])
+        ])
+    ]});
+    serde_json::to_string(&body).expect("json")
+}
+
 /// The user data of the GPU hosts: join the cluster with GPU support on.
 pub fn user_data(cluster: &str) -> String {
     format!(
@@ -232,6 +286,7 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         json!({
             "Type": "AWS::ECS::CapacityProvider",
             "Properties": {
+                "Name": capacity_provider_name(spec),
                 "AutoScalingGroupProvider": {
                     "AutoScalingGroupArn": {"Ref": "AutoScalingGroup"},
                     "ManagedScaling": {
@@ -367,10 +422,11 @@ pub fn template(spec: &DeploymentSpec) -> Value {
                 "Type": "AWS::EFS::AccessPoint",
                 "Properties": {
                     "FileSystemId": {"Ref": "FileSystem"},
-                    "PosixUser": {"Uid": spec.efs_uid.to_string(), "Gid": spec.efs_gid.to_string()},
+                    // Numbers, not strings: CloudFormation takes either, and EFS reports them as numbers.
+                    "PosixUser": {"Uid": spec.efs_uid, "Gid": spec.efs_gid},
                     "RootDirectory": {
                         "Path": format!("/triton-deploy/{}", spec.efs_holds),
-                        "CreationInfo": {"OwnerUid": spec.efs_uid.to_string(), "OwnerGid": spec.efs_gid.to_string(), "Permissions": "0755"}
+                        "CreationInfo": {"OwnerUid": spec.efs_uid, "OwnerGid": spec.efs_gid, "Permissions": "0755"}
                     },
                     "AccessPointTags": t
                 }
@@ -378,15 +434,28 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         );
     }
 
+    r(
+        "Dashboard",
+        json!({
+            "Type": "AWS::CloudWatch::Dashboard",
+            "Properties": {
+                "DashboardName": dashboard_name(spec),
+                "DashboardBody": {"Fn::Sub": [
+                    dashboard_body(spec, "${LbName}", "${TgName}", "${Cluster}", "${CapacityProvider}", "${AWS::Region}"),
+                    {"LbName": lb_full_name(), "TgName": tg_full_name()}
+                ]}
+            }
+        }),
+    );
     let mut outputs = json!({
         "ClusterName": {"Value": {"Ref": "Cluster"}},
         "CapacityProviderName": {"Value": {"Ref": "CapacityProvider"}},
         "AutoScalingGroupName": {"Value": {"Ref": "AutoScalingGroup"}},
         "LoadBalancerArn": {"Value": {"Ref": "LoadBalancer"}},
         "LoadBalancerDns": {"Value": {"Fn::GetAtt": ["LoadBalancer", "DNSName"]}},
-        "LoadBalancerFullName": {"Value": {"Fn::GetAtt": ["LoadBalancer", "LoadBalancerFullName"]}},
+        "LoadBalancerFullName": {"Value": lb_full_name()},
         "TargetGroupArn": {"Value": {"Ref": "TargetGroup"}},
-        "TargetGroupFullName": {"Value": {"Fn::GetAtt": ["TargetGroup", "TargetGroupFullName"]}},
+        "TargetGroupFullName": {"Value": tg_full_name()},
         "TaskSecurityGroupId": {"Value": {"Ref": "TaskSecurityGroup"}},
         "TaskExecutionRoleArn": {"Value": {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]}},
         "TaskRoleArn": {"Value": {"Fn::GetAtt": ["TaskRole", "Arn"]}},
@@ -443,8 +512,14 @@ mod tests {
                 .get("Tags")
                 .or(p.get("FileSystemTags"))
                 .or(p.get("AccessPointTags"));
-            let untaggable = ["InstanceProfile", "ClusterCapacityProviders", "Listener"]
-                .contains(&name.as_str())
+            // CloudFormation cannot tag these.
+            let untaggable = [
+                "InstanceProfile",
+                "ClusterCapacityProviders",
+                "Listener",
+                "Dashboard",
+            ]
+            .contains(&name.as_str())
                 || name.starts_with("MountTarget");
             if !untaggable && r["Type"] != "AWS::EC2::LaunchTemplate" {
                 let tags = tags.unwrap_or_else(|| panic!("{name} has no tags"));
@@ -458,6 +533,39 @@ mod tests {
         assert_eq!(t["Parameters"]["AmiId"]["Default"], Ami::AL2023_GPU);
         let ud = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"].as_str().unwrap();
         assert!(ud.contains("ECS_CLUSTER=ml\n") && ud.contains("ECS_ENABLE_GPU_SUPPORT=true"));
+    }
+
+    #[test]
+    fn the_dashboard_charts_the_load_balancer_ecs_and_the_capacity_provider() {
+        let t = template(&spec(""));
+        let d = &t["Resources"]["Dashboard"]["Properties"];
+        assert_eq!(d["DashboardName"], "triton-deploy-ml-clf");
+        let sub = d["DashboardBody"]["Fn::Sub"].as_array().unwrap();
+        let body: Value = serde_json::from_str(sub[0].as_str().unwrap()).unwrap();
+        let text = body.to_string();
+        for metric in [
+            "RequestCount",
+            "TargetResponseTime",
+            "HTTPCode_Target_5XX_Count",
+            "HealthyHostCount",
+            "CPUReservation",
+            "MemoryReservation",
+            "CapacityProviderReservation",
+        ] {
+            assert!(text.contains(metric), "{metric}");
+        }
+        assert!(text.contains("\"p99\"") && text.contains("\"p50\""));
+        // Every ${...} is a variable of the Fn::Sub or a resource/pseudo parameter.
+        for var in [
+            "${LbName}",
+            "${TgName}",
+            "${Cluster}",
+            "${CapacityProvider}",
+            "${AWS::Region}",
+        ] {
+            assert!(text.contains(var), "{var}");
+        }
+        assert!(sub[1].get("LbName").is_some() && sub[1].get("TgName").is_some());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
 pub mod commands;
+pub mod deploy;
 pub mod docker_build;
 pub mod image;
 pub mod infra;
+pub mod kserve;
 pub mod layers;
 pub mod model_config;
 pub mod model_repo;

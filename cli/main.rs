@@ -34,8 +34,17 @@ enum Command {
     Push(Box<commands::push::PushArgs>),
     /// Print the CloudFormation template, task definition or Terraform module of a deployment spec.
     Render(commands::render::RenderArgs),
-    /// Provision the GPU cluster stack (`--plan` shows the changes and applies nothing).
-    Rollout(commands::rollout::RolloutArgs),
+    /// Deploy: the GPU cluster stack, then the service (task definition, ECS service, autoscaling),
+    /// waiting and verifying. `--plan` shows the changes and applies nothing.
+    Rollout(Box<commands::rollout::RolloutArgs>),
+    /// Show the stack, the service's deployments, target health, image and endpoint.
+    Status(commands::status::StatusArgs),
+    /// Point the service back at an earlier task definition revision.
+    Rollback(commands::rollback::RollbackArgs),
+    /// Delete the service, its autoscaling and dashboard, and the cluster stack.
+    Destroy(commands::destroy::DestroyArgs),
+    /// Print the service's container logs from CloudWatch.
+    Logs(commands::logs::LogsArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -67,7 +76,11 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args, global),
         Command::Push(args) => commands::push::run(*args, global),
         Command::Render(args) => commands::render::run(args, global),
-        Command::Rollout(args) => commands::rollout::run(args, global),
+        Command::Rollout(args) => commands::rollout::run(*args, global),
+        Command::Status(args) => commands::status::run(args, global),
+        Command::Rollback(args) => commands::rollback::run(args, global),
+        Command::Destroy(args) => commands::destroy::run(args, global),
+        Command::Logs(args) => commands::logs::run(args, global),
     };
     ExitCode::from(code as u8)
 }

@@ -185,6 +185,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
         }
         Ami::Id(id) => s(id.clone()),
     };
+    block(&mut o, "data", &["aws_region", "current"], Body::default());
     block(
         &mut o,
         "locals",
@@ -443,7 +444,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
         "resource",
         &["aws_ecs_capacity_provider", "gpu"],
         Body::default()
-            .a("name", s(format!("{}-gpu", spec.cluster)))
+            .a("name", s(crate::infra::capacity_provider_name(spec)))
             .b(
                 "auto_scaling_group_provider",
                 Body::default()
@@ -565,6 +566,26 @@ pub fn module(spec: &DeploymentSpec) -> String {
             )
             .a("retention_in_days", V::N(30))
             .a("tags", tags()),
+    );
+    // The dashboard body is JSON with Terraform references interpolated into it.
+    let body = crate::infra::dashboard_body(spec, "@LB@", "@TG@", "@CLUSTER@", "@CP@", "@REGION@");
+    let mut body = quote(&body);
+    for (marker, reference) in [
+        ("@LB@", "aws_lb.this.arn_suffix"),
+        ("@TG@", "aws_lb_target_group.triton.arn_suffix"),
+        ("@CLUSTER@", "aws_ecs_cluster.this.name"),
+        ("@CP@", "aws_ecs_capacity_provider.gpu.name"),
+        ("@REGION@", "data.aws_region.current.name"),
+    ] {
+        body = body.replace(marker, &format!("${{{reference}}}"));
+    }
+    block(
+        &mut o,
+        "resource",
+        &["aws_cloudwatch_dashboard", "triton"],
+        Body::default()
+            .a("dashboard_name", s(crate::infra::dashboard_name(spec)))
+            .a("dashboard_body", e(body)),
     );
     if spec.efs {
         block(

@@ -14,7 +14,7 @@ fn spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(
         &p,
-        format!("[service]\nname = \"{name}\"\nregion = \"us-east-1\"\n{extra}"),
+        format!("[service]\nname = \"{name}\"\nregion = \"us-east-1\"\n[image]\nuri = \"registry.example.com/team/triton:1\"\n{extra}"),
     )
     .unwrap();
     p
@@ -224,7 +224,7 @@ async fn preflight_failures_say_what_to_change_and_change_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains(&format!(
-            "{}:5:1: max_instance: unknown field",
+            "{}:7:1: max_instance: unknown field",
             bad.display()
         )),
         "{}",

@@ -1,9 +1,14 @@
 //! The subcommands. Each is a clap `Args` struct plus a `run` that returns the process exit code;
 //! the work itself lives in the stage modules.
 
+pub mod deployment;
+pub mod destroy;
+pub mod logs;
 pub mod push;
 pub mod render;
+pub mod rollback;
 pub mod rollout;
+pub mod status;
 pub mod validate;
 
 use clap::ValueEnum;

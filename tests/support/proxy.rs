@@ -21,8 +21,22 @@ pub enum Mode {
     StallFirstUpload,
 }
 
+/// Answers a request itself (action, request body) instead of forwarding it: `Some((status, body))`.
+pub type Answer = Arc<dyn Fn(&str, &[u8]) -> Option<(u16, String)> + Send + Sync>;
+/// Rewrites the upstream's answer to a request (action, request body, response body).
+pub type Rewrite = Arc<dyn Fn(&str, &[u8], Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// What a proxy does besides forwarding.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub answer: Option<Answer>,
+    pub rewrite: Option<Rewrite>,
+}
+
 pub struct Proxy {
     pub url: String,
+    /// (action, request body) of every forwarded or answered AWS request.
+    pub bodies: Arc<Mutex<Vec<(String, String)>>>,
     pub requests: Arc<AtomicUsize>,
     pub faults: Arc<AtomicUsize>,
     pub stalled: Arc<tokio::sync::Notify>,
@@ -39,6 +53,45 @@ impl std::fmt::Display for Reset {
 impl std::error::Error for Reset {}
 
 pub async fn start(upstream: &str, mode: Mode) -> Proxy {
+    start_with(upstream, mode, Hooks::default()).await
+}
+
+impl Proxy {
+    /// The request bodies sent with `action`, parsed as JSON (the awsJson protocols).
+    pub fn sent(&self, action: &str) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == action)
+            .filter_map(|(_, b)| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    /// The query-protocol form bodies sent with `action`.
+    pub fn sent_form(&self, action: &str) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// The actions requested, in order.
+    pub fn actions(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+}
+
+pub async fn start_with(upstream: &str, mode: Mode, hooks: Hooks) -> Proxy {
+    let bodies: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
@@ -59,12 +112,14 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
         url.clone(),
     );
     let stalled_once = Arc::new(AtomicUsize::new(0));
+    let (bodies_t, hooks_t) = (bodies.clone(), hooks);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let (client, upstream, mode) = (client.clone(), upstream.clone(), mode.clone());
+            let (bodies, hooks) = (bodies_t.clone(), hooks_t.clone());
             let (r, f, s, l, own, stalled_once) = (
                 r.clone(),
                 f.clone(),
@@ -76,6 +131,7 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (client, upstream, mode) = (client.clone(), upstream.clone(), mode.clone());
+                    let (bodies, hooks) = (bodies.clone(), hooks.clone());
                     let (r, f, s, l, own, stalled_once) = (
                         r.clone(),
                         f.clone(),
@@ -141,13 +197,34 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
                                 .split('&')
                                 .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
                         });
-                        if let Some(a) = action {
+                        if let Some(a) = &action {
                             let mut log = l.lock().unwrap();
                             if let Some(last) = log.last_mut() {
                                 last.push(' ');
-                                last.push_str(&a);
+                                last.push_str(a);
                             }
+                            bodies
+                                .lock()
+                                .unwrap()
+                                .push((a.clone(), String::from_utf8_lossy(&body).into_owned()));
                         }
+                        let action = action.unwrap_or_default();
+                        if let Some(answer) = &hooks.answer
+                            && let Some((status, text)) = answer(&action, &body)
+                        {
+                            let content_type = if text.starts_with('<') {
+                                "text/xml"
+                            } else {
+                                "application/x-amz-json-1.1"
+                            };
+                            let resp = Response::builder()
+                                .status(status)
+                                .header("content-type", content_type)
+                                .body(Full::new(Bytes::from(text)))
+                                .unwrap();
+                            return Ok(resp);
+                        }
+                        let req_body = body.clone();
                         let up = fwd.body(body).send().await.map_err(|_| Reset)?;
                         let mut resp = Response::builder().status(up.status().as_u16());
                         for (k, v) in up.headers() {
@@ -161,7 +238,10 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
                                 resp = resp.header(k, v);
                             }
                         }
-                        let bytes = up.bytes().await.map_err(|_| Reset)?;
+                        let mut bytes = up.bytes().await.map_err(|_| Reset)?;
+                        if let Some(rewrite) = &hooks.rewrite {
+                            bytes = Bytes::from(rewrite(&action, &req_body, bytes.to_vec()));
+                        }
                         Ok::<_, Reset>(resp.body(Full::new(bytes)).unwrap())
                     }
                 });
@@ -174,6 +254,7 @@ pub async fn start(upstream: &str, mode: Mode) -> Proxy {
     });
     Proxy {
         url,
+        bodies,
         requests,
         faults,
         stalled,

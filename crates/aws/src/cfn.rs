@@ -332,6 +332,55 @@ impl Cfn {
         }
     }
 
+    /// Deletes the stack and follows it until it is gone, calling `on_event` for each new event.
+    pub async fn delete_and_wait(
+        &self,
+        stack: &str,
+        timeout: Duration,
+        on_event: &(dyn Fn(&StackEvent) + Sync),
+    ) -> Result<(), CfnError> {
+        let mut seen: std::collections::HashSet<String> = self
+            .events(stack)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        self.delete_stack(stack).await?;
+        let started = std::time::Instant::now();
+        let mut failures = Vec::new();
+        loop {
+            let Some(info) = self.describe(stack).await? else {
+                return Ok(());
+            };
+            let mut events = self.events(stack).await?;
+            events.reverse();
+            for e in events {
+                if seen.insert(e.id.clone()) {
+                    if e.status.ends_with("_FAILED") {
+                        failures.push(format!(
+                            "  {} ({}): {}",
+                            e.logical_id,
+                            e.resource_type,
+                            e.reason.clone().unwrap_or_default()
+                        ));
+                    }
+                    on_event(&e);
+                }
+            }
+            if info.status == "DELETE_FAILED" {
+                return Err(CfnError::StackFailed {
+                    stack: stack.into(),
+                    status: info.status,
+                    failures,
+                });
+            }
+            if started.elapsed() > timeout {
+                return Err(CfnError::Timeout(timeout));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
     async fn events(&self, stack: &str) -> Result<Vec<StackEvent>, CfnError> {
         let out = match self
             .client

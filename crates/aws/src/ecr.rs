@@ -186,7 +186,7 @@ impl Ecr {
         Ok(repo)
     }
 
-    async fn describe(&self, name: &str) -> Result<Option<Repository>, EcrError> {
+    pub async fn describe(&self, name: &str) -> Result<Option<Repository>, EcrError> {
         match self.client.describe_repositories().repository_names(name).send().await {
             Ok(out) => Ok(out.repositories.unwrap_or_default().into_iter().next().map(|r| {
                 Repository {
@@ -254,6 +254,83 @@ impl Ecr {
 }
 
 /// A lifecycle policy that expires all but the newest `keep` images.
+/// An image in a repository.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageInfo {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub pushed_at: i64,
+}
+
+impl Ecr {
+    /// Images of `repository` matching `tag_or_digest` (all images when `None`), newest first.
+    /// A missing repository or image gives an empty list.
+    pub async fn images(
+        &self,
+        repository: &str,
+        tag_or_digest: Option<&str>,
+    ) -> Result<Vec<ImageInfo>, crate::ApiError> {
+        let mut found = Vec::new();
+        let mut next = None;
+        loop {
+            let mut req = self
+                .client
+                .describe_images()
+                .repository_name(repository)
+                .set_next_token(next);
+            if let Some(r) = tag_or_digest {
+                let id = if r.starts_with("sha256:") {
+                    aws_sdk_ecr::types::ImageIdentifier::builder().image_digest(r)
+                } else {
+                    aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(r)
+                };
+                req = req.image_ids(id.build());
+            }
+            let out = match req.send().await {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = crate::api("ECR", "DescribeImages")(e);
+                    if e.detail.contains("NotFound") {
+                        return Ok(Vec::new());
+                    }
+                    return Err(e);
+                }
+            };
+            for d in out.image_details() {
+                found.push(ImageInfo {
+                    digest: d.image_digest().unwrap_or_default().to_string(),
+                    tags: d.image_tags().to_vec(),
+                    pushed_at: d.image_pushed_at().map(|t| t.secs()).unwrap_or_default(),
+                });
+            }
+            next = out.next_token().map(str::to_string);
+            if next.is_none() || tag_or_digest.is_some() {
+                found.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
+                return Ok(found);
+            }
+        }
+    }
+}
+
+impl Ecr {
+    /// Deletes the repository and its images. Absent is fine.
+    pub async fn delete_repository(&self, name: &str) -> Result<(), crate::ApiError> {
+        match self
+            .client
+            .delete_repository()
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await
+            .map_err(crate::api("ECR", "DeleteRepository"))
+        {
+            Err(e) if !e.detail.contains("NotFound") => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 pub fn lifecycle_policy(keep: u32) -> String {
     serde_json::json!({
         "rules": [{

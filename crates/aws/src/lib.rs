@@ -1,9 +1,15 @@
 //! The AWS side of triton-deploy: thin adapters over the AWS SDK, kept in their own crate so that
 //! everyday changes to the CLI do not rebuild the SDK. Nothing here decides; callers do.
 
+pub mod appscaling;
+pub mod autoscaling;
 pub mod cfn;
 pub mod ec2;
 pub mod ecr;
+pub mod ecs;
+pub mod efs;
+pub mod elbv2;
+pub mod logs;
 mod secret;
 pub mod ssm;
 
@@ -58,5 +64,40 @@ where
         }
         SdkError::ResponseError(_) => "AWS sent a response that could not be read".to_string(),
         other => other.to_string(),
+    }
+}
+
+/// A failed AWS call: the action and what AWS (or the network) said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{service} {action} failed: {detail}")]
+pub struct ApiError {
+    pub service: &'static str,
+    pub action: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    /// Whether AWS answered that the thing asked about does not exist.
+    pub fn is_not_found(&self) -> bool {
+        let d = self.detail.to_ascii_lowercase();
+        d.contains("not found")
+            || d.contains("notfound")
+            || d.contains("does not exist")
+            || d.contains("servicenotactive")
+    }
+}
+
+/// Maps an SDK error to an [`ApiError`] for `service`/`action`.
+pub(crate) fn api<E, R>(
+    service: &'static str,
+    action: &'static str,
+) -> impl FnOnce(aws_sdk_ecr::error::SdkError<E, R>) -> ApiError
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error,
+{
+    move |e| ApiError {
+        service,
+        action,
+        detail: describe_sdk_error(&e),
     }
 }

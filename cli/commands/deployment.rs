@@ -1,0 +1,604 @@
+//! The service half of `rollout`, shared with `status`, `rollback` and `destroy`: the image to
+//! deploy, the task definition revision, the ECS service and its autoscaling (each
+//! read first, changed only when it differs), and the wait for the deployment.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use triton_deploy_aws::ApiError;
+use triton_deploy_aws::appscaling::AppScaling;
+use triton_deploy_aws::ecr::Ecr;
+use triton_deploy_aws::ecs::{Ecs, ServiceState};
+use triton_deploy_aws::elbv2::Elb;
+use triton_deploy_aws::logs::Logs;
+
+use crate::deploy::{self, FieldChange, Infra, Progress};
+use crate::spec::DeploymentSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Image(String),
+    #[error("{0}")]
+    Stack(String),
+    #[error("deployment failed: {0}")]
+    Failed(String),
+    #[error(
+        "timed out after {0} min waiting for the deployment; it goes on in ECS: follow it with `triton-deploy status`"
+    )]
+    Timeout(u64),
+    #[error(
+        "interrupted: stopped waiting; the deployment goes on in ECS. Follow it with `triton-deploy status`, or run `triton-deploy rollout` again to wait for it"
+    )]
+    Interrupted,
+    #[error("verification failed: {0}")]
+    Verify(String),
+}
+
+/// The image a rollout deploys, pinned by digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRef {
+    /// `registry/repository@sha256:...` (or the reference as given for non-ECR images).
+    pub uri: String,
+    /// `--image`, `spec`, or `newest in <repository>`.
+    pub source: String,
+    /// Whether ECR confirmed it exists.
+    pub checked: bool,
+}
+
+fn ecr_repository(registry: &str) -> bool {
+    registry.contains(".dkr.ecr.") && registry.contains(".amazonaws.com")
+}
+
+/// The image: `--image`, else the spec's `image.uri`, else the newest image in the spec's ECR
+/// repository. ECR images are checked with `DescribeImages` and pinned by digest.
+pub async fn resolve_image(
+    spec: &DeploymentSpec,
+    flag: Option<&str>,
+    config: &triton_deploy_aws::SdkConfig,
+) -> Result<ImageRef, ServiceError> {
+    let ecr = Ecr::new(config);
+    let given = flag
+        .map(|i| (i.to_string(), "--image".to_string()))
+        .or_else(|| spec.image_uri.clone().map(|i| (i, "spec".to_string())));
+    if let Some((uri, source)) = given {
+        let name = crate::image::ImageName::parse(&uri)
+            .map_err(|e| ServiceError::Image(format!("{source}: {e}")))?;
+        if !ecr_repository(&name.registry) {
+            return Ok(ImageRef {
+                uri,
+                source,
+                checked: false,
+            });
+        }
+        let found = ecr.images(&name.repository, Some(&name.reference)).await?;
+        let Some(img) = found.first() else {
+            return Err(ServiceError::Image(format!(
+                "{uri} ({source}) is not in ECR: push it first (`triton-deploy push`) or fix the reference"
+            )));
+        };
+        return Ok(ImageRef {
+            uri: format!("{}/{}@{}", name.registry, name.repository, img.digest),
+            source,
+            checked: true,
+        });
+    }
+    let Some(repo) = &spec.image_repository else {
+        return Err(ServiceError::Image(
+            "no image: pass --image, or set image.uri or image.repository in the spec".into(),
+        ));
+    };
+    let described = ecr
+        .describe(repo)
+        .await
+        .map_err(|e| ServiceError::Image(e.to_string()))?
+        .ok_or_else(|| {
+            ServiceError::Image(format!(
+                "ECR repository {repo} does not exist: run `triton-deploy push` first"
+            ))
+        })?;
+    let images = ecr.images(repo, None).await?;
+    let img = images.first().ok_or_else(|| {
+        ServiceError::Image(format!(
+            "ECR repository {repo} has no image: run `triton-deploy push` first"
+        ))
+    })?;
+    Ok(ImageRef {
+        uri: format!("{}@{}", described.uri, img.digest),
+        source: format!("newest in {repo}"),
+        checked: true,
+    })
+}
+
+/// What the service phase changes (or, with `--plan`, would change).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ServicePlan {
+    pub image: Option<ImageRef>,
+    /// `register` when a new revision is needed, with the field changes from the active one.
+    pub task_definition: Option<TaskDefinitionChange>,
+    /// `create` or `update` with the field changes; `None` when the service is as wanted.
+    pub service: Option<ChangeOf>,
+    pub autoscaling: Option<ChangeOf>,
+    /// The scaling target and where it came from.
+    pub scaling_target: Option<deploy::ScalingTarget>,
+    /// The revision the service runs after the rollout.
+    pub revision: Option<String>,
+}
+
+impl ServicePlan {
+    pub fn is_empty(&self) -> bool {
+        self.task_definition.is_none() && self.service.is_none() && self.autoscaling.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDefinitionChange {
+    pub family: String,
+    /// The active revision, if any.
+    pub from: Option<String>,
+    pub changes: Vec<FieldChange>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeOf {
+    pub action: String,
+    pub changes: Vec<FieldChange>,
+}
+
+fn as_json<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+/// Plans the service phase against what is deployed, and applies it unless `plan_only`.
+pub async fn plan_and_apply(
+    spec: &DeploymentSpec,
+    infra: &Infra,
+    image: ImageRef,
+    spec_dir: &std::path::Path,
+    config: &triton_deploy_aws::SdkConfig,
+    plan_only: bool,
+) -> Result<(ServicePlan, Option<ServiceState>), ServiceError> {
+    let ecs = Ecs::new(config);
+    let mut plan = ServicePlan {
+        image: Some(image.clone()),
+        ..ServicePlan::default()
+    };
+    let def = crate::taskdef::task_definition(spec, &image.uri, &infra.task);
+    let family = crate::taskdef::family(spec);
+    let active = ecs.latest_task_definition(&family).await?;
+    let mut revision = match &active {
+        Some(a) => {
+            let changes = deploy::diff(&deploy::normalize(&a.definition), &deploy::normalize(&def));
+            if !changes.is_empty() {
+                plan.task_definition = Some(TaskDefinitionChange {
+                    family: family.clone(),
+                    from: Some(a.arn.clone()),
+                    changes,
+                });
+            }
+            a.arn.clone()
+        }
+        None => {
+            plan.task_definition = Some(TaskDefinitionChange {
+                family: family.clone(),
+                from: None,
+                changes: deploy::diff(&Value::Null, &deploy::normalize(&def)),
+            });
+            String::new()
+        }
+    };
+    let existing = ecs.describe_service(&infra.cluster, &spec.service).await?;
+    // The revision to deploy is new when registering; else the newest, which the service should run.
+    let svc_changes = |rev: &str| -> Option<ChangeOf> {
+        match &existing {
+            None => Some(ChangeOf {
+                action: "create".into(),
+                changes: deploy::diff(
+                    &Value::Null,
+                    &deploy::service_fields(&deploy::service_config(spec, infra, rev, true)),
+                ),
+            }),
+            Some(s) => {
+                let desired = deploy::service_config(spec, infra, rev, false);
+                let mut changes = deploy::service_diff(s, &desired);
+                if s.task_definition != rev || rev.is_empty() {
+                    changes.push(FieldChange {
+                        path: "taskDefinition".into(),
+                        from: Value::String(s.task_definition.clone()),
+                        to: Value::String(if rev.is_empty() {
+                            format!("{family}:<new revision>")
+                        } else {
+                            rev.to_string()
+                        }),
+                    });
+                }
+                (!changes.is_empty()).then(|| ChangeOf {
+                    action: "update".into(),
+                    changes,
+                })
+            }
+        }
+    };
+    let target =
+        deploy::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
+    let scaling = deploy::scaling(spec, infra, &target);
+    plan.scaling_target = Some(target);
+    let scaler = AppScaling::new(config);
+    let deployed_scaling = if existing.is_some() {
+        scaler
+            .get(&scaling.resource_id, &scaling.policy_name)
+            .await?
+    } else {
+        None
+    };
+    if deployed_scaling.as_ref() != Some(&scaling) {
+        plan.autoscaling = Some(ChangeOf {
+            action: if deployed_scaling.is_some() {
+                "update"
+            } else {
+                "create"
+            }
+            .into(),
+            changes: deploy::diff(
+                &deployed_scaling
+                    .as_ref()
+                    .map(as_json)
+                    .unwrap_or(Value::Null),
+                &as_json(&scaling),
+            ),
+        });
+    }
+    if plan_only {
+        plan.service = svc_changes(if plan.task_definition.is_some() {
+            ""
+        } else {
+            &revision
+        });
+        plan.revision =
+            (!revision.is_empty() && plan.task_definition.is_none()).then_some(revision);
+        return Ok((plan, existing));
+    }
+    if plan.task_definition.is_some() {
+        revision = ecs.register_task_definition(&def).await?.arn;
+    }
+    plan.service = svc_changes(&revision);
+    plan.revision = Some(revision.clone());
+    if let Some(change) = &plan.service {
+        let creating = change.action == "create";
+        let mut c = deploy::service_config(spec, infra, &revision, creating);
+        let hash = deploy::service_hash(&c);
+        if creating {
+            c.tags.push(("triton-deploy:service-hash".into(), hash));
+            ecs.create_service(&c).await?;
+        } else {
+            let s = existing.as_ref().expect("update of an existing service");
+            ecs.update_service(&c, false).await?;
+            if !s
+                .tags
+                .iter()
+                .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash)
+            {
+                ecs.tag(&s.arn, &[("triton-deploy:service-hash".into(), hash)])
+                    .await?;
+            }
+        }
+    }
+    if plan.autoscaling.is_some() {
+        scaler.put(&scaling).await?;
+    }
+    Ok((plan, existing))
+}
+
+/// How waiting went.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitReport {
+    pub seconds: f64,
+    pub targets: std::collections::BTreeMap<String, usize>,
+    /// Said when the target group has no target although tasks run (an emulator creates none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Follows the service's deployment of `revision` until it completes, fails or times out,
+/// printing new service events and target-health changes (text mode) as they come. Ctrl-C stops
+/// waiting and leaves everything as it is.
+pub async fn wait(
+    spec: &DeploymentSpec,
+    infra: &Infra,
+    revision: &str,
+    config: &triton_deploy_aws::SdkConfig,
+    timeout: Duration,
+    poll: Duration,
+    text: bool,
+) -> Result<WaitReport, ServiceError> {
+    let ecs = Ecs::new(config);
+    let elb = Elb::new(config);
+    let started = Instant::now();
+    let mut seen_events: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut first = true;
+    let mut last_line = String::new();
+    let mut empty_polls = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let svc = ecs
+            .describe_service(&infra.cluster, &spec.service)
+            .await?
+            .ok_or_else(|| ServiceError::Failed(format!("service {} disappeared", spec.service)))?;
+        for e in svc.events.iter().rev() {
+            if seen_events.insert(e.id.clone()) && !first && text {
+                eprintln!("  event: {}", e.message);
+            }
+        }
+        first = false;
+        let targets = elb.target_health(&infra.target_group_arn).await?;
+        let progress = deploy::assess(&svc, revision, &targets);
+        let line = match &progress {
+            Progress::Waiting(w) => format!(
+                "waiting: {w}; targets {:?}",
+                deploy::target_summary(&targets)
+            ),
+            _ => String::new(),
+        };
+        if text && !line.is_empty() && line != last_line {
+            eprintln!("  {line}");
+        }
+        last_line = line;
+        match progress {
+            Progress::Done => {
+                if targets.is_empty() && svc.desired > 0 {
+                    // ECS registers tasks before it calls a rollout COMPLETED; give it a few polls.
+                    empty_polls += 1;
+                    if empty_polls < 2 {
+                        tokio::time::sleep(poll).await;
+                        continue;
+                    }
+                }
+                return Ok(WaitReport {
+                    seconds: started.elapsed().as_secs_f64(),
+                    targets: deploy::target_summary(&targets),
+                    note: (targets.is_empty() && svc.desired > 0).then(|| {
+                        "the target group has no registered target although ECS reports the tasks running".to_string()
+                    }),
+                });
+            }
+            Progress::Failed(why) => {
+                let mut msg = why;
+                if let Ok(stopped) = ecs.stopped_tasks(&infra.cluster, &spec.service).await {
+                    for t in stopped.iter().take(3) {
+                        msg.push_str(&format!(
+                            "\n  stopped task {}: {}",
+                            t.arn.rsplit('/').next().unwrap_or(&t.arn),
+                            t.stopped_reason.as_deref().unwrap_or("no reason given")
+                        ));
+                        for c in &t.container_reasons {
+                            msg.push_str(&format!("\n    {c}"));
+                        }
+                    }
+                }
+                if let Ok(lines) = Logs::new(config)
+                    .read(
+                        &infra.task.log_group,
+                        Some(&spec.service),
+                        epoch_ms().saturating_sub(30 * 60 * 1000),
+                        10_000,
+                    )
+                    .await
+                {
+                    let tail: Vec<&triton_deploy_aws::logs::LogLine> =
+                        lines.iter().rev().take(15).collect();
+                    if !tail.is_empty() {
+                        msg.push_str("\n  last log lines:");
+                        for l in tail.into_iter().rev() {
+                            msg.push_str(&format!("\n    {}", l.message));
+                        }
+                    }
+                }
+                return Err(ServiceError::Failed(msg));
+            }
+            Progress::Waiting(_) => {}
+        }
+        if started.elapsed() > timeout {
+            return Err(ServiceError::Timeout(timeout.as_secs() / 60));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = &mut ctrl_c => return Err(ServiceError::Interrupted),
+        }
+    }
+}
+
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `GET <endpoint>/v2/health/ready`, retried for up to `within`.
+pub async fn verify_ready(endpoint: &str, within: Duration) -> Result<(), ServiceError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServiceError::Verify(e.to_string()))?;
+    let url = format!("{}/v2/health/ready", endpoint.trim_end_matches('/'));
+    let started = Instant::now();
+    loop {
+        let outcome = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("{url} answered {}", r.status()),
+            Err(e) => format!("{url}: {}", describe_http_error(&e)),
+        };
+        if started.elapsed() > within {
+            return Err(ServiceError::Verify(outcome));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// One real inference: the first ready model's metadata → a request of zeros (dynamic dims as 1)
+/// → `POST /v2/models/<m>/infer`, which must answer 200 with outputs. Returns the model's name.
+pub async fn smoke(endpoint: &str, models: &[String]) -> Result<String, ServiceError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ServiceError::Verify(e.to_string()))?;
+    let base = endpoint.trim_end_matches('/');
+    let fail = |m: String| ServiceError::Verify(format!("smoke test: {m}"));
+    if models.is_empty() {
+        return Err(fail(
+            "no model to try: set image.model_repository in the spec".into(),
+        ));
+    }
+    // The first model the server calls ready.
+    let mut chosen = None;
+    for m in models {
+        if let Ok(r) = client
+            .get(format!("{base}/v2/models/{m}/ready"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            chosen = Some(m.clone());
+            break;
+        }
+    }
+    let model = chosen.ok_or_else(|| {
+        fail(format!(
+            "none of the models is ready: {}",
+            models.join(", ")
+        ))
+    })?;
+    let model = &model;
+    let meta: Value = client
+        .get(format!("{base}/v2/models/{model}"))
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .error_for_status()
+        .map_err(|e| fail(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| fail(format!("model metadata is not JSON: {e}")))?;
+    let request = crate::kserve::zero_request(&meta).map_err(fail)?;
+    let resp = client
+        .post(format!("{base}/v2/models/{model}/infer"))
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(fail(format!(
+            "{model}: inference answered {status}: {}",
+            body.get("error").and_then(Value::as_str).unwrap_or("")
+        )));
+    }
+    if body
+        .get("outputs")
+        .and_then(Value::as_array)
+        .is_none_or(|o| o.is_empty())
+    {
+        return Err(fail(format!("{model}: the answer has no outputs")));
+    }
+    Ok(model.clone())
+}
+
+fn describe_http_error(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "cannot connect".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// What `status`, `rollback`, `destroy` and `logs` start from: the spec, the AWS configuration and
+/// the deployed stack (when there is one).
+pub struct Context {
+    pub spec: DeploymentSpec,
+    pub config: triton_deploy_aws::SdkConfig,
+    pub stack: Option<triton_deploy_aws::cfn::StackInfo>,
+    pub region: String,
+}
+
+impl Context {
+    pub async fn load(
+        spec: &super::SpecArgs,
+        profile: Option<&str>,
+    ) -> Result<Context, super::rollout::RolloutError> {
+        let spec = spec.load()?;
+        let config = triton_deploy_aws::load_config(&triton_deploy_aws::AwsOptions {
+            region: spec.region.clone(),
+            profile: profile.map(str::to_string),
+        })
+        .await;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
+        let mut stack = triton_deploy_aws::cfn::Cfn::new(&config)
+            .describe(&crate::infra::stack_name(&spec))
+            .await?
+            .filter(|s| s.status != "REVIEW_IN_PROGRESS");
+        if let Some(s) = stack.as_mut() {
+            complete_stack(&spec, s, &config).await?;
+        }
+        Ok(Context {
+            spec,
+            config,
+            stack,
+            region,
+        })
+    }
+
+    /// The stack's resources the service uses; an error naming the missing stack when there is none.
+    pub fn infra(&self) -> Result<Infra, super::rollout::RolloutError> {
+        let stack = self.stack.as_ref().ok_or_else(|| {
+            super::rollout::RolloutError::NotDeployed(format!(
+                "stack {} does not exist: nothing is deployed (run `triton-deploy rollout`)",
+                crate::infra::stack_name(&self.spec)
+            ))
+        })?;
+        deploy::infra_from_stack(&self.spec, stack, Vec::new(), &self.region)
+            .map_err(super::rollout::RolloutError::Usage)
+    }
+}
+
+/// Fills in what a stack does not report but its resources tell: the EFS access point's ID
+/// (read from EFS by the stack's file system), which some emulators leave out.
+pub async fn complete_stack(
+    spec: &DeploymentSpec,
+    stack: &mut triton_deploy_aws::cfn::StackInfo,
+    config: &triton_deploy_aws::SdkConfig,
+) -> Result<(), ApiError> {
+    let known = stack.outputs.contains_key("AccessPointId")
+        || stack
+            .resources
+            .get("AccessPoint")
+            .is_some_and(|v| !v.is_empty());
+    if !spec.efs || known {
+        return Ok(());
+    }
+    let Some(fs) = stack
+        .outputs
+        .get("FileSystemId")
+        .or_else(|| stack.resources.get("FileSystem"))
+        .filter(|v| !v.is_empty())
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let points = triton_deploy_aws::efs::Efs::new(config)
+        .access_points(&fs)
+        .await?;
+    if let [only] = points.as_slice() {
+        stack.resources.insert("AccessPoint".into(), only.clone());
+    }
+    Ok(())
+}

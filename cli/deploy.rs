@@ -1,0 +1,550 @@
+//! DeploymentSpec + the infra stack + the image → the desired service: the task definition's
+//! inputs, the ECS service and its autoscaling; the normalized field-level diff
+//! against what is deployed; and the judgement of a deployment's progress. Pure: the AWS calls
+//! are made by the `rollout` command through the adapters.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use triton_deploy_aws::appscaling::Scaling;
+use triton_deploy_aws::cfn::StackInfo;
+use triton_deploy_aws::ecs::{Deployment, ServiceConfig, ServiceState};
+use triton_deploy_aws::elbv2::TargetHealth;
+
+use crate::spec::DeploymentSpec;
+use crate::taskdef::InfraOutputs;
+
+/// What the service needs from the infra stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Infra {
+    pub cluster: String,
+    pub capacity_provider: String,
+    pub auto_scaling_group: String,
+    pub load_balancer_arn: String,
+    pub target_group_arn: String,
+    pub task_security_group: String,
+    pub subnets: Vec<String>,
+    #[serde(skip)]
+    pub task: InfraOutputs,
+}
+
+/// Reads the stack's outputs, or (where an output is missing, as with some emulators) the physical
+/// IDs of its resources. Names the first value it cannot find.
+pub fn infra_from_stack(
+    spec: &DeploymentSpec,
+    stack: &StackInfo,
+    subnets: Vec<String>,
+    region: &str,
+) -> Result<Infra, String> {
+    let get = |output: &str, resource: &str| -> Result<String, String> {
+        stack
+            .outputs
+            .get(output)
+            .or_else(|| stack.resources.get(resource))
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "stack {} has no output {output} nor resource {resource}: run `triton-deploy rollout` to update it",
+                    stack.name
+                )
+            })
+    };
+    let target_group_arn = get("TargetGroupArn", "TargetGroup")?;
+    // Roles are named by their physical ID; ECS wants ARNs: take partition and account from an ARN
+    // the stack has.
+    let mut arn_parts = target_group_arn.split(':');
+    let partition = arn_parts.nth(1).unwrap_or("aws").to_string();
+    let account = arn_parts.nth(2).unwrap_or_default().to_string();
+    let role = |output: &str, resource: &str| -> Result<String, String> {
+        let v = get(output, resource)?;
+        Ok(if v.starts_with("arn:") {
+            v
+        } else {
+            format!("arn:{partition}:iam::{account}:role/{v}")
+        })
+    };
+    let efs = spec.efs;
+    Ok(Infra {
+        cluster: get("ClusterName", "Cluster")?,
+        capacity_provider: stack
+            .outputs
+            .get("CapacityProviderName")
+            .cloned()
+            .unwrap_or_else(|| crate::infra::capacity_provider_name(spec)),
+        auto_scaling_group: get("AutoScalingGroupName", "AutoScalingGroup")?,
+        load_balancer_arn: get("LoadBalancerArn", "LoadBalancer")?,
+        target_group_arn: target_group_arn.clone(),
+        task_security_group: get("TaskSecurityGroupId", "TaskSecurityGroup")?,
+        subnets,
+        task: InfraOutputs {
+            task_execution_role_arn: role("TaskExecutionRoleArn", "TaskExecutionRole")?,
+            task_role_arn: role("TaskRoleArn", "TaskRole")?,
+            log_group: get("LogGroupName", "LogGroup")?,
+            file_system_id: if efs {
+                Some(get("FileSystemId", "FileSystem")?)
+            } else {
+                None
+            },
+            access_point_id: if efs {
+                Some(get("AccessPointId", "AccessPoint")?)
+            } else {
+                None
+            },
+            region: region.to_string(),
+        },
+    })
+}
+
+/// The ECS service `rollout` creates or updates. `desired_count` is set on creation only: after
+/// that the service's autoscaling owns it.
+pub fn service_config(
+    spec: &DeploymentSpec,
+    infra: &Infra,
+    task_definition: &str,
+    creating: bool,
+) -> ServiceConfig {
+    ServiceConfig {
+        cluster: infra.cluster.clone(),
+        service_name: spec.service.clone(),
+        task_definition: task_definition.to_string(),
+        desired_count: creating.then_some(spec.desired_count as i32),
+        capacity_provider_strategy: vec![(infra.capacity_provider.clone(), 1, 1)],
+        minimum_healthy_percent: spec.minimum_healthy_percent as i32,
+        maximum_percent: spec.maximum_percent as i32,
+        circuit_breaker_rollback: true,
+        health_check_grace_period_seconds: spec.health_check_grace_seconds as i32,
+        target_group_arn: infra.target_group_arn.clone(),
+        container_name: "triton".into(),
+        container_port: 8000,
+        subnets: infra.subnets.clone(),
+        security_groups: vec![infra.task_security_group.clone()],
+        enable_execute_command: false,
+        tags: crate::infra::tags(spec),
+    }
+}
+
+/// The service definition fields compared between desired and deployed (the JSON shape
+/// `DescribeServices` is read into).
+pub fn service_fields(c: &ServiceConfig) -> Value {
+    json!({
+        "capacityProviderStrategy": c.capacity_provider_strategy.iter().map(|(p, w, b)| json!([p, w, b])).collect::<Vec<_>>(),
+        "minimumHealthyPercent": c.minimum_healthy_percent,
+        "maximumPercent": c.maximum_percent,
+        "circuitBreakerRollback": c.circuit_breaker_rollback,
+        "healthCheckGracePeriodSeconds": c.health_check_grace_period_seconds,
+        "targetGroupArn": c.target_group_arn,
+        "containerName": c.container_name,
+        "containerPort": c.container_port,
+        "subnets": c.subnets,
+        "securityGroups": c.security_groups,
+        "enableExecuteCommand": c.enable_execute_command,
+    })
+}
+
+/// A short hash of the service fields, kept as a service tag: the deployed configuration even
+/// where `DescribeServices` does not report a field.
+pub fn service_hash(c: &ServiceConfig) -> String {
+    let text = serde_json::to_string(&service_fields(c)).expect("json");
+    crate::registry::sha256_digest(text.as_bytes())[7..23].to_string()
+}
+
+/// Where the autoscaling target comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingTarget {
+    /// ALB requests per minute per task.
+    pub requests_per_minute: u32,
+    /// `spec`, `bench result <file>`, or `default`.
+    pub source: String,
+}
+
+/// Default target when neither the spec nor a bench result gives one.
+pub const DEFAULT_REQUESTS_PER_TASK: u32 = 600;
+
+/// The target of the request-count policy: the spec's, a `bench` result's
+/// (`autoscaling.target_requests_per_task` in its JSON), or the default.
+pub fn scaling_target(
+    spec: &DeploymentSpec,
+    spec_dir: &std::path::Path,
+) -> Result<ScalingTarget, String> {
+    if let Some(t) = spec.target_requests_per_task {
+        return Ok(ScalingTarget {
+            requests_per_minute: t,
+            source: "spec".into(),
+        });
+    }
+    if let Some(f) = &spec.bench_result {
+        let path = spec_dir.join(f);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read the bench result: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        let t = v
+            .pointer("/autoscaling/target_requests_per_task")
+            .and_then(Value::as_u64)
+            .filter(|t| *t > 0 && *t <= u64::from(u32::MAX))
+            .ok_or_else(|| {
+                format!(
+                    "{}: no autoscaling.target_requests_per_task (a positive integer): run `triton-deploy bench --latency-budget ...` to write one",
+                    path.display()
+                )
+            })?;
+        return Ok(ScalingTarget {
+            requests_per_minute: t as u32,
+            source: format!("bench result {}", path.display()),
+        });
+    }
+    Ok(ScalingTarget {
+        requests_per_minute: DEFAULT_REQUESTS_PER_TASK,
+        source: "default".into(),
+    })
+}
+
+/// The service's Application Auto Scaling: min/max tasks and target tracking on ALB requests per
+/// target.
+pub fn scaling(spec: &DeploymentSpec, infra: &Infra, target: &ScalingTarget) -> Scaling {
+    Scaling {
+        resource_id: format!("service/{}/{}", infra.cluster, spec.service),
+        min: spec.min_tasks as i32,
+        max: spec.max_tasks as i32,
+        policy_name: format!("triton-deploy-{}-requests", spec.service),
+        metric: "ALBRequestCountPerTarget".into(),
+        target: f64::from(target.requests_per_minute),
+        resource_label: triton_deploy_aws::elbv2::resource_label(
+            &infra.load_balancer_arn,
+            &infra.target_group_arn,
+        ),
+        // GPU tasks are slow to start: scale out quickly, in slowly.
+        scale_in_cooldown: 300,
+        scale_out_cooldown: 60,
+    }
+}
+
+/// The service's URL through the load balancer's DNS name and the spec's listener.
+pub fn endpoint_url(spec: &DeploymentSpec, dns: &str) -> String {
+    let (scheme, default_port) = if spec.certificate_arn.is_some() {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
+    if spec.listener_port == default_port {
+        format!("{scheme}://{dns}")
+    } else {
+        format!("{scheme}://{dns}:{}", spec.listener_port)
+    }
+}
+
+/// A task definition as compared: the fields `taskdef` writes, with empty lists and nulls dropped
+/// and tags and environment sorted, so ECS's defaults and ordering make no noise.
+pub fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                let x = normalize(x);
+                let empty = x.is_null()
+                    || x.as_array().is_some_and(|a| a.is_empty())
+                    || x.as_object().is_some_and(|o| o.is_empty());
+                if !empty {
+                    out.insert(k.clone(), x);
+                }
+            }
+            for key in ["tags", "environment"] {
+                if let Some(Value::Array(a)) = out.get_mut(key) {
+                    a.sort_by_key(|e| e.to_string());
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        other => other.clone(),
+    }
+}
+
+/// One changed field: a JSON-pointer-like path and the two values (`null` for absent).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub path: String,
+    pub from: Value,
+    pub to: Value,
+}
+
+/// Field-level differences from `from` to `to`: objects by key, arrays by index (arrays of equal
+/// length) or as a whole.
+pub fn diff(from: &Value, to: &Value) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    walk("", from, to, &mut out);
+    out
+}
+
+fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                walk(
+                    &format!("{path}.{k}"),
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                walk(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ => out.push(FieldChange {
+            path: path.trim_start_matches('.').to_string(),
+            from: a.clone(),
+            to: b.clone(),
+        }),
+    }
+}
+
+/// The fields of the service that differ between what is deployed and what is wanted. Fields
+/// ECS did not report are compared through the configuration hash tag instead: when the tag
+/// matches they are the deployed ones.
+pub fn service_diff(observed: &ServiceState, desired: &ServiceConfig) -> Vec<FieldChange> {
+    let want = service_fields(desired);
+    let tagged = observed
+        .tags
+        .iter()
+        .any(|(k, v)| k == "triton-deploy:service-hash" && *v == service_hash(desired));
+    let mut changes: Vec<FieldChange> = Vec::new();
+    if let Value::Object(w) = &want {
+        for (k, v) in w {
+            match observed.observed.get(k) {
+                Some(o) => walk(k, o, v, &mut changes),
+                None if !tagged => changes.push(FieldChange {
+                    path: k.clone(),
+                    from: Value::Null,
+                    to: v.clone(),
+                }),
+                None => {}
+            }
+        }
+    }
+    if tagged {
+        // The tag says the configuration was applied as is: what the reader reports differently
+        // is the reader's (an emulator's dropped fields), not a change.
+        changes.clear();
+    }
+    changes
+}
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Still going; what it waits for.
+    Waiting(String),
+    Done,
+    /// Failed, with why (circuit-breaker rollback, rollout FAILED, ...).
+    Failed(String),
+}
+
+fn short(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Judges a service's deployment of `revision` from one `DescribeServices` answer and the target
+/// group's health. Never calls a rolled-back deployment a success: the PRIMARY deployment must run
+/// `revision` and be COMPLETED with running = desired and no unhealthy target.
+pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) -> Progress {
+    let primary: Option<&Deployment> = service.deployments.iter().find(|d| d.status == "PRIMARY");
+    let Some(p) = primary else {
+        return Progress::Waiting("no primary deployment yet".into());
+    };
+    if p.task_definition != revision {
+        let ours = service
+            .deployments
+            .iter()
+            .find(|d| d.task_definition == revision);
+        let why = ours
+            .and_then(|d| d.rollout_state_reason.clone())
+            .or_else(|| p.rollout_state_reason.clone())
+            .unwrap_or_default();
+        return Progress::Failed(format!(
+            "the primary deployment runs {}, not {}: the deployment was rolled back{}",
+            short(&p.task_definition),
+            short(revision),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            }
+        ));
+    }
+    if p.rollout_state.as_deref() == Some("FAILED") {
+        return Progress::Failed(format!(
+            "deployment {} failed: {}",
+            p.id,
+            p.rollout_state_reason.clone().unwrap_or_default()
+        ));
+    }
+    let others = service
+        .deployments
+        .iter()
+        .filter(|d| d.status != "PRIMARY" && d.status != "INACTIVE")
+        .count();
+    let completed = match p.rollout_state.as_deref() {
+        Some(s) => s == "COMPLETED",
+        None => others == 0,
+    };
+    if !completed || others > 0 {
+        return Progress::Waiting(format!(
+            "rollout {} ({}/{} running, {} pending{})",
+            p.rollout_state
+                .as_deref()
+                .unwrap_or("IN_PROGRESS")
+                .to_lowercase(),
+            p.running,
+            p.desired,
+            p.pending,
+            if others > 0 {
+                format!(", {others} old deployment(s) draining")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if p.running < p.desired || service.running < service.desired {
+        return Progress::Waiting(format!("{}/{} tasks running", p.running, p.desired));
+    }
+    let unhealthy: Vec<&TargetHealth> = targets
+        .iter()
+        .filter(|t| t.state != "healthy" && t.state != "draining")
+        .collect();
+    if let Some(t) = unhealthy.first() {
+        return Progress::Waiting(format!(
+            "target {} is {}{}",
+            t.id,
+            t.state,
+            t.description
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ));
+    }
+    Progress::Done
+}
+
+/// Counts of target states, for progress lines and `status`.
+pub fn target_summary(targets: &[TargetHealth]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in targets {
+        *m.entry(t.state.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(status: &str, td: &str, state: Option<&str>, running: i32) -> Deployment {
+        Deployment {
+            id: format!("ecs-svc/{td}"),
+            status: status.into(),
+            task_definition: td.into(),
+            desired: 2,
+            running,
+            pending: 2 - running,
+            failed: 0,
+            rollout_state: state.map(str::to_string),
+            rollout_state_reason: Some("tasks failed to start".into()),
+        }
+    }
+
+    fn svc(deployments: Vec<Deployment>, running: i32) -> ServiceState {
+        ServiceState {
+            arn: "arn".into(),
+            status: "ACTIVE".into(),
+            task_definition: "td:2".into(),
+            desired: 2,
+            running,
+            pending: 0,
+            deployments,
+            events: vec![],
+            tags: vec![],
+            observed: json!({}),
+        }
+    }
+
+    fn target(state: &str) -> TargetHealth {
+        TargetHealth {
+            id: "10.0.0.1".into(),
+            port: Some(8000),
+            state: state.into(),
+            reason: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_deployment_is_a_failure_not_a_success() {
+        // The circuit breaker made the old revision primary again, and it is COMPLETED and healthy.
+        let s = svc(
+            vec![
+                dep("PRIMARY", "td:1", Some("COMPLETED"), 2),
+                dep("ACTIVE", "td:2", Some("FAILED"), 0),
+            ],
+            2,
+        );
+        let p = assess(&s, "td:2", &[target("healthy")]);
+        assert!(
+            matches!(&p, Progress::Failed(m) if m.contains("rolled back") && m.contains("td:1")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_deployment_is_done_only_when_completed_running_and_healthy() {
+        let going = svc(
+            vec![
+                dep("PRIMARY", "td:2", Some("IN_PROGRESS"), 1),
+                dep("ACTIVE", "td:1", Some("COMPLETED"), 2),
+            ],
+            3,
+        );
+        assert!(matches!(assess(&going, "td:2", &[]), Progress::Waiting(_)));
+        let done = svc(vec![dep("PRIMARY", "td:2", Some("COMPLETED"), 2)], 2);
+        assert!(matches!(
+            assess(&done, "td:2", &[target("initial")]),
+            Progress::Waiting(m) if m.contains("initial")
+        ));
+        assert_eq!(
+            assess(&done, "td:2", &[target("healthy"), target("draining")]),
+            Progress::Done
+        );
+        let failed = svc(vec![dep("PRIMARY", "td:2", Some("FAILED"), 0)], 0);
+        assert!(matches!(
+            assess(&failed, "td:2", &[]),
+            Progress::Failed(m) if m.contains("tasks failed to start")
+        ));
+    }
+
+    #[test]
+    fn normalized_definitions_ignore_order_and_empty_defaults() {
+        let a = json!({"family": "f", "volumes": [], "tags": [{"key": "b", "value": "2"}, {"key": "a", "value": "1"}],
+                       "containerDefinitions": [{"name": "triton", "environment": [], "mountPoints": []}]});
+        let b = json!({"family": "f", "tags": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}],
+                       "containerDefinitions": [{"name": "triton"}], "placementConstraints": null});
+        assert!(diff(&normalize(&a), &normalize(&b)).is_empty());
+        let c = json!({"family": "f", "containerDefinitions": [{"name": "triton", "image": "x@sha256:1"}]});
+        let d = json!({"family": "f", "containerDefinitions": [{"name": "triton", "image": "x@sha256:2"}]});
+        assert_eq!(
+            diff(&c, &d),
+            vec![FieldChange {
+                path: "containerDefinitions[0].image".into(),
+                from: json!("x@sha256:1"),
+                to: json!("x@sha256:2")
+            }]
+        );
+    }
+}

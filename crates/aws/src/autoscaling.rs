@@ -1,0 +1,92 @@
+//! EC2 Auto Scaling: instance refreshes of the GPU hosts (new AMI), which ECS managed draining
+//! turns into orderly task moves.
+
+use aws_sdk_autoscaling::Client;
+use aws_sdk_autoscaling::types::{RefreshPreferences, RefreshStrategy};
+use serde::Serialize;
+
+use crate::{ApiError, api};
+
+const SVC: &str = "Auto Scaling";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRefresh {
+    pub id: String,
+    /// Pending, InProgress, Successful, Failed, Cancelling, Cancelled, RollbackInProgress, ...
+    pub status: String,
+    pub percentage_complete: i32,
+    pub instances_to_update: i32,
+    pub status_reason: Option<String>,
+}
+
+impl InstanceRefresh {
+    pub fn is_done(&self) -> bool {
+        !matches!(
+            self.status.as_str(),
+            "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking"
+        )
+    }
+}
+
+pub struct AutoScaling {
+    client: Client,
+}
+
+impl AutoScaling {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        AutoScaling {
+            client: Client::new(config),
+        }
+    }
+
+    /// Starts a rolling refresh that keeps `min_healthy` percent in service and skips instances
+    /// already on the launch template's version.
+    pub async fn start_refresh(
+        &self,
+        group: &str,
+        min_healthy: i32,
+        warmup_seconds: i32,
+    ) -> Result<String, ApiError> {
+        let out = self
+            .client
+            .start_instance_refresh()
+            .auto_scaling_group_name(group)
+            .strategy(RefreshStrategy::Rolling)
+            .preferences(
+                RefreshPreferences::builder()
+                    .min_healthy_percentage(min_healthy)
+                    .instance_warmup(warmup_seconds)
+                    .skip_matching(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(api(SVC, "StartInstanceRefresh"))?;
+        Ok(out.instance_refresh_id().unwrap_or_default().to_string())
+    }
+
+    /// The group's refreshes, newest first.
+    pub async fn refreshes(&self, group: &str) -> Result<Vec<InstanceRefresh>, ApiError> {
+        let out = self
+            .client
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(group)
+            .send()
+            .await
+            .map_err(api(SVC, "DescribeInstanceRefreshes"))?;
+        Ok(out
+            .instance_refreshes()
+            .iter()
+            .map(|r| InstanceRefresh {
+                id: r.instance_refresh_id().unwrap_or_default().to_string(),
+                status: r
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                percentage_complete: r.percentage_complete().unwrap_or_default(),
+                instances_to_update: r.instances_to_update().unwrap_or_default(),
+                status_reason: r.status_reason().map(str::to_string),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,34 @@
+//! EFS: the access points of a file system (read when a stack does not report its access point's
+//! ID, as some emulators do not).
+
+use aws_sdk_efs::Client;
+
+use crate::{ApiError, api};
+
+pub struct Efs {
+    client: Client,
+}
+
+impl Efs {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Efs {
+            client: Client::new(config),
+        }
+    }
+
+    /// IDs of the access points of `file_system_id`.
+    pub async fn access_points(&self, file_system_id: &str) -> Result<Vec<String>, ApiError> {
+        let out = self
+            .client
+            .describe_access_points()
+            .file_system_id(file_system_id)
+            .send()
+            .await
+            .map_err(api("EFS", "DescribeAccessPoints"))?;
+        Ok(out
+            .access_points()
+            .iter()
+            .filter_map(|a| a.access_point_id().map(str::to_string))
+            .collect())
+    }
+}

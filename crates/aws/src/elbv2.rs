@@ -1,0 +1,107 @@
+//! Elastic Load Balancing: the load balancer's DNS name and the target group's target health.
+
+use aws_sdk_elasticloadbalancingv2::Client;
+use serde::Serialize;
+
+use crate::{ApiError, api};
+
+const SVC: &str = "Elastic Load Balancing";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetHealth {
+    pub id: String,
+    pub port: Option<i32>,
+    /// initial, healthy, unhealthy, unused, draining, unavailable
+    pub state: String,
+    pub reason: Option<String>,
+    pub description: Option<String>,
+}
+
+/// `app/<name>/<id>/targetgroup/<name>/<id>`, the ALBRequestCountPerTarget resource label, from the
+/// two ARNs.
+pub fn resource_label(load_balancer_arn: &str, target_group_arn: &str) -> Option<String> {
+    let lb = load_balancer_arn.split_once(":loadbalancer/")?.1;
+    let tg = target_group_arn.split_once(':')?.1.rsplit_once(':')?.1;
+    tg.starts_with("targetgroup/").then(|| format!("{lb}/{tg}"))
+}
+
+pub struct Elb {
+    client: Client,
+}
+
+impl Elb {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Elb {
+            client: Client::new(config),
+        }
+    }
+
+    pub async fn dns_name(&self, load_balancer_arn: &str) -> Result<Option<String>, ApiError> {
+        let out = self
+            .client
+            .describe_load_balancers()
+            .load_balancer_arns(load_balancer_arn)
+            .send()
+            .await
+            .map_err(api(SVC, "DescribeLoadBalancers"))?;
+        Ok(out
+            .load_balancers()
+            .first()
+            .and_then(|l| l.dns_name())
+            .map(str::to_string))
+    }
+
+    pub async fn target_health(
+        &self,
+        target_group_arn: &str,
+    ) -> Result<Vec<TargetHealth>, ApiError> {
+        let out = self
+            .client
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .map_err(api(SVC, "DescribeTargetHealth"))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| TargetHealth {
+                id: d
+                    .target()
+                    .and_then(|t| t.id())
+                    .unwrap_or_default()
+                    .to_string(),
+                port: d.target().and_then(|t| t.port()),
+                state: d
+                    .target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                reason: d
+                    .target_health()
+                    .and_then(|h| h.reason())
+                    .map(|r| r.as_str().to_string()),
+                description: d
+                    .target_health()
+                    .and_then(|h| h.description())
+                    .map(str::to_string),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_resource_label_comes_from_the_arns() {
+        assert_eq!(
+            super::resource_label(
+                "arn:aws:elasticloadbalancing:us-east-1:123:loadbalancer/app/td-alb/50dc6c495c0c9188",
+                "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/td-tg/73e2d6bc24d8a067"
+            )
+            .as_deref(),
+            Some("app/td-alb/50dc6c495c0c9188/targetgroup/td-tg/73e2d6bc24d8a067")
+        );
+        assert_eq!(super::resource_label("x", "y"), None);
+    }
+}

@@ -1,0 +1,550 @@
+//! The service half of `rollout`, `status`, `rollback` and `destroy` against moto, asserted at the
+//! wire through a recording proxy (moto drops several `CreateService` fields, and its deployments
+//! never progress: where a test needs ECS's real deployment behaviour, the proxy rewrites moto's
+//! `DescribeServices` answer the way ECS would answer).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use support::*;
+
+const MUTATING: &[&str] = &[
+    "Create",
+    "Delete",
+    "Execute",
+    "Update",
+    "Put",
+    "Register",
+    "Run",
+    "Attach",
+    "Authorize",
+    "Modify",
+    "Tag",
+    "Deregister",
+    "Start",
+];
+
+fn short_name(prefix: &str) -> String {
+    unique(prefix).replace('-', "").chars().take(18).collect()
+}
+
+fn write_spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[service]\nname = \"{name}\"\nregion = \"us-east-1\"\n[image]\nrepository = \"{name}/triton\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn cli(endpoint: &str, args: &[&str], spec: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(args)
+        .arg("-f")
+        .arg(spec)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap()
+}
+
+async fn cli_async(endpoint: &str, args: &[&str], spec: &Path) -> Output {
+    let (e, a, s) = (
+        endpoint.to_string(),
+        args.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        spec.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        cli(&e, &a, &s)
+    })
+    .await
+    .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("not JSON: {}", text(o)))
+}
+
+/// Puts an image into moto's ECR repository `repo` (created if needed); returns moto's digest.
+async fn put_image(repo: &str, tag: &str, layer: &str) -> String {
+    let _ = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.CreateRepository",
+        json!({"repositoryName": repo}),
+    )
+    .await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", "c".repeat(64)), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{layer}"), "size": 10}]
+    });
+    let out = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.PutImage",
+        json!({"repositoryName": repo, "imageManifest": manifest.to_string(), "imageTag": tag}),
+    )
+    .await;
+    out["image"]["imageId"]["imageDigest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("PutImage: {out}"))
+        .to_string()
+}
+
+fn mutations(proxy: &proxy::Proxy) -> Vec<String> {
+    proxy
+        .actions()
+        .into_iter()
+        .filter(|a| MUTATING.iter().any(|m| a.starts_with(m)))
+        .collect()
+}
+
+/// Rewrites moto's DescribeServices the way ECS answers during a rolling deployment: the newest
+/// deployment (the service's task definition) is PRIMARY, IN_PROGRESS for the first `in_progress`
+/// answers with the old one ACTIVE beside it, then COMPLETED alone.
+fn progressing(in_progress: usize) -> proxy::Hooks {
+    let calls = Arc::new(AtomicUsize::new(0));
+    proxy::Hooks {
+        answer: None,
+        rewrite: Some(Arc::new(move |action, _req, body| {
+            if action != "DescribeServices" {
+                return body;
+            }
+            let mut v: Value = serde_json::from_slice(&body).unwrap();
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            for s in v["services"].as_array_mut().into_iter().flatten() {
+                let td = s["taskDefinition"].clone();
+                let Some(d) = s["deployments"].get(0).cloned() else {
+                    continue;
+                };
+                if d["taskDefinition"] == td {
+                    continue;
+                }
+                let mut new = d.clone();
+                new["taskDefinition"] = td;
+                new["id"] = json!("ecs-svc/new");
+                if n < in_progress {
+                    new["rolloutState"] = json!("IN_PROGRESS");
+                    new["runningCount"] = json!(0);
+                    new["pendingCount"] = new["desiredCount"].clone();
+                    let mut old = d.clone();
+                    old["status"] = json!("ACTIVE");
+                    s["deployments"] = json!([new, old]);
+                } else {
+                    s["deployments"] = json!([new]);
+                }
+            }
+            serde_json::to_vec(&v).unwrap()
+        })),
+    }
+}
+
+/// Rewrites DescribeServices the way ECS answers after the circuit breaker rolled a deployment
+/// back: the old revision is PRIMARY again, the new deployment FAILED.
+fn rolled_back() -> proxy::Hooks {
+    proxy::Hooks {
+        answer: None,
+        rewrite: Some(Arc::new(move |action, _req, body| {
+            if action != "DescribeServices" {
+                return body;
+            }
+            let mut v: Value = serde_json::from_slice(&body).unwrap();
+            for s in v["services"].as_array_mut().into_iter().flatten() {
+                let Some(d) = s["deployments"].get(0).cloned() else {
+                    continue;
+                };
+                if d["taskDefinition"] == s["taskDefinition"] {
+                    continue;
+                }
+                let mut failed = d.clone();
+                failed["status"] = json!("ACTIVE");
+                failed["taskDefinition"] = s["taskDefinition"].clone();
+                failed["rolloutState"] = json!("FAILED");
+                failed["rolloutStateReason"] =
+                    json!("ECS deployment circuit breaker: tasks failed to start.");
+                failed["runningCount"] = json!(0);
+                s["taskDefinition"] = d["taskDefinition"].clone();
+                s["deployments"] = json!([d, failed]);
+            }
+            serde_json::to_vec(&v).unwrap()
+        })),
+    }
+}
+
+async fn tagged_resources(service: &str) -> Vec<String> {
+    let out = moto_json(
+        "tagging",
+        "ResourceGroupsTaggingAPI_20170126.GetResources",
+        json!({"TagFilters": [{"Key": "triton-deploy:service", "Values": [service]}]}),
+    )
+    .await;
+    out["ResourceTagMappingList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ResourceARN"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = short_name("dep");
+    let spec = write_spec(
+        dir.path(),
+        &name,
+        "[task]\nshm_size_mib = 1024\nhealth_check_grace_seconds = 900\n[autoscaling]\nmin_tasks = 1\nmax_tasks = 1\ntarget_requests_per_task = 450\n",
+    );
+    let moto = env("TD_MOTO_URL");
+    let repo = format!("{name}/triton");
+    let digest = put_image(&repo, "v1", &"a".repeat(64)).await;
+
+    let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
+    let out = cli_async(
+        &proxy.url,
+        &[
+            "rollout",
+            "--yes",
+            "--timeout",
+            "5",
+            "--poll",
+            "1",
+            "--format",
+            "json",
+        ],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json_out(&out);
+    let service = &report["service"];
+    assert_eq!(service["image"]["source"], format!("newest in {repo}"));
+    assert!(
+        service["image"]["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{repo}@{digest}")),
+        "{service}"
+    );
+    assert_eq!(service["service"]["action"], "create");
+    assert_eq!(service["autoscaling"]["action"], "create");
+    assert!(report["wait"]["seconds"].is_number(), "{report}");
+    assert!(
+        report["endpoint"].as_str().unwrap().starts_with("http://"),
+        "{report}"
+    );
+
+    // What was sent, field by field (moto drops half of CreateService).
+    let td = &proxy.sent("RegisterTaskDefinition")[0];
+    let c = &td["containerDefinitions"][0];
+    assert_eq!(td["family"], format!("triton-{name}"));
+    assert_eq!(td["requiresCompatibilities"], json!(["EC2"]));
+    assert_eq!(td["networkMode"], "awsvpc");
+    assert!(c["image"].as_str().unwrap().ends_with(&digest));
+    assert_eq!(
+        c["resourceRequirements"],
+        json!([{"type": "GPU", "value": "1"}])
+    );
+    assert_eq!(c["linuxParameters"]["sharedMemorySize"], 1024);
+    assert_eq!(c["linuxParameters"]["initProcessEnabled"], true);
+    assert_eq!(
+        c["ulimits"],
+        json!([{"name": "memlock", "softLimit": -1, "hardLimit": -1}, {"name": "stack", "softLimit": 67108864, "hardLimit": 67108864}])
+    );
+    assert_eq!(c["portMappings"][1]["appProtocol"], "grpc");
+    assert_eq!(c["healthCheck"]["startPeriod"], 300);
+    assert_eq!(c["logConfiguration"]["logDriver"], "awslogs");
+    let efs = &td["volumes"][0]["efsVolumeConfiguration"];
+    assert_eq!(efs["transitEncryption"], "ENABLED");
+    assert_eq!(efs["authorizationConfig"]["iam"], "ENABLED");
+    assert!(
+        efs["authorizationConfig"]["accessPointId"]
+            .as_str()
+            .unwrap()
+            .starts_with("fsap-")
+    );
+    assert!(
+        td["executionRoleArn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:iam::")
+    );
+
+    let cs = &proxy.sent("CreateService")[0];
+    assert_eq!(cs["serviceName"], name);
+    assert_eq!(
+        cs["capacityProviderStrategy"],
+        json!([{"capacityProvider": format!("td-{name}-gpu"), "weight": 1, "base": 1}])
+    );
+    assert_eq!(
+        cs["deploymentConfiguration"]["deploymentCircuitBreaker"],
+        json!({"enable": true, "rollback": true})
+    );
+    assert_eq!(cs["deploymentConfiguration"]["minimumHealthyPercent"], 100);
+    assert_eq!(cs["deploymentConfiguration"]["maximumPercent"], 200);
+    assert_eq!(cs["healthCheckGracePeriodSeconds"], 900);
+    assert_eq!(
+        cs["placementStrategy"],
+        json!([{"type": "spread", "field": "attribute:ecs.availability-zone"}, {"type": "binpack", "field": "memory"}])
+    );
+    assert_eq!(cs["loadBalancers"][0]["containerName"], "triton");
+    assert_eq!(cs["loadBalancers"][0]["containerPort"], 8000);
+    assert_eq!(cs["propagateTags"], "SERVICE");
+    assert_eq!(cs["enableECSManagedTags"], true);
+    assert!(
+        cs.get("launchType").is_none(),
+        "launch type and capacity providers exclude each other"
+    );
+    // One subnet per zone offering the instance type (the default VPC has several).
+    assert!(
+        cs["networkConfiguration"]["awsvpcConfiguration"]["subnets"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+
+    let rst = &proxy.sent("RegisterScalableTarget")[0];
+    assert_eq!(rst["ResourceId"], format!("service/{name}-gpu/{name}"));
+    assert_eq!(
+        (rst["MinCapacity"].clone(), rst["MaxCapacity"].clone()),
+        (json!(1), json!(1))
+    );
+    let psp = &proxy.sent("PutScalingPolicy")[0];
+    let tt = &psp["TargetTrackingScalingPolicyConfiguration"];
+    assert_eq!(tt["TargetValue"], 450.0);
+    let metric = &tt["PredefinedMetricSpecification"];
+    assert_eq!(metric["PredefinedMetricType"], "ALBRequestCountPerTarget");
+    let label = metric["ResourceLabel"].as_str().unwrap();
+    assert!(
+        label.starts_with("app/") && label.contains("/targetgroup/"),
+        "{label}"
+    );
+
+    // The same spec again: nothing to change, and nothing mutating at the wire.
+    let proxy2 = proxy::start(&moto, proxy::Mode::Pass).await;
+    let out = cli_async(&proxy2.url, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("service: no changes"), "{}", text(&out));
+    assert_eq!(mutations(&proxy2), Vec::<String>::new());
+    assert!(proxy2.actions().len() <= 25, "{:?}", proxy2.actions());
+
+    // Status.
+    let out = cli_async(&moto, &["status", "--format", "json"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let st = json_out(&out);
+    assert_eq!(st["stack_status"], "CREATE_COMPLETE");
+    assert_eq!(st["service"]["state"], "steady", "{st}");
+    assert_eq!(st["service"]["running"], 1);
+    assert!(st["service"]["image"].as_str().unwrap().ends_with(&digest));
+    assert_eq!(st["service"]["autoscaling"]["target"], 450.0);
+    assert!(st["endpoint"].as_str().unwrap().contains(".elb."), "{st}");
+
+    // Destroy: everything tagged for the service is gone, the ECR repository is kept.
+    assert!(!tagged_resources(&name).await.is_empty());
+    let out = cli_async(&moto, &["destroy", "--yes", "--format", "json"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let d = json_out(&out);
+    let removed = d["removed"].to_string();
+    for what in [
+        "autoscaling",
+        "dashboard",
+        "service",
+        "task definition",
+        "stack",
+    ] {
+        assert!(removed.contains(what), "{what}: {d}");
+    }
+    // Nothing tagged for the service is left, except what the emulator keeps after deletion: the
+    // deleted service (INACTIVE; ECS forgets it later) and the instances of the deleted Auto
+    // Scaling group (moto does not terminate them; AWS does).
+    let left: Vec<String> = tagged_resources(&name)
+        .await
+        .into_iter()
+        .filter(|arn| !arn.contains(":instance/"))
+        .collect();
+    for arn in &left {
+        assert!(arn.contains(":service/"), "left behind: {left:?}");
+        let svc = moto_json(
+            "ecs",
+            "AmazonEC2ContainerServiceV20141113.DescribeServices",
+            json!({"cluster": format!("{name}-gpu"), "services": [arn]}),
+        )
+        .await;
+        assert_eq!(svc["services"][0]["status"], "INACTIVE", "{svc}");
+    }
+    let repos = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        json!({"repositoryNames": [repo]}),
+    )
+    .await;
+    assert_eq!(repos["repositories"][0]["repositoryName"], repo, "{repos}");
+    let out = cli_async(&moto, &["status"], &spec).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not deployed"));
+    // Destroying again finds nothing to do.
+    let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_then_rollback_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = short_name("upd");
+    let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
+    let moto = env("TD_MOTO_URL");
+    let repo = format!("{name}/triton");
+    put_image(&repo, "v1", &"b".repeat(64)).await;
+    let out = cli_async(&moto, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A new image and a larger shm: the plan shows exactly those fields and exits 2.
+    let digest2 = put_image(&repo, "v2", &"d".repeat(64)).await;
+    write_spec(
+        dir.path(),
+        &name,
+        "[storage]\nefs = false\n[task]\nshm_size_mib = 2048\n",
+    );
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("linuxParameters.sharedMemorySize: 1024 -> 2048"),
+        "{t}"
+    );
+    assert!(
+        t.contains("containerDefinitions[0].image: ") && t.contains(&digest2),
+        "{t}"
+    );
+    assert!(t.contains("would register a new revision"), "{t}");
+    assert!(t.contains("service: would update"), "{t}");
+
+    // Apply while ECS rolls it back: the rollout fails and says why.
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, rolled_back()).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("rolled back"), "{t}");
+    assert!(t.contains("circuit breaker"), "{t}");
+    let us = &proxy.sent("UpdateService")[0];
+    assert!(
+        us["taskDefinition"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("triton-{name}:2")),
+        "{us}"
+    );
+    assert!(
+        us.get("desiredCount").is_none(),
+        "autoscaling owns the desired count: {us}"
+    );
+
+    // The circuit breaker put the service back on revision 1 (moto does not: do it for it).
+    moto_json(
+        "ecs",
+        "AmazonEC2ContainerServiceV20141113.UpdateService",
+        json!({"cluster": format!("{name}-gpu"), "service": name, "taskDefinition": format!("triton-{name}:1")}),
+    )
+    .await;
+
+    // Deploy it again, now progressing as ECS does: it waits through IN_PROGRESS to COMPLETED.
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(3)).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("rollout in_progress"), "{}", text(&out));
+    assert!(
+        proxy
+            .actions()
+            .iter()
+            .filter(|a| *a == "DescribeServices")
+            .count()
+            >= 4,
+        "{:?}",
+        proxy.actions()
+    );
+    assert!(
+        proxy.sent("RegisterTaskDefinition").is_empty(),
+        "revision 2 is already registered"
+    );
+
+    // Roll back to revision 1, never deregistering anything.
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(1)).await;
+    let out = cli_async(
+        &proxy.url,
+        &["rollback", "--poll", "1", "--format", "json"],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json_out(&out);
+    assert!(r["from"].as_str().unwrap().ends_with(":2"), "{r}");
+    assert!(r["to"].as_str().unwrap().ends_with(":1"), "{r}");
+    assert!(!proxy.actions().iter().any(|a| a.starts_with("Deregister")));
+    // The next plan brings it forward again.
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("taskDefinition:"), "{}", text(&out));
+
+    let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn throttled_service_calls_converge_and_a_missing_image_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = short_name("thd");
+    let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
+    let moto = env("TD_MOTO_URL");
+
+    // No image in the repository: the infra may be built, but the service is not touched.
+    let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `triton-deploy push` first"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !proxy
+            .actions()
+            .iter()
+            .any(|a| a == "RegisterTaskDefinition" || a == "CreateService"),
+        "{:?}",
+        proxy.actions()
+    );
+
+    put_image(&format!("{name}/triton"), "v1", &"e".repeat(64)).await;
+    let proxy = proxy::start(&moto, proxy::Mode::FailEvery(10)).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(proxy.faults.load(Ordering::SeqCst) > 0);
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "converged: {}", text(&out));
+    let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
