@@ -105,6 +105,19 @@ async fn put_image(repo: &str, tag: &str, layer: &str) -> String {
         json!({"repositoryName": repo, "imageManifest": manifest.to_string(), "imageTag": tag}),
     )
     .await;
+    if out["__type"] == "ImageAlreadyExistsException" {
+        // Put by an earlier run against the same stand-in.
+        let d = moto_json(
+            "ecr",
+            "AmazonEC2ContainerRegistry_V20150921.DescribeImages",
+            json!({"repositoryName": repo, "imageIds": [{"imageTag": tag}]}),
+        )
+        .await;
+        return d["imageDetails"][0]["imageDigest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("DescribeImages: {d}"))
+            .to_string();
+    }
     out["image"]["imageId"]["imageDigest"]
         .as_str()
         .unwrap_or_else(|| panic!("PutImage: {out}"))
@@ -442,13 +455,23 @@ async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_the
     assert!(t.contains("would register a new revision"), "{t}");
     assert!(t.contains("service: would update"), "{t}");
 
-    // Apply while ECS rolls it back: the rollout fails and says why.
+    // Apply while ECS rolls it back: the rollout fails and says why, with the containers' last words.
+    put_log_line(
+        &format!("/triton-deploy/{name}-gpu/{name}"),
+        &format!("{name}/triton/9f8e7d6c5b"),
+        "E1129 failed to load 'add_sub' version 1: Not found: unable to load shared library",
+    )
+    .await;
     let proxy = proxy::start_with(&moto, proxy::Mode::Pass, rolled_back()).await;
     let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("rolled back"), "{t}");
     assert!(t.contains("circuit breaker"), "{t}");
+    assert!(
+        t.contains("last log lines") && t.contains("failed to load 'add_sub'"),
+        "{t}"
+    );
     let us = &proxy.sent("UpdateService")[0];
     assert!(
         us["taskDefinition"]
@@ -545,6 +568,243 @@ async fn throttled_service_calls_converge_and_a_missing_image_changes_nothing() 
     assert!(proxy.faults.load(Ordering::SeqCst) > 0);
     let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "converged: {}", text(&out));
+    let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Answers the two Auto Scaling calls moto lacks the way EC2 Auto Scaling does: a refresh that is
+/// InProgress for the first `polls` answers, then Successful.
+fn instance_refresh(polls: usize) -> proxy::Hooks {
+    let calls = Arc::new(AtomicUsize::new(0));
+    proxy::Hooks {
+        answer: Some(Arc::new(move |action, _req| {
+            let ns = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
+            match action {
+                "StartInstanceRefresh" => Some((
+                    200,
+                    format!(
+                        "<StartInstanceRefreshResponse xmlns=\"{ns}\"><StartInstanceRefreshResult><InstanceRefreshId>ir-1</InstanceRefreshId></StartInstanceRefreshResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></StartInstanceRefreshResponse>"
+                    ),
+                )),
+                "DescribeInstanceRefreshes" => {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    // Before the start: no refresh yet.
+                    if n == 0 {
+                        return Some((
+                            200,
+                            format!(
+                                "<DescribeInstanceRefreshesResponse xmlns=\"{ns}\"><DescribeInstanceRefreshesResult><InstanceRefreshes/></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
+                            ),
+                        ));
+                    }
+                    let (status, pct) = if n <= polls {
+                        ("InProgress", 50)
+                    } else {
+                        ("Successful", 100)
+                    };
+                    Some((
+                        200,
+                        format!(
+                            "<DescribeInstanceRefreshesResponse xmlns=\"{ns}\"><DescribeInstanceRefreshesResult><InstanceRefreshes><member><InstanceRefreshId>ir-1</InstanceRefreshId><AutoScalingGroupName>g</AutoScalingGroupName><Status>{status}</Status><PercentageComplete>{pct}</PercentageComplete><InstancesToUpdate>1</InstancesToUpdate></member></InstanceRefreshes></DescribeInstanceRefreshesResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></DescribeInstanceRefreshesResponse>"
+                        ),
+                    ))
+                }
+                _ => None,
+            }
+        })),
+        rewrite: None,
+    }
+}
+
+async fn put_log_line(group: &str, stream: &str, message: &str) {
+    let _ = moto_json(
+        "logs",
+        "Logs_20140328.CreateLogStream",
+        json!({"logGroupName": group, "logStreamName": stream}),
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    moto_json(
+        "logs",
+        "Logs_20140328.PutLogEvents",
+        json!({"logGroupName": group, "logStreamName": stream, "logEvents": [{"timestamp": now, "message": message}]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = short_name("vfy");
+    let models = root().join("model-repos/simple-onnx");
+    let spec = write_spec(
+        dir.path(),
+        &name,
+        &format!(
+            "model_repository = \"{}\"\n[storage]\nefs = false\n",
+            models.display()
+        ),
+    );
+    let moto = env("TD_MOTO_URL");
+    let repo = format!("{name}/triton");
+    put_image(&repo, "v1", &"1".repeat(64)).await;
+    let server = kserve::start().await;
+
+    // Deploy, verify readiness and run one real inference through the endpoint.
+    let out = cli_async(
+        &moto,
+        &[
+            "rollout",
+            "--yes",
+            "--poll",
+            "1",
+            "--endpoint",
+            &server.url,
+            "--smoke",
+            "--format",
+            "json",
+        ],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json_out(&out);
+    assert_eq!(
+        r["verified"],
+        format!("ready at {}; inference on add_sub answered", server.url)
+    );
+    assert_eq!(server.inferences.load(Ordering::SeqCst), 1);
+
+    // logs: what the containers wrote.
+    let group = format!("/triton-deploy/{name}-gpu/{name}");
+    put_log_line(
+        &group,
+        &format!("{name}/triton/0a1b2c3d4e"),
+        "I1129 server is ready",
+    )
+    .await;
+    let out = cli_async(&moto, &["logs", "--since", "1h"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0a1b2c3d I1129 server is ready"),
+        "{}",
+        text(&out)
+    );
+
+    // Ctrl-C while a deployment goes on: it stops waiting, says how to resume, changes nothing more.
+    put_image(&repo, "v2", &"2".repeat(64)).await;
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(usize::MAX)).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["rollout", "--yes", "--poll", "1", "-f"])
+        .arg(&spec)
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if proxy
+            .actions()
+            .iter()
+            .filter(|a| *a == "DescribeServices")
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `triton-deploy rollout` again"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(proxy.sent("UpdateService").len(), 1);
+
+    // Run again: nothing to change, but it waits for the deployment in progress to finish.
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(2)).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("rollout in_progress"), "{}", text(&out));
+    assert_eq!(mutations(&proxy), Vec::<String>::new());
+
+    // --refresh-instances: an instance refresh keeping every host in service, followed to the end.
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, instance_refresh(2)).await;
+    let out = cli_async(
+        &proxy.url,
+        &[
+            "rollout",
+            "--yes",
+            "--poll",
+            "1",
+            "--refresh-instances",
+            "--format",
+            "json",
+        ],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json_out(&out)["instance_refresh"]["status"], "Successful");
+    let start = proxy.sent_form("StartInstanceRefresh");
+    assert_eq!(start.len(), 1);
+    assert!(
+        start[0].contains("Preferences.MinHealthyPercentage=100"),
+        "{}",
+        start[0]
+    );
+    assert!(
+        start[0].contains("Preferences.SkipMatching=true"),
+        "{}",
+        start[0]
+    );
+    assert!(
+        start[0].contains(&format!(
+            "AutoScalingGroupName=triton-deploy-{name}-gpu-AutoScalingGroup"
+        )),
+        "{}",
+        start[0]
+    );
+
+    let out = cli_async(&moto, &["destroy", "--yes", "--delete-images"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("removed ECR repository {repo}")),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn the_example_spec_deploys_against_the_emulator_unchanged() {
+    let spec = root().join("examples/triton-deploy.toml");
+    let moto = env("TD_MOTO_URL");
+    put_image("team/text-classifier", "v1", &"3".repeat(64)).await;
+    let out = cli_async(&moto, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli_async(&moto, &["status", "--format", "json"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let st = json_out(&out);
+    assert_eq!(st["service"]["name"], "text-classifier");
+    assert_eq!(st["service"]["state"], "steady", "{st}");
     let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

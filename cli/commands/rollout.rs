@@ -431,9 +431,19 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    let (plan, _) =
+    let (plan, existing) =
         deployment::plan_and_apply(&spec, &infra, image, &spec_dir, &config, args.plan).await?;
     let deployed = !args.plan && (plan.service.is_some() || plan.task_definition.is_some());
+    // Nothing to change, but an earlier rollout's deployment still going (it was interrupted, or
+    // another client started it): wait for it too.
+    let in_progress = !deployed
+        && match (&existing, &plan.revision) {
+            (Some(s), Some(rev)) => matches!(
+                crate::deploy::assess(s, rev, &[]),
+                crate::deploy::Progress::Waiting(_)
+            ),
+            _ => false,
+        };
     let revision = plan.revision.clone();
     report.service = Some(plan);
     if let Some(dns) = triton_deploy_aws::elbv2::Elb::new(&config)
@@ -455,8 +465,8 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
     let Some(revision) = revision else {
         return Ok(report);
     };
-    if deployed || args.smoke || args.endpoint.is_some() {
-        if text && deployed {
+    if deployed || in_progress || args.smoke || args.endpoint.is_some() {
+        if text && (deployed || in_progress) {
             eprintln!(
                 "waiting for {} to run {}",
                 spec.service,

@@ -1,0 +1,187 @@
+//! A small KServe v2 (Triton HTTP protocol) server for tests, faithful to the protocol for what it
+//! serves: health, server and model metadata, model readiness, and JSON inference of `add_sub`
+//! (model-repos/simple-onnx: two FP32 [-1, 16] inputs, their sum and difference out). Bad requests
+//! get the protocol's `{"error": ...}` with 400; unknown models 404.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub url: String,
+    pub ready: Arc<AtomicBool>,
+    pub inferences: Arc<AtomicUsize>,
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn metadata() -> Value {
+    json!({
+        "name": "add_sub",
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": "INPUT0", "datatype": "FP32", "shape": [-1, 16]},
+            {"name": "INPUT1", "datatype": "FP32", "shape": [-1, 16]}
+        ],
+        "outputs": [
+            {"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, 16]},
+            {"name": "OUTPUT1", "datatype": "FP32", "shape": [-1, 16]}
+        ]
+    })
+}
+
+/// INPUT0's data, INPUT1's data, their shape.
+type Inputs = (Vec<f64>, Vec<f64>, Vec<u64>);
+
+/// Checks a JSON inference request against the metadata; returns the two inputs' data and shape.
+fn check(req: &Value) -> Result<Inputs, String> {
+    let inputs = req["inputs"].as_array().ok_or("request has no inputs")?;
+    let mut found: Vec<(Vec<f64>, Vec<u64>)> = Vec::new();
+    for want in ["INPUT0", "INPUT1"] {
+        let t = inputs
+            .iter()
+            .find(|i| i["name"] == want)
+            .ok_or_else(|| format!("expected input '{want}'"))?;
+        if t["datatype"] != "FP32" {
+            return Err(format!(
+                "inference input '{want}' data-type is '{}', but model 'add_sub' expects 'FP32'",
+                t["datatype"].as_str().unwrap_or("")
+            ));
+        }
+        let shape: Vec<u64> = t["shape"]
+            .as_array()
+            .ok_or("shape is not a list")?
+            .iter()
+            .map(|d| d.as_u64().ok_or("bad dimension"))
+            .collect::<Result<_, _>>()?;
+        if shape.len() != 2 || shape[1] != 16 || shape[0] == 0 || shape[0] > 8 {
+            return Err(format!(
+                "unexpected shape for input '{want}' for model 'add_sub'. Expected [-1,16], got {shape:?}"
+            ));
+        }
+        let data: Vec<f64> = t["data"]
+            .as_array()
+            .ok_or("data is not a list")?
+            .iter()
+            .map(|x| x.as_f64().ok_or("non-numeric FP32 data"))
+            .collect::<Result<_, _>>()?;
+        if data.len() as u64 != shape.iter().product::<u64>() {
+            return Err(format!(
+                "unexpected number of elements for input '{want}': {} for shape {shape:?}",
+                data.len()
+            ));
+        }
+        found.push((data, shape));
+    }
+    let (b, sb) = found.pop().unwrap();
+    let (a, sa) = found.pop().unwrap();
+    if sa != sb {
+        return Err("INPUT0 and INPUT1 shapes differ".into());
+    }
+    Ok((a, b, sa))
+}
+
+pub async fn start() -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let ready = Arc::new(AtomicBool::new(true));
+    let inferences = Arc::new(AtomicUsize::new(0));
+    let (r, n) = (ready.clone(), inferences.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (r, n) = (r.clone(), n.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (r, n) = (r.clone(), n.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let method = req.method().clone();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let ready = r.load(Ordering::SeqCst);
+                        let resp = match (method, path.as_str()) {
+                            (Method::GET, "/v2/health/live") => reply(StatusCode::OK, json!({})),
+                            (Method::GET, "/v2/health/ready") if ready => {
+                                reply(StatusCode::OK, json!({}))
+                            }
+                            (Method::GET, "/v2/health/ready") => {
+                                reply(StatusCode::SERVICE_UNAVAILABLE, json!({}))
+                            }
+                            (Method::GET, "/v2") => reply(
+                                StatusCode::OK,
+                                json!({"name": "triton", "version": "2.50.0", "extensions": []}),
+                            ),
+                            (Method::GET, "/v2/models/add_sub")
+                            | (Method::GET, "/v2/models/add_sub/versions/1") => {
+                                reply(StatusCode::OK, metadata())
+                            }
+                            (Method::GET, "/v2/models/add_sub/ready") if ready => {
+                                reply(StatusCode::OK, json!({}))
+                            }
+                            (Method::POST, "/v2/models/add_sub/infer")
+                            | (Method::POST, "/v2/models/add_sub/versions/1/infer") => {
+                                match serde_json::from_slice::<Value>(&body)
+                                    .map_err(|e| {
+                                        format!("failed to parse the request JSON buffer: {e}")
+                                    })
+                                    .and_then(|v| check(&v).map(|x| (v, x)))
+                                {
+                                    Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e})),
+                                    Ok((v, (a, b, shape))) => {
+                                        n.fetch_add(1, Ordering::SeqCst);
+                                        let sum: Vec<f64> =
+                                            a.iter().zip(&b).map(|(x, y)| x + y).collect();
+                                        let diff: Vec<f64> =
+                                            a.iter().zip(&b).map(|(x, y)| x - y).collect();
+                                        let mut out = json!({
+                                            "model_name": "add_sub",
+                                            "model_version": "1",
+                                            "outputs": [
+                                                {"name": "OUTPUT0", "datatype": "FP32", "shape": shape, "data": sum},
+                                                {"name": "OUTPUT1", "datatype": "FP32", "shape": shape, "data": diff}
+                                            ]
+                                        });
+                                        if let Some(id) = v.get("id") {
+                                            out["id"] = id.clone();
+                                        }
+                                        reply(StatusCode::OK, out)
+                                    }
+                                }
+                            }
+                            (_, p) if p.starts_with("/v2/models/") => reply(
+                                StatusCode::NOT_FOUND,
+                                json!({"error": format!("Request for unknown model: '{}' is not found", p.trim_start_matches("/v2/models/").split('/').next().unwrap_or(""))}),
+                            ),
+                            _ => reply(StatusCode::NOT_FOUND, json!({"error": "Not Found"})),
+                        };
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Server {
+        url: format!("http://{addr}"),
+        ready,
+        inferences,
+    }
+}
