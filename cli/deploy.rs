@@ -120,7 +120,7 @@ pub fn service_config(
         container_port: 8000,
         subnets: infra.subnets.clone(),
         security_groups: vec![infra.task_security_group.clone()],
-        enable_execute_command: false,
+        enable_execute_command: spec.enable_exec,
         tags: crate::infra::tags(spec),
     }
 }
@@ -201,10 +201,15 @@ pub fn scaling_target(
     })
 }
 
+/// The name of the CPU policy (present only when the spec sets `autoscaling.cpu_target`).
+pub fn cpu_policy_name(spec: &DeploymentSpec) -> String {
+    format!("triton-deploy-{}-cpu", spec.service)
+}
+
 /// The service's Application Auto Scaling: min/max tasks and target tracking on ALB requests per
-/// target.
-pub fn scaling(spec: &DeploymentSpec, infra: &Infra, target: &ScalingTarget) -> Scaling {
-    Scaling {
+/// target, plus one on average CPU when the spec asks for it.
+pub fn scaling(spec: &DeploymentSpec, infra: &Infra, target: &ScalingTarget) -> Vec<Scaling> {
+    let base = Scaling {
         resource_id: format!("service/{}/{}", infra.cluster, spec.service),
         min: spec.min_tasks as i32,
         max: spec.max_tasks as i32,
@@ -215,10 +220,20 @@ pub fn scaling(spec: &DeploymentSpec, infra: &Infra, target: &ScalingTarget) -> 
             &infra.load_balancer_arn,
             &infra.target_group_arn,
         ),
-        // GPU tasks are slow to start: scale out quickly, in slowly.
-        scale_in_cooldown: 300,
-        scale_out_cooldown: 60,
+        scale_in_cooldown: spec.scale_in_cooldown_seconds as i32,
+        scale_out_cooldown: spec.scale_out_cooldown_seconds as i32,
+    };
+    let mut out = vec![base.clone()];
+    if let Some(cpu) = spec.cpu_target {
+        out.push(Scaling {
+            policy_name: cpu_policy_name(spec),
+            metric: "ECSServiceAverageCPUUtilization".into(),
+            target: f64::from(cpu),
+            resource_label: None,
+            ..base
+        });
     }
+    out
 }
 
 /// The service's URL through the load balancer's DNS name and the spec's listener.

@@ -178,6 +178,29 @@ pub fn template(spec: &DeploymentSpec) -> Value {
             }
         }]);
     }
+    if spec.enable_exec {
+        // ECS Exec: the SSM agent in the task opens its channels.
+        let exec = json!({
+            "PolicyName": "ecs-exec",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Action": [
+                        "ssmmessages:CreateControlChannel",
+                        "ssmmessages:CreateDataChannel",
+                        "ssmmessages:OpenControlChannel",
+                        "ssmmessages:OpenDataChannel"
+                    ],
+                    "Resource": "*"
+                }]
+            }
+        });
+        match task_role_props["Policies"].as_array_mut() {
+            Some(p) => p.push(exec),
+            None => task_role_props["Policies"] = json!([exec]),
+        }
+    }
     r(
         "TaskRole",
         json!({"Type": "AWS::IAM::Role", "Properties": task_role_props}),
@@ -533,6 +556,18 @@ mod tests {
         assert_eq!(t["Parameters"]["AmiId"]["Default"], Ami::AL2023_GPU);
         let ud = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"].as_str().unwrap();
         assert!(ud.contains("ECS_CLUSTER=ml\n") && ud.contains("ECS_ENABLE_GPU_SUPPORT=true"));
+    }
+
+    #[test]
+    fn ecs_exec_adds_the_ssm_channels_to_the_task_role_only_when_asked() {
+        let off = template(&spec(""));
+        assert!(!off.to_string().contains("ssmmessages"));
+        let on = template(&spec("[task]\nenable_exec = true\n"));
+        let policies = on["Resources"]["TaskRole"]["Properties"]["Policies"].to_string();
+        assert!(
+            policies.contains("ssmmessages:OpenDataChannel")
+                && policies.contains("efs-access-point")
+        );
     }
 
     #[test]

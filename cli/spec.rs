@@ -72,6 +72,7 @@ struct TaskSection {
     stop_timeout_seconds: S<u32>,
     minimum_healthy_percent: S<u32>,
     maximum_percent: S<u32>,
+    enable_exec: S<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -105,6 +106,10 @@ struct AutoscalingSection {
     target_requests_per_task: S<u32>,
     /// A `bench --format json` result whose recommendation sets the target.
     bench_result: S<String>,
+    /// A second target-tracking policy on the service's average CPU, percent.
+    cpu_target: S<u32>,
+    scale_in_cooldown_seconds: S<u32>,
+    scale_out_cooldown_seconds: S<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -194,6 +199,11 @@ pub struct DeploymentSpec {
     pub max_tasks: u32,
     pub target_requests_per_task: Option<u32>,
     pub bench_result: Option<String>,
+    pub cpu_target: Option<u32>,
+    pub scale_in_cooldown_seconds: u32,
+    pub scale_out_cooldown_seconds: u32,
+    /// ECS Exec into the Triton container (`aws ecs execute-command`).
+    pub enable_exec: bool,
     /// The environment applied (`--env`), if any.
     pub environment: Option<String>,
 }
@@ -238,7 +248,8 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         health_check_grace_seconds,
         stop_timeout_seconds,
         minimum_healthy_percent,
-        maximum_percent
+        maximum_percent,
+        enable_exec
     );
     section!(storage, efs, mount_path, uid, gid, holds);
     section!(
@@ -255,7 +266,10 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         min_tasks,
         max_tasks,
         target_requests_per_task,
-        bench_result
+        bench_result,
+        cpu_target,
+        scale_in_cooldown_seconds,
+        scale_out_cooldown_seconds
     );
 }
 
@@ -636,6 +650,31 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
             )));
         }
     }
+    if let Some(c) = &autoscaling.cpu_target
+        && !(1..=100).contains(c.get_ref())
+    {
+        return Err(cx.err(
+            c.span(),
+            "autoscaling.cpu_target",
+            "must be a percentage between 1 and 100",
+        ));
+    }
+    for (key, v) in [
+        (
+            "autoscaling.scale_in_cooldown_seconds",
+            &autoscaling.scale_in_cooldown_seconds,
+        ),
+        (
+            "autoscaling.scale_out_cooldown_seconds",
+            &autoscaling.scale_out_cooldown_seconds,
+        ),
+    ] {
+        if let Some(v) = v
+            && *v.get_ref() > 3600
+        {
+            return Err(cx.err(v.span(), key, "at most 3600 seconds"));
+        }
+    }
     let desired_count = val(&task.desired_count).unwrap_or(min_tasks);
     if desired_count < min_tasks || desired_count > max_tasks {
         return Err(cx.err(
@@ -691,6 +730,11 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         max_tasks,
         target_requests_per_task: val(&autoscaling.target_requests_per_task),
         bench_result: val(&autoscaling.bench_result),
+        cpu_target: val(&autoscaling.cpu_target),
+        // GPU tasks are slow to start: scale out quickly, in slowly.
+        scale_in_cooldown_seconds: val(&autoscaling.scale_in_cooldown_seconds).unwrap_or(300),
+        scale_out_cooldown_seconds: val(&autoscaling.scale_out_cooldown_seconds).unwrap_or(60),
+        enable_exec: val(&task.enable_exec).unwrap_or(false),
         environment: environment.map(str::to_string),
     })
 }

@@ -227,7 +227,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     let spec = write_spec(
         dir.path(),
         &name,
-        "[task]\nshm_size_mib = 1024\nhealth_check_grace_seconds = 900\n[autoscaling]\nmin_tasks = 1\nmax_tasks = 1\ntarget_requests_per_task = 450\n",
+        "[task]\nshm_size_mib = 1024\nhealth_check_grace_seconds = 900\nenable_exec = true\n[autoscaling]\nmin_tasks = 1\nmax_tasks = 1\ntarget_requests_per_task = 450\ncpu_target = 70\nscale_in_cooldown_seconds = 600\n",
     );
     let moto = env("TD_MOTO_URL");
     let repo = format!("{name}/triton");
@@ -344,9 +344,25 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
         (rst["MinCapacity"].clone(), rst["MaxCapacity"].clone()),
         (json!(1), json!(1))
     );
-    let psp = &proxy.sent("PutScalingPolicy")[0];
+    let policies = proxy.sent("PutScalingPolicy");
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    let psp = &policies[0];
     let tt = &psp["TargetTrackingScalingPolicyConfiguration"];
     assert_eq!(tt["TargetValue"], 450.0);
+    assert_eq!(
+        (
+            tt["ScaleInCooldown"].clone(),
+            tt["ScaleOutCooldown"].clone()
+        ),
+        (json!(600), json!(60))
+    );
+    let cpu = &policies[1]["TargetTrackingScalingPolicyConfiguration"];
+    assert_eq!(cpu["TargetValue"], 70.0);
+    assert_eq!(
+        cpu["PredefinedMetricSpecification"]["PredefinedMetricType"],
+        "ECSServiceAverageCPUUtilization"
+    );
+    assert_eq!(cs["enableExecuteCommand"], true);
     let metric = &tt["PredefinedMetricSpecification"];
     assert_eq!(metric["PredefinedMetricType"], "ALBRequestCountPerTarget");
     let label = metric["ResourceLabel"].as_str().unwrap();
@@ -362,6 +378,20 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     assert!(text(&out).contains("service: no changes"), "{}", text(&out));
     assert_eq!(mutations(&proxy2), Vec::<String>::new());
     assert!(proxy2.actions().len() <= 25, "{:?}", proxy2.actions());
+
+    // Dropping the CPU policy from the spec is planned as its removal.
+    let text_spec = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text_spec.replace("cpu_target = 70\n", "")).unwrap();
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "triton-deploy-{name}-cpu: ECSServiceAverageCPUUtilization -> -"
+        )),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&spec, text_spec).unwrap();
 
     // Status.
     let out = cli_async(&moto, &["status", "--format", "json"], &spec).await;

@@ -224,31 +224,53 @@ pub async fn plan_and_apply(
     };
     let target =
         deploy::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
-    let scaling = deploy::scaling(spec, infra, &target);
+    let scalings = deploy::scaling(spec, infra, &target);
     plan.scaling_target = Some(target);
     let scaler = AppScaling::new(config);
-    let deployed_scaling = if existing.is_some() {
-        scaler
-            .get(&scaling.resource_id, &scaling.policy_name)
-            .await?
-    } else {
-        None
-    };
-    if deployed_scaling.as_ref() != Some(&scaling) {
-        plan.autoscaling = Some(ChangeOf {
-            action: if deployed_scaling.is_some() {
-                "update"
-            } else {
-                "create"
+    let mut changed_policies = Vec::new();
+    let mut autoscaling_changes = Vec::new();
+    let mut scaling_exists = false;
+    let mut stale_cpu_policy = false;
+    if existing.is_some() {
+        for s in &scalings {
+            let deployed = scaler.get(&s.resource_id, &s.policy_name).await?;
+            scaling_exists |= deployed.is_some();
+            if deployed.as_ref() != Some(s) {
+                autoscaling_changes.extend(deploy::diff(
+                    &deployed.as_ref().map(as_json).unwrap_or(Value::Null),
+                    &as_json(s),
+                ));
+                changed_policies.push(s.clone());
             }
-            .into(),
-            changes: deploy::diff(
-                &deployed_scaling
-                    .as_ref()
-                    .map(as_json)
-                    .unwrap_or(Value::Null),
-                &as_json(&scaling),
-            ),
+        }
+        if spec.cpu_target.is_none() {
+            let cpu = deploy::cpu_policy_name(spec);
+            stale_cpu_policy = scaler
+                .get(&scalings[0].resource_id, &cpu)
+                .await?
+                .is_some_and(|s| !s.metric.is_empty());
+            if stale_cpu_policy {
+                autoscaling_changes.push(FieldChange {
+                    path: cpu,
+                    from: Value::String("ECSServiceAverageCPUUtilization".into()),
+                    to: Value::Null,
+                });
+            }
+        }
+    } else {
+        changed_policies = scalings.clone();
+    }
+    if !changed_policies.is_empty() || stale_cpu_policy {
+        plan.autoscaling = Some(ChangeOf {
+            action: if scaling_exists { "update" } else { "create" }.into(),
+            changes: if scaling_exists {
+                autoscaling_changes
+            } else {
+                scalings
+                    .iter()
+                    .flat_map(|s| deploy::diff(&Value::Null, &as_json(s)))
+                    .collect()
+            },
         });
     }
     if plan_only {
@@ -287,7 +309,16 @@ pub async fn plan_and_apply(
         }
     }
     if plan.autoscaling.is_some() {
-        scaler.put(&scaling).await?;
+        // The target first (bounds), then each policy that differs.
+        scaler.register_target(&scalings[0]).await?;
+        for s in &changed_policies {
+            scaler.put_policy(s).await?;
+        }
+        if stale_cpu_policy {
+            scaler
+                .delete_policy(&scalings[0].resource_id, &deploy::cpu_policy_name(spec))
+                .await?;
+        }
     }
     Ok((plan, existing))
 }

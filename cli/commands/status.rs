@@ -222,14 +222,14 @@ async fn status(args: &StatusArgs) -> Result<StatusReport, RolloutError> {
         });
     let targets = elb.target_health(&infra.target_group_arn).await?;
     let progress = crate::deploy::assess(&svc, &svc.task_definition, &targets);
-    let scaling = crate::deploy::scaling(
+    let scaling = &crate::deploy::scaling(
         &cx.spec,
         &infra,
         &crate::deploy::ScalingTarget {
             requests_per_minute: 0,
             source: String::new(),
         },
-    );
+    )[0];
     let autoscaling = AppScaling::new(&cx.config)
         .get(&scaling.resource_id, &scaling.policy_name)
         .await?;

@@ -80,9 +80,11 @@ impl AppScaling {
             scale_in_cooldown: 0,
             scale_out_cooldown: 0,
         };
+        // Picked by name: not every implementation applies the PolicyNames filter.
         if let Some(c) = p
             .scaling_policies()
-            .first()
+            .iter()
+            .find(|p| p.policy_name() == policy_name)
             .and_then(|p| p.target_tracking_scaling_policy_configuration())
         {
             s.target = c.target_value();
@@ -96,8 +98,8 @@ impl AppScaling {
         Ok(Some(s))
     }
 
-    /// Registers the target and puts the policy.
-    pub async fn put(&self, s: &Scaling) -> Result<(), ApiError> {
+    /// Registers (or updates) the scalable target's bounds.
+    pub async fn register_target(&self, s: &Scaling) -> Result<(), ApiError> {
         self.client
             .register_scalable_target()
             .service_namespace(ServiceNamespace::Ecs)
@@ -108,6 +110,11 @@ impl AppScaling {
             .send()
             .await
             .map_err(api(SVC, "RegisterScalableTarget"))?;
+        Ok(())
+    }
+
+    /// Puts the target-tracking policy of `s`.
+    pub async fn put_policy(&self, s: &Scaling) -> Result<(), ApiError> {
         let metric = PredefinedMetricSpecification::builder()
             .predefined_metric_type(MetricType::from(s.metric.as_str()))
             .set_resource_label(s.resource_label.clone())
@@ -139,6 +146,23 @@ impl AppScaling {
             .send()
             .await
             .map_err(api(SVC, "PutScalingPolicy"))?;
+        Ok(())
+    }
+
+    pub async fn delete_policy(
+        &self,
+        resource_id: &str,
+        policy_name: &str,
+    ) -> Result<(), ApiError> {
+        self.client
+            .delete_scaling_policy()
+            .policy_name(policy_name)
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .send()
+            .await
+            .map_err(api(SVC, "DeleteScalingPolicy"))?;
         Ok(())
     }
 
