@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use triton_deploy::commands::{self, Format, Global};
 
 /// Take a Triton model repository to a load-tested, autoscaled GPU service on Amazon ECS.
@@ -45,6 +45,11 @@ enum Command {
     Destroy(commands::destroy::DestroyArgs),
     /// Print the service's container logs from CloudWatch.
     Logs(commands::logs::LogsArgs),
+    /// Print a shell completion script (e.g. `triton-deploy completions bash > /etc/bash_completion.d/triton-deploy`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -81,6 +86,15 @@ fn main() -> ExitCode {
         Command::Rollback(args) => commands::rollback::run(args, global),
         Command::Destroy(args) => commands::destroy::run(args, global),
         Command::Logs(args) => commands::logs::run(args, global),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "triton-deploy",
+                &mut std::io::stdout(),
+            );
+            0
+        }
     };
     ExitCode::from(code as u8)
 }
