@@ -5,6 +5,9 @@
 #             matching moto's ECR token (user AWS)                            :${TD_REGISTRY_PORT:-5001}
 #   upstream  a second registry without auth, standing in for a public base
 #             image registry (nvcr.io)                                        :${TD_UPSTREAM_PORT:-5002}
+#   kserve    MLServer, a real KServe v2 server with a small sklearn model
+#             (iris), standing in for Triton behind the load balancer        :${TD_KSERVE_PORT:-5003}
+#             (gRPC on TD_KSERVE_GRPC_PORT, default 5004; metrics on 5005)
 #
 #   ./scripts/stack.sh up      install what is missing, start everything (refuses busy ports)
 #   ./scripts/stack.sh down    stop what `up` started
@@ -20,6 +23,9 @@ venvs="${TD_VENV_DIR:-$stack}"
 moto_port="${TD_MOTO_PORT:-5000}"
 registry_port="${TD_REGISTRY_PORT:-5001}"
 upstream_port="${TD_UPSTREAM_PORT:-5002}"
+kserve_port="${TD_KSERVE_PORT:-5003}"
+kserve_grpc_port="${TD_KSERVE_GRPC_PORT:-5004}"
+kserve_metrics_port="${TD_KSERVE_METRICS_PORT:-5005}"
 # moto's ECR token is deterministic: base64("AWS:<account>-auth-token").
 ecr_password="123456789012-auth-token"
 
@@ -29,7 +35,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {
   local port=$1 name=$2
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     port_busy "$port" && return 0
     sleep 0.1
   done
@@ -63,6 +69,41 @@ install_moto() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     cp "$req" "$venv/.requirements"
+  fi
+}
+
+install_mlserver() {
+  local venv="$venvs/venv-ml" req="$root/scripts/requirements-mlserver.txt"
+  if [ ! -x "$venv/bin/mlserver" ] || ! cmp -s "$req" "$venv/.requirements"; then
+    say "installing MLServer into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/.requirements"
+  fi
+}
+
+mlserver_config() {
+  local dir="$stack/mlserver"
+  mkdir -p "$dir/models/iris"
+  # parallel_workers 0: MLServer's worker processes die under recent uvloop versions.
+  cat >"$dir/settings.json" <<EOS
+{"debug": false, "host": "127.0.0.1", "http_port": $kserve_port, "grpc_port": $kserve_grpc_port,
+ "metrics_port": $kserve_metrics_port, "metrics_endpoint": "/metrics", "parallel_workers": 0}
+EOS
+  cat >"$dir/models/iris/model-settings.json" <<'EOS'
+{"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+ "parameters": {"uri": "./model.joblib", "version": "v1"},
+ "inputs":  [{"name": "predict", "datatype": "FP32", "shape": [-1, 4]}],
+ "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}]}
+EOS
+  if [ ! -f "$dir/models/iris/model.joblib" ]; then
+    "$venvs/venv-ml/bin/python" - "$dir/models/iris/model.joblib" <<'EOP'
+import sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+X, y = load_iris(return_X_y=True)
+joblib.dump(LogisticRegression(max_iter=500).fit(X, y), sys.argv[1])
+EOP
   fi
 }
 
@@ -115,6 +156,17 @@ up() {
   start registry "$registry_port" docker-registry serve "$stack/registry/config.yml"
   registry_config upstream "$upstream_port" no
   start upstream "$upstream_port" docker-registry serve "$stack/upstream/config.yml"
+  install_mlserver
+  mlserver_config
+  start kserve "$kserve_port" "$venvs/venv-ml/bin/mlserver" start "$stack/mlserver"
+  # Listening is not ready: wait for the model.
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$kserve_port/v2/models/iris/ready" >/dev/null && return 0
+    sleep 0.2
+  done
+  say "error: MLServer did not load the iris model (log: $stack/kserve.log)"
+  tail -20 "$stack/kserve.log" >&2
+  return 1
 }
 
 stop_one() {
@@ -132,7 +184,7 @@ stop_one() {
 }
 
 down() {
-  for n in upstream registry moto; do stop_one "$n"; done
+  for n in kserve upstream registry moto; do stop_one "$n"; done
 }
 
 env_vars() {
@@ -145,11 +197,14 @@ export AWS_EC2_METADATA_DISABLED=true
 export TD_MOTO_URL=http://127.0.0.1:$moto_port
 export TD_REGISTRY_URL=http://127.0.0.1:$registry_port
 export TD_UPSTREAM_URL=http://127.0.0.1:$upstream_port
+export TD_KSERVE_URL=http://127.0.0.1:$kserve_port
+export TD_KSERVE_GRPC=127.0.0.1:$kserve_grpc_port
+export TD_KSERVE_METRICS_URL=http://127.0.0.1:$kserve_metrics_port/metrics
 EOV
 }
 
 status() {
-  for n in moto registry upstream; do
+  for n in moto registry upstream kserve; do
     if [ -f "$stack/$n.pid" ] && kill -0 "$(cat "$stack/$n.pid")" 2>/dev/null; then
       echo "$n: running (pid $(cat "$stack/$n.pid"))"
     else

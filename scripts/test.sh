@@ -32,9 +32,9 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The local stand-ins (moto, registries) for the integration tests; stopped again on exit unless
+# The local stand-ins (moto, registries, MLServer) for the integration tests and the demo; stopped again on exit unless
 # they were already running.
 stack_status="$(./scripts/stack.sh status)"
 if grep -q "registry: running" <<<"$stack_status"; then
@@ -48,7 +48,14 @@ eval "$(./scripts/stack.sh env)"
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --run-ignored all --no-fail-fast "$@"
+  cargo nextest run --workspace --locked --run-ignored all --no-fail-fast "$@"
 else
-  cargo test --locked --no-fail-fast -- --include-ignored "$@"
+  cargo test --workspace --locked --no-fail-fast -- --include-ignored "$@"
+fi
+
+# The local demo, on the same stand-ins, so that the two cannot drift apart (skipped when the
+# tests were filtered).
+if [ $# -eq 0 ]; then
+  say "examples/local/demo.sh"
+  TD_KEEP_STACK=1 ./examples/local/demo.sh
 fi

@@ -479,12 +479,8 @@ pub async fn smoke(endpoint: &str, models: &[String]) -> Result<String, ServiceE
         .map_err(|e| ServiceError::Verify(e.to_string()))?;
     let base = endpoint.trim_end_matches('/');
     let fail = |m: String| ServiceError::Verify(format!("smoke test: {m}"));
-    if models.is_empty() {
-        return Err(fail(
-            "no model to try: set image.model_repository in the spec".into(),
-        ));
-    }
-    // The first model the server calls ready.
+    // The first of the spec's models the server calls ready; else the first READY model of the
+    // server's repository index (Triton's repository extension).
     let mut chosen = None;
     for m in models {
         if let Ok(r) = client
@@ -497,11 +493,26 @@ pub async fn smoke(endpoint: &str, models: &[String]) -> Result<String, ServiceE
             break;
         }
     }
+    if chosen.is_none()
+        && let Ok(r) = client
+            .post(format!("{base}/v2/repository/index"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+        && let Ok(Value::Array(index)) = r.json::<Value>().await
+    {
+        chosen = index
+            .iter()
+            .find(|m| m.get("state").and_then(Value::as_str) == Some("READY"))
+            .and_then(|m| m.get("name").and_then(Value::as_str))
+            .map(str::to_string);
+    }
     let model = chosen.ok_or_else(|| {
-        fail(format!(
-            "none of the models is ready: {}",
-            models.join(", ")
-        ))
+        fail(if models.is_empty() {
+            "no ready model: the server lists none (set image.model_repository in the spec)".into()
+        } else {
+            format!("none of the models is ready: {}", models.join(", "))
+        })
     })?;
     let model = &model;
     let meta: Value = client

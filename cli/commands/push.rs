@@ -117,6 +117,8 @@ pub enum PushError {
     #[error(transparent)]
     Ecr(#[from] ecr::EcrError),
     #[error(transparent)]
+    EcrApi(#[from] triton_deploy_aws::ApiError),
+    #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
@@ -480,6 +482,9 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
     // 3. Target registry (ECR), unless only writing locally.
     let base_name = ImageName::parse(&args.base)?;
     let mut target: Option<(Registry, ecr::Repository)> = None;
+    // With --registry-endpoint the registry is not ECR's own (a stand-in or a proxy): the ECR API
+    // then learns of the image from us, as ECR's registry would tell it.
+    let mut control_plane: Option<ecr::Ecr> = None;
     if let Some(name) = &args.repository {
         ecr::check_repository_name(name).map_err(|e| PushError::Usage(e.to_string()))?;
         let cfg = triton_deploy_aws::load_config(&AwsOptions {
@@ -511,6 +516,9 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
             args.insecure_registry,
         )?;
         reg.ping().await?;
+        if args.registry_endpoint.is_some() {
+            control_plane = Some(client);
+        }
         target = Some((reg, repository));
     }
 
@@ -650,6 +658,15 @@ async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> 
                 for l in layer_reports.iter_mut().filter(|l| l.digest == b.digest) {
                     l.uploaded = b.uploaded;
                 }
+            }
+            if let Some(c) = &control_plane {
+                c.put_image(
+                    &repository.name,
+                    &tag,
+                    &String::from_utf8_lossy(&built.manifest_bytes),
+                    &built.manifest_media_type,
+                )
+                .await?;
             }
             format!("{}@{}", repository.uri, built.digest)
         }

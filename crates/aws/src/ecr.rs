@@ -314,6 +314,31 @@ impl Ecr {
 }
 
 impl Ecr {
+    /// Records a manifest already in the registry under `tag` (ECR `PutImage`). An image ECR
+    /// already has is fine.
+    pub async fn put_image(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &str,
+        media_type: &str,
+    ) -> Result<(), crate::ApiError> {
+        match self
+            .client
+            .put_image()
+            .repository_name(repository)
+            .image_tag(tag)
+            .image_manifest(manifest)
+            .image_manifest_media_type(media_type)
+            .send()
+            .await
+            .map_err(crate::api("ECR", "PutImage"))
+        {
+            Err(e) if !e.detail.contains("AlreadyExists") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes the repository and its images. Absent is fine.
     pub async fn delete_repository(&self, name: &str) -> Result<(), crate::ApiError> {
         match self
