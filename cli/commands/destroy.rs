@@ -151,16 +151,7 @@ async fn destroy(args: &DestroyArgs, global: Global) -> Result<DestroyReport, Ro
         say(&format!("deleting stack {stack_name}"));
         let on_event = move |e: &StackEvent| {
             if text {
-                eprintln!(
-                    "  {:<22} {:<40} {}{}",
-                    e.status,
-                    e.resource_type,
-                    e.logical_id,
-                    e.reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                );
+                super::print_stack_event(e);
             }
         };
         Cfn::new(&cx.config)

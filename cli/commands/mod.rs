@@ -77,3 +77,17 @@ pub mod exit {
     /// Usage or I/O error.
     pub const USAGE: i32 = 2;
 }
+
+/// One CloudFormation stack event as a progress line on stderr.
+pub fn print_stack_event(e: &triton_deploy_aws::cfn::StackEvent) {
+    eprintln!(
+        "  {:<22} {:<40} {}{}",
+        e.status,
+        e.resource_type,
+        e.logical_id,
+        e.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+}

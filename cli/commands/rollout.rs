@@ -688,16 +688,7 @@ async fn infra_phase(
     let text = global.format == Format::Text;
     let on_event = move |e: &StackEvent| {
         if text {
-            eprintln!(
-                "  {:<22} {:<40} {}{}",
-                e.status,
-                e.resource_type,
-                e.logical_id,
-                e.reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
+            super::print_stack_event(e);
         }
     };
     cfn.execute(

@@ -30,6 +30,14 @@ pub struct Scaling {
     pub scale_out_cooldown: i32,
 }
 
+fn invalid_policy(e: impl std::fmt::Display) -> ApiError {
+    ApiError {
+        service: SVC,
+        action: "PutScalingPolicy",
+        detail: format!("invalid policy: {e}"),
+    }
+}
+
 pub struct AppScaling {
     client: Client,
 }
@@ -119,22 +127,14 @@ impl AppScaling {
             .predefined_metric_type(MetricType::from(s.metric.as_str()))
             .set_resource_label(s.resource_label.clone())
             .build()
-            .map_err(|e| ApiError {
-                service: SVC,
-                action: "PutScalingPolicy",
-                detail: e.to_string(),
-            })?;
+            .map_err(invalid_policy)?;
         let config = TargetTrackingScalingPolicyConfiguration::builder()
             .target_value(s.target)
             .predefined_metric_specification(metric)
             .scale_in_cooldown(s.scale_in_cooldown)
             .scale_out_cooldown(s.scale_out_cooldown)
             .build()
-            .map_err(|e| ApiError {
-                service: SVC,
-                action: "PutScalingPolicy",
-                detail: e.to_string(),
-            })?;
+            .map_err(invalid_policy)?;
         self.client
             .put_scaling_policy()
             .policy_name(&s.policy_name)

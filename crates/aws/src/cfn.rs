@@ -299,21 +299,8 @@ impl Cfn {
         let mut seen = seen_before.clone();
         let mut failures = Vec::new();
         loop {
-            let mut events = self.events(stack).await?;
-            events.reverse(); // oldest first
-            for e in events {
-                if seen.insert(e.id.clone()) {
-                    if e.status.ends_with("_FAILED") {
-                        failures.push(format!(
-                            "  {} ({}): {}",
-                            e.logical_id,
-                            e.resource_type,
-                            e.reason.clone().unwrap_or_default()
-                        ));
-                    }
-                    on_event(&e);
-                }
-            }
+            self.new_events(stack, &mut seen, &mut failures, on_event)
+                .await?;
             let info = self.describe(stack).await?.unwrap_or_default();
             if is_terminal(&info.status) && !info.status.ends_with("_IN_PROGRESS") {
                 if is_success(&info.status) {
@@ -352,21 +339,8 @@ impl Cfn {
             let Some(info) = self.describe(stack).await? else {
                 return Ok(());
             };
-            let mut events = self.events(stack).await?;
-            events.reverse();
-            for e in events {
-                if seen.insert(e.id.clone()) {
-                    if e.status.ends_with("_FAILED") {
-                        failures.push(format!(
-                            "  {} ({}): {}",
-                            e.logical_id,
-                            e.resource_type,
-                            e.reason.clone().unwrap_or_default()
-                        ));
-                    }
-                    on_event(&e);
-                }
-            }
+            self.new_events(stack, &mut seen, &mut failures, on_event)
+                .await?;
             if info.status == "DELETE_FAILED" {
                 return Err(CfnError::StackFailed {
                     stack: stack.into(),
@@ -379,6 +353,32 @@ impl Cfn {
             }
             tokio::time::sleep(self.poll).await;
         }
+    }
+
+    /// Passes the stack's events not `seen` yet to `on_event`, oldest first, and notes failures.
+    async fn new_events(
+        &self,
+        stack: &str,
+        seen: &mut std::collections::HashSet<String>,
+        failures: &mut Vec<String>,
+        on_event: &(dyn Fn(&StackEvent) + Sync),
+    ) -> Result<(), CfnError> {
+        let mut events = self.events(stack).await?;
+        events.reverse(); // oldest first
+        for e in events {
+            if seen.insert(e.id.clone()) {
+                if e.status.ends_with("_FAILED") {
+                    failures.push(format!(
+                        "  {} ({}): {}",
+                        e.logical_id,
+                        e.resource_type,
+                        e.reason.clone().unwrap_or_default()
+                    ));
+                }
+                on_event(&e);
+            }
+        }
+        Ok(())
     }
 
     async fn events(&self, stack: &str) -> Result<Vec<StackEvent>, CfnError> {

@@ -413,6 +413,29 @@ pub struct StoppedTask {
     pub container_reasons: Vec<String>,
 }
 
+/// The fields `CreateService` and `UpdateService` share, set the same way on either request.
+macro_rules! service_fields {
+    ($req:expr, $c:expr) => {
+        $req.cluster(&$c.cluster)
+            .task_definition(&$c.task_definition)
+            .set_capacity_provider_strategy(Some(Ecs::strategy($c)))
+            .deployment_configuration(Ecs::deployment_configuration($c))
+            .health_check_grace_period_seconds($c.health_check_grace_period_seconds)
+            .set_placement_strategy(Some(Ecs::placement()))
+            .load_balancers(
+                LoadBalancer::builder()
+                    .target_group_arn(&$c.target_group_arn)
+                    .container_name(&$c.container_name)
+                    .container_port($c.container_port)
+                    .build(),
+            )
+            .network_configuration(Ecs::network($c)?)
+            .propagate_tags(PropagateTags::Service)
+            .enable_ecs_managed_tags(true)
+            .enable_execute_command($c.enable_execute_command)
+    };
+}
+
 pub struct Ecs {
     client: Client,
 }
@@ -753,34 +776,18 @@ impl Ecs {
     }
 
     pub async fn create_service(&self, c: &ServiceConfig) -> Result<String, ApiError> {
-        let out = self
+        let req = self
             .client
             .create_service()
-            .cluster(&c.cluster)
             .service_name(&c.service_name)
-            .task_definition(&c.task_definition)
             .desired_count(c.desired_count.unwrap_or(1))
-            .set_capacity_provider_strategy(Some(Self::strategy(c)))
-            .deployment_configuration(Self::deployment_configuration(c))
-            .health_check_grace_period_seconds(c.health_check_grace_period_seconds)
-            .set_placement_strategy(Some(Self::placement()))
-            .load_balancers(
-                LoadBalancer::builder()
-                    .target_group_arn(&c.target_group_arn)
-                    .container_name(&c.container_name)
-                    .container_port(c.container_port)
-                    .build(),
-            )
-            .network_configuration(Self::network(c)?)
-            .propagate_tags(PropagateTags::Service)
-            .enable_ecs_managed_tags(true)
-            .enable_execute_command(c.enable_execute_command)
             .set_tags(Some(
                 c.tags
                     .iter()
                     .map(|(k, v)| Tag::builder().key(k).value(v).build())
                     .collect(),
-            ))
+            ));
+        let out = service_fields!(req, c)
             .send()
             .await
             .map_err(api(SVC, "CreateService"))?;
@@ -794,28 +801,13 @@ impl Ecs {
     /// Updates the service to `c`. The desired count is only sent when `c` has one (autoscaling
     /// owns it otherwise).
     pub async fn update_service(&self, c: &ServiceConfig, force: bool) -> Result<(), ApiError> {
-        self.client
+        let req = self
+            .client
             .update_service()
-            .cluster(&c.cluster)
             .service(&c.service_name)
-            .task_definition(&c.task_definition)
             .set_desired_count(c.desired_count)
-            .set_capacity_provider_strategy(Some(Self::strategy(c)))
-            .deployment_configuration(Self::deployment_configuration(c))
-            .health_check_grace_period_seconds(c.health_check_grace_period_seconds)
-            .set_placement_strategy(Some(Self::placement()))
-            .load_balancers(
-                LoadBalancer::builder()
-                    .target_group_arn(&c.target_group_arn)
-                    .container_name(&c.container_name)
-                    .container_port(c.container_port)
-                    .build(),
-            )
-            .network_configuration(Self::network(c)?)
-            .propagate_tags(PropagateTags::Service)
-            .enable_ecs_managed_tags(true)
-            .enable_execute_command(c.enable_execute_command)
-            .force_new_deployment(force)
+            .force_new_deployment(force);
+        service_fields!(req, c)
             .send()
             .await
             .map_err(api(SVC, "UpdateService"))?;
