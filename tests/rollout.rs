@@ -288,4 +288,23 @@ async fn a_newer_ami_behind_the_parameter_is_reported_and_planned() {
         "{t}"
     );
     assert_eq!(doc["ami"], new);
+
+    // status says the same: the hosts run the old AMI, a newer one is out.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["status", "--format", "json", "-f"])
+        .arg(&spec)
+        .env("AWS_ENDPOINT_URL", &moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(st["ami"], old, "{st}");
+    assert_eq!(
+        st["ami_update"],
+        serde_json::json!({"from": old, "to": new}),
+        "{st}"
+    );
 }
