@@ -545,6 +545,32 @@ mod tests {
     }
 
     #[test]
+    fn the_scaling_target_comes_from_a_bench_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = crate::bench::autoscaling(40.0, 1, 0.5, None, None);
+        std::fs::write(
+            dir.path().join("bench.json"),
+            json!({"steps": [], "autoscaling": a}).to_string(),
+        )
+        .unwrap();
+        let spec = crate::spec::parse(
+            std::path::Path::new("t.toml"),
+            "[service]\nname = \"x\"\n[autoscaling]\nbench_result = \"bench.json\"\n",
+            None,
+        )
+        .unwrap();
+        let t = scaling_target(&spec, dir.path()).unwrap();
+        assert_eq!(t.requests_per_minute, 1200);
+        assert!(t.source.contains("bench.json"));
+        std::fs::write(dir.path().join("bench.json"), "{\"steps\": []}").unwrap();
+        assert!(
+            scaling_target(&spec, dir.path())
+                .unwrap_err()
+                .contains("--latency-budget")
+        );
+    }
+
+    #[test]
     fn normalized_definitions_ignore_order_and_empty_defaults() {
         let a = json!({"family": "f", "volumes": [], "tags": [{"key": "b", "value": "2"}, {"key": "a", "value": "1"}],
                        "containerDefinitions": [{"name": "triton", "environment": [], "mountPoints": []}]});

@@ -3,6 +3,7 @@
 //! Data flows one way, one module per stage:
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
+pub mod bench;
 pub mod commands;
 pub mod deploy;
 pub mod docker_build;

@@ -45,6 +45,9 @@ enum Command {
     Destroy(commands::destroy::DestroyArgs),
     /// Print the service's container logs from CloudWatch.
     Logs(commands::logs::LogsArgs),
+    /// Load-test a KServe v2 endpoint: latency, throughput, the capacity at a latency budget, and
+    /// the autoscaling target it implies.
+    Bench(Box<commands::bench::BenchArgs>),
     /// Print a shell completion script (e.g. `triton-deploy completions bash > /etc/bash_completion.d/triton-deploy`).
     Completions {
         #[arg(value_enum)]
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => commands::rollback::run(args, global),
         Command::Destroy(args) => commands::destroy::run(args, global),
         Command::Logs(args) => commands::logs::run(args, global),
+        Command::Bench(args) => commands::bench::run(*args, global),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -14,6 +14,7 @@ const COMMANDS: &[&[&str]] = &[
     &["rollback"],
     &["destroy"],
     &["logs"],
+    &["bench"],
     &["completions"],
 ];
 

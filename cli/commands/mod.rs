@@ -1,6 +1,7 @@
 //! The subcommands. Each is a clap `Args` struct plus a `run` that returns the process exit code;
 //! the work itself lives in the stage modules.
 
+pub mod bench;
 pub mod deployment;
 pub mod destroy;
 pub mod logs;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, without AWS, in a few minutes (the first build takes longer):
-#   validate -> push -> rollout --plan -> rollout -> status -> (bench) -> destroy
+#   validate -> push -> rollout --plan -> rollout -> status -> bench -> destroy
 # against the local stand-ins of scripts/stack.sh: moto for the AWS APIs, Debian's docker-registry
 # for ECR's registry, a second registry holding a stand-in tritonserver base image, and MLServer (a
 # real KServe v2 server) answering where the load balancer would.
@@ -69,14 +69,11 @@ say "rollout --plan again (exit 0: nothing to change)"
 say "status"
 "$bin" status -f "$spec"
 
-say "bench"
-if "$bin" bench --help >/dev/null 2>&1; then
-  echo "(against MLServer at $TD_KSERVE_URL, standing in for the load balancer's endpoint)"
-  "$bin" bench --url "$TD_KSERVE_URL" --model iris --concurrency 1:4:x2 --duration 3s \
-    --report "$work/bench.html" --format table | tee "$work/bench.txt"
-else
-  echo "bench is not built yet: skipped"
-fi
+say "bench: against MLServer at $TD_KSERVE_URL, standing in for the load balancer's endpoint"
+"$bin" bench --url "$TD_KSERVE_URL" --model iris --concurrency 1:8:x2 --duration 1s --warmup 500ms \
+  --latency-budget 50ms --stability 20 --max-trials 5 --price-per-hour 1.006 \
+  --out "$work/bench.json" --csv "$work/bench.csv"
+echo "(on AWS, point autoscaling.bench_result at $work/bench.json: rollout sets its target from it)"
 
 say "destroy"
 "$bin" destroy --yes -f "$spec"
@@ -86,6 +83,6 @@ cat <<EOS
   spec:            $spec
   images:          ECR repository demo/add-sub (kept; registry data in ${TD_STACK_DIR:-.stack}/registry)
   stand-in logs:   ${TD_STACK_DIR:-.stack}/*.log
-  demo files:      $work
+  demo files:      $work (bench.json, bench.csv)
   next:            the same spec against AWS: unset AWS_ENDPOINT_URL, see README "On AWS"
 EOS

@@ -1,0 +1,752 @@
+//! Endpoint → BenchReport: a KServe v2 load generator. Requests are built from the model's
+//! metadata; load is closed-loop (fixed concurrency) or open-loop (a constant or Poisson rate,
+//! latency measured from the *intended* send time, so queueing the generator cannot hide is
+//! counted); every step runs measurement windows until the last three agree within the stability
+//! percentage (perf_analyzer's rule) or the trials run out. An SLA search finds the highest load
+//! whose percentile stays under a budget, and turns it into the autoscaling target `rollout` reads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The load of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// Closed loop: this many requests in flight.
+    Concurrency(u32),
+    /// Open loop: requests per second, evenly spaced.
+    Rate(f64),
+    /// Open loop: requests per second, exponential gaps.
+    Poisson(f64),
+}
+
+impl Load {
+    pub fn label(&self) -> String {
+        match self {
+            Load::Concurrency(c) => format!("concurrency {c}"),
+            Load::Rate(r) => format!("rate {r}/s"),
+            Load::Poisson(r) => format!("poisson {r}/s"),
+        }
+    }
+}
+
+/// `1:64:x2` (doubling) or `100:2000:100` (adding) or a single value.
+pub fn parse_range(s: &str) -> Result<Vec<f64>, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |x: &str| -> Result<f64, String> {
+        x.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("`{s}`: `{x}` is not a positive number"))
+    };
+    match parts.as_slice() {
+        [one] => Ok(vec![num(one)?]),
+        [a, b] | [a, b, _] => {
+            let (start, end) = (num(a)?, num(b)?);
+            if end < start {
+                return Err(format!("`{s}`: the end is below the start"));
+            }
+            let step = parts.get(2).copied().unwrap_or("x2");
+            let mut out = Vec::new();
+            let mut v = start;
+            if let Some(f) = step.strip_prefix('x') {
+                let f = num(f)?;
+                if f <= 1.0 {
+                    return Err(format!("`{s}`: the factor must be above 1"));
+                }
+                while v <= end * (1.0 + 1e-9) {
+                    out.push(v);
+                    v *= f;
+                }
+            } else {
+                let d = num(step)?;
+                while v <= end * (1.0 + 1e-9) {
+                    out.push(v);
+                    v += d;
+                }
+            }
+            if out.len() > 1000 {
+                return Err(format!("`{s}`: more than 1000 steps"));
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "`{s}`: use START:END:STEP, e.g. 1:64:x2 or 100:2000:100"
+        )),
+    }
+}
+
+/// A small, fast PRNG (xorshift64*): random input data and Poisson gaps need no more.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How input tensors are filled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputData {
+    Random,
+    Zero,
+    /// perf_analyzer's input-data JSON: `{"data": [{"INPUT0": [..] | {"content": [..], "shape": [..]}}, ..]}`.
+    File(Value),
+}
+
+/// Request bodies for a model, from its metadata: one per `--input-data` entry (round-robin), or
+/// a few random ones.
+pub fn build_requests(
+    meta: &Value,
+    data: &InputData,
+    shapes: &BTreeMap<String, Vec<i64>>,
+    batch: u32,
+) -> Result<Vec<Vec<u8>>, String> {
+    let inputs = meta
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or("the model metadata lists no inputs")?;
+    let entries: Vec<Value> = match data {
+        InputData::File(v) => v
+            .get("data")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .ok_or("the input-data file has no \"data\" list")?,
+        InputData::Random => vec![Value::Null; 4],
+        InputData::Zero => vec![Value::Null],
+    };
+    let mut rng = Rng::new(0x5eed);
+    let mut out = Vec::new();
+    for entry in &entries {
+        let mut tensors = Vec::new();
+        for i in inputs {
+            let name = i
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or("an input has no name")?;
+            let dt = i
+                .get("datatype")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("input {name} has no datatype"))?;
+            let meta_shape: Vec<i64> = i
+                .get("shape")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("input {name} has no shape"))?
+                .iter()
+                .map(|d| {
+                    d.as_i64()
+                        .ok_or_else(|| format!("input {name}: bad dimension {d}"))
+                })
+                .collect::<Result<_, _>>()?;
+            let given = entry.get(name);
+            let (content, explicit_shape) = match given {
+                Some(Value::Object(o)) => (o.get("content").cloned(), o.get("shape").cloned()),
+                Some(v @ Value::Array(_)) => (Some(v.clone()), None),
+                Some(_) => {
+                    return Err(format!(
+                        "input-data entry for {name} is neither a list nor {{content, shape}}"
+                    ));
+                }
+                None if matches!(data, InputData::File(_)) => {
+                    return Err(format!("the input-data file has no data for input {name}"));
+                }
+                None => (None, None),
+            };
+            let shape: Vec<u64> = match explicit_shape {
+                Some(s) => {
+                    serde_json::from_value(s).map_err(|e| format!("input {name}: shape: {e}"))?
+                }
+                None => {
+                    let wanted = shapes.get(name);
+                    let mut dims = Vec::new();
+                    for (k, d) in meta_shape.iter().enumerate() {
+                        dims.push(match (*d, wanted) {
+                            (d, _) if d >= 0 => d as u64,
+                            (_, Some(w)) if w.len() == meta_shape.len() && w[k] > 0 => w[k] as u64,
+                            // The leading dynamic dimension of a batching model is the batch.
+                            (_, _) if k == 0 => u64::from(batch.max(1)),
+                            _ => {
+                                return Err(format!(
+                                    "input {name} has a dynamic dimension {k}: give its size with --shape {name}:{}",
+                                    meta_shape.iter().map(|d| if *d < 0 { "N".into() } else { d.to_string() }).collect::<Vec<_>>().join(",")
+                                ));
+                            }
+                        });
+                    }
+                    dims
+                }
+            };
+            let count: u64 = shape.iter().product();
+            if count > 1 << 26 {
+                return Err(format!("input {name} would have {count} elements"));
+            }
+            let values: Value = match content {
+                Some(Value::Array(a)) => {
+                    let flat = flatten(&a);
+                    if flat.len() as u64 != count {
+                        return Err(format!(
+                            "input-data for {name} has {} elements, its shape {shape:?} needs {count}",
+                            flat.len()
+                        ));
+                    }
+                    Value::Array(flat)
+                }
+                Some(_) => return Err(format!("input-data content for {name} is not a list")),
+                None => Value::Array(
+                    (0..count)
+                        .map(|_| sample(dt, data, &mut rng))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            tensors.push(json!({"name": name, "datatype": dt, "shape": shape, "data": values}));
+        }
+        out.push(serde_json::to_vec(&json!({"inputs": tensors})).expect("json"));
+    }
+    Ok(out)
+}
+
+fn flatten(a: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for v in a {
+        match v {
+            Value::Array(inner) => out.extend(flatten(inner)),
+            other => out.push(other.clone()),
+        }
+    }
+    out
+}
+
+fn sample(dt: &str, data: &InputData, rng: &mut Rng) -> Result<Value, String> {
+    let zero = *data == InputData::Zero;
+    Ok(match dt {
+        "BOOL" => json!(!zero && rng.next_u64() & 1 == 1),
+        "BYTES" => json!(if zero {
+            String::new()
+        } else {
+            format!("{:x}", rng.next_u64())
+        }),
+        "FP16" | "BF16" | "FP32" | "FP64" => json!(if zero {
+            0.0
+        } else {
+            (rng.next_f64() * 2.0 - 1.0) as f32 as f64
+        }),
+        "INT8" => json!(if zero {
+            0
+        } else {
+            (rng.next_u64() % 256) as i64 - 128
+        }),
+        "UINT8" => json!(if zero { 0 } else { rng.next_u64() % 256 }),
+        "INT16" | "INT32" | "INT64" => json!(if zero {
+            0
+        } else {
+            (rng.next_u64() % 1000) as i64
+        }),
+        "UINT16" | "UINT32" | "UINT64" => json!(if zero { 0 } else { rng.next_u64() % 1000 }),
+        other => return Err(format!("unknown datatype {other}")),
+    })
+}
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: u64,
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p95: h.value_at_quantile(0.95),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: h.mean() as u64,
+    }
+}
+
+fn percentile(h: &Histogram<u64>, p: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(p / 100.0)
+    }
+}
+
+/// One measured step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Successful inferences per second (× batch size).
+    pub throughput: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub latency_us: Latency,
+    /// Measurement windows run, and whether the last three agreed.
+    pub windows: u32,
+    pub stable: bool,
+    /// Open loop: requests sent more than 1 ms after their intended time, and the worst lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<Behind>,
+    /// Server-side figures when the server has them; otherwise why not.
+    pub server: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Behind {
+    /// Requests sent per second, from the start to the last send: how closely the generator
+    /// held the rate (what the server made of it is `throughput`).
+    pub sent_rate: f64,
+    pub late_requests: u64,
+    pub max_lag_us: u64,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub model: String,
+    pub version: Option<String>,
+    pub window: Duration,
+    pub warmup: Duration,
+    /// Stop after this many requests per step (no stability search).
+    pub requests: Option<u64>,
+    pub percentile: f64,
+    pub stability: f64,
+    pub max_trials: u32,
+    pub batch: u32,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Stop a step when this fraction of requests fail.
+    pub max_error_rate: f64,
+}
+
+impl Settings {
+    fn infer_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        match &self.version {
+            Some(v) => format!("{base}/v2/models/{}/versions/{v}/infer", self.model),
+            None => format!("{base}/v2/models/{}/infer", self.model),
+        }
+    }
+    pub fn metadata_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        match &self.version {
+            Some(v) => format!("{base}/v2/models/{}/versions/{v}", self.model),
+            None => format!("{base}/v2/models/{}", self.model),
+        }
+    }
+}
+
+/// The counters the request tasks share during one window.
+struct Window {
+    hist: std::sync::Mutex<Histogram<u64>>,
+    ok: AtomicU64,
+    errors: std::sync::Mutex<BTreeMap<String, u64>>,
+    late: AtomicU64,
+    max_lag: AtomicU64,
+    /// Open loop: requests sent, and the time from the start to the last send.
+    sent: AtomicU64,
+    send_span_us: AtomicU64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            hist: std::sync::Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+            ),
+            ok: AtomicU64::new(0),
+            errors: std::sync::Mutex::new(BTreeMap::new()),
+            late: AtomicU64::new(0),
+            max_lag: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            send_span_us: AtomicU64::new(0),
+        }
+    }
+    fn record(&self, us: u64) {
+        let _ = self.hist.lock().expect("lock").record(us.max(1));
+        self.ok.fetch_add(1, Ordering::Relaxed);
+    }
+    fn error(&self, code: String) {
+        *self.errors.lock().expect("lock").entry(code).or_insert(0) += 1;
+    }
+}
+
+async fn send(client: &reqwest::Client, s: &Settings, body: Vec<u8>) -> Result<(), String> {
+    let mut req = client
+        .post(s.infer_url())
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in &s.headers {
+        req = req.header(k, v);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => {
+            // Read the whole answer: its transfer is part of the latency.
+            r.bytes().await.map(|_| ()).map_err(|_| "body".to_string())
+        }
+        Ok(r) => {
+            let code = r.status().as_u16().to_string();
+            let _ = r.bytes().await;
+            Err(code)
+        }
+        Err(e) if e.is_timeout() => Err("timeout".into()),
+        Err(e) if e.is_connect() => Err("connect".into()),
+        Err(_) => Err("reset".into()),
+    }
+}
+
+/// Runs one window of `load` for `length` (or `count` requests), recording into a new window.
+async fn run_window(
+    client: &reqwest::Client,
+    s: &Arc<Settings>,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    load: Load,
+    length: Duration,
+    count: Option<u64>,
+    seed: u64,
+) -> Arc<Window> {
+    let w = Arc::new(Window::new());
+    let issued = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    match load {
+        Load::Concurrency(c) => {
+            for k in 0..c {
+                let (client, s, bodies, w, issued, stop) = (
+                    client.clone(),
+                    s.clone(),
+                    bodies.clone(),
+                    w.clone(),
+                    issued.clone(),
+                    stop.clone(),
+                );
+                tasks.spawn(async move {
+                    let mut i = k as usize;
+                    loop {
+                        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                            return;
+                        }
+                        let n = issued.fetch_add(1, Ordering::Relaxed);
+                        if count.is_some_and(|c| n >= c) {
+                            return;
+                        }
+                        let body = bodies[i % bodies.len()].clone();
+                        i += 1;
+                        let t = Instant::now();
+                        match send(&client, &s, body).await {
+                            Ok(()) => w.record(t.elapsed().as_micros() as u64),
+                            Err(code) => w.error(code),
+                        }
+                    }
+                });
+            }
+        }
+        Load::Rate(r) | Load::Poisson(r) => {
+            let poisson = matches!(load, Load::Poisson(_));
+            let mut rng = Rng::new(seed);
+            let mut intended = started;
+            let mut i = 0usize;
+            // In-flight cap: beyond it the generator is behind, and says so.
+            let cap = 20_000usize;
+            loop {
+                let gap = if poisson {
+                    -(1.0 - rng.next_f64()).ln() / r
+                } else {
+                    1.0 / r
+                };
+                intended += Duration::from_secs_f64(gap);
+                if intended >= deadline || count.is_some_and(|c| i as u64 >= c) {
+                    break;
+                }
+                // The timer ticks in milliseconds: sleep to just before the intended time, then
+                // yield (letting the requests in flight run) until it comes.
+                let early = intended.checked_sub(Duration::from_millis(1));
+                if let Some(e) = early.filter(|e| *e > Instant::now()) {
+                    tokio::time::sleep_until(e.into()).await;
+                }
+                while Instant::now() < intended {
+                    tokio::task::yield_now().await;
+                }
+                let lag = Instant::now()
+                    .saturating_duration_since(intended)
+                    .as_micros() as u64;
+                if lag > 1000 {
+                    w.late.fetch_add(1, Ordering::Relaxed);
+                }
+                w.max_lag.fetch_max(lag, Ordering::Relaxed);
+                w.sent.fetch_add(1, Ordering::Relaxed);
+                w.send_span_us
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                while tasks.len() >= cap {
+                    let _ = tasks.join_next().await;
+                }
+                while tasks.try_join_next().is_some() {}
+                let (client, s, w) = (client.clone(), s.clone(), w.clone());
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let at = intended;
+                tasks.spawn(async move {
+                    match send(&client, &s, body).await {
+                        // From the intended send time: a late send is latency the user would see.
+                        Ok(()) => w.record(at.elapsed().as_micros() as u64),
+                        Err(code) => w.error(code),
+                    }
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    stop.store(true, Ordering::Relaxed);
+    w
+}
+
+/// Measures one step: warm-up, then windows until the last three agree (or `max_trials`).
+pub async fn measure(
+    client: &reqwest::Client,
+    s: &Arc<Settings>,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    load: Load,
+    on_window: &(dyn Fn(&str) + Sync),
+) -> Step {
+    if !s.warmup.is_zero() {
+        run_window(client, s, bodies, load, s.warmup, None, 1).await;
+    }
+    let mut results: Vec<(f64, u64, Arc<Window>, Duration)> = Vec::new();
+    let mut stable = false;
+    let trials = if s.requests.is_some() {
+        1
+    } else {
+        s.max_trials.max(3)
+    };
+    for t in 0..trials {
+        let started = Instant::now();
+        let length = if s.requests.is_some() {
+            Duration::from_secs(3600)
+        } else {
+            s.window
+        };
+        let w = run_window(
+            client,
+            s,
+            bodies,
+            load,
+            length,
+            s.requests,
+            7 + u64::from(t),
+        )
+        .await;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let ok = w.ok.load(Ordering::Relaxed);
+        let thr = ok as f64 * f64::from(s.batch.max(1)) / secs;
+        let p = percentile(&w.hist.lock().expect("lock"), s.percentile);
+        on_window(&format!(
+            "{}: window {}: {:.1} infer/s, p{} {} us",
+            load.label(),
+            t + 1,
+            thr,
+            s.percentile,
+            p
+        ));
+        let errors: u64 = w.errors.lock().expect("lock").values().sum();
+        results.push((thr, p, w, started.elapsed()));
+        let total = ok + errors;
+        if total > 0 && errors as f64 / total as f64 > s.max_error_rate {
+            break;
+        }
+        if results.len() >= 3 {
+            let last = &results[results.len() - 3..];
+            let within = |v: Vec<f64>| {
+                let (mn, mx) = v
+                    .iter()
+                    .fold((f64::MAX, 0.0f64), |(a, b), x| (a.min(*x), b.max(*x)));
+                mn > 0.0 && mx / mn <= 1.0 + s.stability / 100.0
+            };
+            if within(last.iter().map(|r| r.0).collect())
+                && within(last.iter().map(|r| r.1 as f64).collect())
+            {
+                stable = true;
+                break;
+            }
+        }
+    }
+    // The step's figures: the last three windows (or all, if fewer) merged.
+    let take = results.len().min(3);
+    let last = &results[results.len() - take..];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let mut errors = BTreeMap::new();
+    let (mut ok, mut secs, mut late, mut max_lag) = (0u64, 0f64, 0u64, 0u64);
+    let (mut sent, mut send_secs) = (0u64, 0f64);
+    for (_, _, w, d) in last {
+        let _ = hist.add(&*w.hist.lock().expect("lock"));
+        for (k, v) in w.errors.lock().expect("lock").iter() {
+            *errors.entry(k.clone()).or_insert(0) += v;
+        }
+        ok += w.ok.load(Ordering::Relaxed);
+        late += w.late.load(Ordering::Relaxed);
+        max_lag = max_lag.max(w.max_lag.load(Ordering::Relaxed));
+        sent += w.sent.load(Ordering::Relaxed);
+        send_secs += w.send_span_us.load(Ordering::Relaxed) as f64 / 1e6;
+        secs += d.as_secs_f64();
+    }
+    let errors_total: u64 = errors.values().sum();
+    Step {
+        concurrency: match load {
+            Load::Concurrency(c) => Some(c),
+            _ => None,
+        },
+        rate: match load {
+            Load::Rate(r) | Load::Poisson(r) => Some(r),
+            _ => None,
+        },
+        throughput: ok as f64 * f64::from(s.batch.max(1)) / secs.max(1e-9),
+        requests: ok + errors_total,
+        errors: errors_total,
+        errors_by_code: errors,
+        latency_us: latency(&hist),
+        windows: results.len() as u32,
+        stable: stable || s.requests.is_some(),
+        behind: match load {
+            Load::Concurrency(_) => None,
+            _ => Some(Behind {
+                // n evenly spaced sends span n gaps from the start.
+                sent_rate: sent as f64 / send_secs.max(1e-9),
+                late_requests: late,
+                max_lag_us: max_lag,
+            }),
+        },
+        server: json!({"available": false, "reason": "not collected"}),
+    }
+}
+
+/// The recommended autoscaling from a sustainable throughput (inferences per second per task,
+/// with requests of `batch` inferences): ALB requests per minute per task at `margin`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Autoscaling {
+    /// What `rollout` reads: ALB requests per minute per task.
+    pub target_requests_per_task: u64,
+    pub safety_margin: f64,
+    pub capacity_requests_per_second: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_tasks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_inferences: Option<f64>,
+}
+
+pub fn autoscaling(
+    capacity_infer_per_s: f64,
+    batch: u32,
+    margin: f64,
+    peak_rps: Option<f64>,
+    price_per_hour: Option<f64>,
+) -> Autoscaling {
+    let req_per_s = capacity_infer_per_s / f64::from(batch.max(1));
+    let target = (req_per_s * 60.0 * margin).floor().max(1.0) as u64;
+    let per_task_at_target = target as f64 / 60.0;
+    Autoscaling {
+        target_requests_per_task: target,
+        safety_margin: margin,
+        capacity_requests_per_second: req_per_s,
+        min_tasks: peak_rps.map(|_| 1),
+        max_tasks: peak_rps.map(|p| (p / per_task_at_target).ceil().max(1.0) as u64),
+        cost_per_million_inferences: price_per_hour
+            .filter(|_| capacity_infer_per_s > 0.0)
+            .map(|p| p / (capacity_infer_per_s * margin * 3600.0) * 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_double_or_add() {
+        assert_eq!(
+            parse_range("1:64:x2").unwrap(),
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+        );
+        assert_eq!(
+            parse_range("100:300:100").unwrap(),
+            vec![100.0, 200.0, 300.0]
+        );
+        assert_eq!(parse_range("8").unwrap(), vec![8.0]);
+        assert!(parse_range("8:1").is_err());
+        assert!(parse_range("1:8:x1").is_err());
+        assert!(parse_range("a:b").is_err());
+        assert!(parse_range("1:1000000:1").is_err());
+    }
+
+    #[test]
+    fn requests_follow_metadata_shapes_and_input_files() {
+        let meta = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+                                     {"name": "s", "datatype": "BYTES", "shape": [-1, -1]}]});
+        let mut shapes = BTreeMap::new();
+        shapes.insert("s".to_string(), vec![2, 3]);
+        let r = build_requests(&meta, &InputData::Zero, &shapes, 2).unwrap();
+        let v: Value = serde_json::from_slice(&r[0]).unwrap();
+        assert_eq!(v["inputs"][0]["shape"], json!([2, 4]));
+        assert_eq!(v["inputs"][0]["data"].as_array().unwrap().len(), 8);
+        assert_eq!(v["inputs"][1]["shape"], json!([2, 3]));
+        let file =
+            json!({"data": [{"x": [[1, 2, 3, 4]], "s": {"content": ["a"], "shape": [1, 1]}}]});
+        let r = build_requests(&meta, &InputData::File(file), &BTreeMap::new(), 1).unwrap();
+        let v: Value = serde_json::from_slice(&r[0]).unwrap();
+        assert_eq!(v["inputs"][0]["data"], json!([1, 2, 3, 4]));
+        assert_eq!(v["inputs"][1]["shape"], json!([1, 1]));
+        let wrong = json!({"data": [{"x": [1, 2], "s": ["a"]}]});
+        assert!(build_requests(&meta, &InputData::File(wrong), &BTreeMap::new(), 1).is_err());
+        // A second dynamic dimension needs --shape.
+        assert!(
+            build_requests(&meta, &InputData::Zero, &BTreeMap::new(), 1)
+                .unwrap_err()
+                .contains("--shape s:")
+        );
+    }
+
+    #[test]
+    fn capacity_becomes_a_request_count_target() {
+        // 50 inferences/s at batch 1 and a 0.7 margin: 2100 requests per minute per task.
+        let a = autoscaling(50.0, 1, 0.7, Some(200.0), Some(1.006));
+        assert_eq!(a.target_requests_per_task, 2100);
+        assert_eq!(a.max_tasks, Some(6)); // 200 / 35 = 5.7
+        let cost = a.cost_per_million_inferences.unwrap();
+        assert!(
+            (cost - 1.006 / (35.0 * 3600.0) * 1e6).abs() < 1e-6,
+            "{cost}"
+        );
+    }
+}

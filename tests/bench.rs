@@ -1,0 +1,280 @@
+//! `triton-deploy bench` against real KServe v2 servers: MLServer (the local stack's, counting
+//! requests on its own metrics endpoint) and the spec-faithful test server in tests/support.
+
+mod support;
+
+use std::process::Output;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use support::*;
+
+async fn bench(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .arg("--format")
+            .arg("json")
+            .arg("bench")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn doc(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+async fn mlserver_successes() -> f64 {
+    let text = reqwest::get(env("TD_KSERVE_METRICS_URL"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("model_infer_request_success_total{") && l.contains("model=\"iris\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn request_counts_agree_with_mlserver_s_own_metrics() {
+    let before = mlserver_successes().await;
+    let out = bench(&[
+        "--url",
+        &env("TD_KSERVE_URL"),
+        "--model",
+        "iris",
+        "--concurrency",
+        "1:4:x2",
+        "--requests",
+        "200",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for (s, c) in steps.iter().zip([1, 2, 4]) {
+        assert_eq!(s["concurrency"], c);
+        assert_eq!(s["requests"], 200, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        let l = &s["latency_us"];
+        assert!(l["p50"].as_u64().unwrap() > 0);
+        assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64());
+    }
+    let after = mlserver_successes().await;
+    assert_eq!(after - before, 600.0, "MLServer counted what bench sent");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn the_sla_search_finds_a_load_under_budget_and_writes_the_autoscaling_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("bench.json");
+    let csv = dir.path().join("bench.csv");
+    let out = bench(&[
+        "--url",
+        &env("TD_KSERVE_URL"),
+        "--model",
+        "iris",
+        "--concurrency",
+        "1",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--latency-budget",
+        "2s",
+        "--stability",
+        "100",
+        "--max-trials",
+        "3",
+        "--peak-rate",
+        "1000",
+        "--price-per-hour",
+        "1.006",
+        "--out",
+        out_file.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    let best = &d["sla"]["best"];
+    assert!(best["latency_us"].as_u64().unwrap() <= 2_000_000);
+    // The best is the highest throughput among the steps under the budget.
+    let top = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["latency_us"]["p99"].as_u64().unwrap() <= 2_000_000 && s["errors"] == 0)
+        .map(|s| s["throughput"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(best["throughput"].as_f64().unwrap(), top);
+    let a = &d["autoscaling"];
+    let per_s = best["throughput"].as_f64().unwrap();
+    assert_eq!(
+        a["target_requests_per_task"].as_u64().unwrap(),
+        (per_s * 60.0 * 0.7).floor() as u64
+    );
+    assert!(a["max_tasks"].as_u64().unwrap() >= 1);
+    assert!(a["cost_per_million_inferences"].as_f64().unwrap() > 0.0);
+    // The file is the same document, the one `autoscaling.bench_result` reads.
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(written["autoscaling"], d["autoscaling"]);
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        csv.starts_with(
+            "Concurrency,Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency"
+        ),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        d["steps"].as_array().unwrap().len() + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
+    let server = kserve::start().await;
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--concurrency",
+        "2",
+        "--requests",
+        "50",
+        "--warmup",
+        "0s",
+        "--batch-size",
+        "4",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    assert_eq!(d["steps"][0]["errors"], 0, "{d}");
+    assert_eq!(server.inferences.load(Ordering::SeqCst), 50);
+    // Throughput counts inferences: 4 per request.
+    assert_eq!(d["batch_size"], 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.json");
+    std::fs::write(
+        &f,
+        json!({"data": [{"INPUT0": [1, 2, 3], "INPUT1": [1, 2, 3]}]}).to_string(),
+    )
+    .unwrap();
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--input-data",
+        f.to_str().unwrap(),
+        "--requests",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input-data for INPUT0 has 3 elements"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Batches over the model's maximum get 400 from the server: counted per code, and a run where
+    // every request failed exits 1.
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--batch-size",
+        "9",
+        "--requests",
+        "5",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    let d = doc(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(d["steps"][0]["errors_by_code"]["400"], 5, "{d}");
+
+    let out = bench(&["--url", &server.url, "--model", "nope", "--requests", "1"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_holds_its_rate() {
+    let server = kserve::start().await;
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--rate",
+        "2000",
+        "--requests",
+        "20000",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    let s = &d["steps"][0];
+    assert_eq!(s["requests"], 20000);
+    assert_eq!(s["errors"], 0);
+    // The generator held the rate, and the server kept up with it.
+    let sent = s["behind"]["sent_rate"].as_f64().unwrap();
+    assert!((sent - 2000.0).abs() / 2000.0 < 0.02, "sent {sent}/s: {s}");
+    let achieved = s["throughput"].as_f64().unwrap();
+    assert!(
+        (achieved - 2000.0).abs() / 2000.0 < 0.02,
+        "answered {achieved}/s: {s}"
+    );
+    assert_eq!(server.inferences.load(Ordering::SeqCst), 20000);
+}
