@@ -62,20 +62,10 @@ install_debian() {
   fi
 }
 
-install_moto() {
-  local venv="$venvs/venv-moto" req="$root/scripts/requirements-moto.txt"
-  if [ ! -x "$venv/bin/moto_server" ] || ! cmp -s "$req" "$venv/.requirements"; then
-    say "installing moto into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-    cp "$req" "$venv/.requirements"
-  fi
-}
-
-install_mlserver() {
-  local venv="$venvs/venv-ml" req="$root/scripts/requirements-mlserver.txt"
-  if [ ! -x "$venv/bin/mlserver" ] || ! cmp -s "$req" "$venv/.requirements"; then
-    say "installing MLServer into $venv"
+install_venv() { # name requirements-file program
+  local venv="$venvs/venv-$1" req="$root/scripts/$2"
+  if [ ! -x "$venv/bin/$3" ] || ! cmp -s "$req" "$venv/.requirements"; then
+    say "installing $2 into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     cp "$req" "$venv/.requirements"
@@ -149,14 +139,14 @@ registry_config() { # name port auth(yes/no)
 up() {
   mkdir -p "$stack"
   install_debian
-  install_moto
+  install_venv moto requirements-moto.txt moto_server
   start moto "$moto_port" env MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ECS_SERVICE_RUNNING="${MOTO_ECS_SERVICE_RUNNING:-1}" \
     "$venvs/venv-moto/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
   registry_config registry "$registry_port" yes
   start registry "$registry_port" docker-registry serve "$stack/registry/config.yml"
   registry_config upstream "$upstream_port" no
   start upstream "$upstream_port" docker-registry serve "$stack/upstream/config.yml"
-  install_mlserver
+  install_venv ml requirements-mlserver.txt mlserver
   mlserver_config
   start kserve "$kserve_port" "$venvs/venv-ml/bin/mlserver" start "$stack/mlserver"
   # Listening is not ready: wait for the model.
