@@ -348,6 +348,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// Stop a step when this fraction of requests fail.
     pub max_error_rate: f64,
+    /// Prometheus metrics (Triton's :8002/metrics), read at the end of each step.
+    pub metrics_url: Option<String>,
+    /// Read the server's statistics extension around each step.
+    pub server_stats: bool,
 }
 
 impl Settings {
@@ -544,6 +548,7 @@ pub async fn measure(
     if !s.warmup.is_zero() {
         run_window(client, s, bodies, load, s.warmup, None, 1).await;
     }
+    let stats_before = model_stats(client, s).await;
     let mut results: Vec<(f64, u64, Arc<Window>, Duration)> = Vec::new();
     let mut stable = false;
     let trials = if s.requests.is_some() {
@@ -647,8 +652,119 @@ pub async fn measure(
                 max_lag_us: max_lag,
             }),
         },
-        server: json!({"available": false, "reason": "not collected"}),
+        server: server_side(
+            stats_before,
+            model_stats(client, s).await,
+            gpu_metrics(client, s).await,
+        ),
     }
+}
+
+/// Triton's statistics extension: the model's cumulative counters, or why they are unavailable.
+async fn model_stats(client: &reqwest::Client, s: &Settings) -> Result<Value, String> {
+    if !s.server_stats {
+        return Err("not read (--no-server-stats)".into());
+    }
+    let url = format!("{}/stats", s.metadata_url());
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{url} answered {}", r.status()));
+    }
+    let v: Value = r.json().await.map_err(|e| format!("{url}: {e}"))?;
+    v.pointer("/model_stats/0")
+        .cloned()
+        .ok_or_else(|| format!("{url}: no model_stats"))
+}
+
+/// GPU utilization and memory from Prometheus metrics (`nv_gpu_utilization`,
+/// `nv_gpu_memory_used_bytes`, `nv_gpu_memory_total_bytes`), summed or averaged over the GPUs.
+async fn gpu_metrics(client: &reqwest::Client, s: &Settings) -> Result<Value, String> {
+    let Some(url) = &s.metrics_url else {
+        return Err("not read (--no-server-stats)".into());
+    };
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(parse_gpu_metrics(&text))
+}
+
+pub fn parse_gpu_metrics(text: &str) -> Value {
+    let values = |name: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect()
+    };
+    let util = values("nv_gpu_utilization");
+    let used = values("nv_gpu_memory_used_bytes");
+    let total = values("nv_gpu_memory_total_bytes");
+    if util.is_empty() && used.is_empty() {
+        return json!({"available": false, "reason": "no nv_gpu_* metrics"});
+    }
+    json!({
+        "available": true,
+        "gpus": util.len().max(used.len()),
+        "utilization": if util.is_empty() { Value::Null } else { json!(util.iter().sum::<f64>() / util.len() as f64) },
+        "memory_used_bytes": used.iter().sum::<f64>(),
+        "memory_total_bytes": total.iter().sum::<f64>(),
+    })
+}
+
+/// The server's view of a step: per-request average queue / compute-input / infer / output times
+/// (microseconds) from the statistics deltas, the average batch the server executed, and GPU
+/// metrics; each part says why when it is unavailable.
+pub fn server_side(
+    before: Result<Value, String>,
+    after: Result<Value, String>,
+    gpu: Result<Value, String>,
+) -> Value {
+    let stats = match (before, after) {
+        (Ok(b), Ok(a)) => {
+            let d = |path: &str| -> f64 {
+                a.pointer(path).and_then(Value::as_f64).unwrap_or(0.0)
+                    - b.pointer(path).and_then(Value::as_f64).unwrap_or(0.0)
+            };
+            let avg_us = |part: &str| -> Value {
+                let count = d(&format!("/inference_stats/{part}/count"));
+                let ns = d(&format!("/inference_stats/{part}/ns"));
+                if count > 0.0 {
+                    json!((ns / count / 1000.0).round())
+                } else {
+                    Value::Null
+                }
+            };
+            let inferences = d("/inference_count");
+            let executions = d("/execution_count");
+            json!({
+                "available": true,
+                "inferences": inferences,
+                "executions": executions,
+                "avg_batch": if executions > 0.0 { json!(inferences / executions) } else { Value::Null },
+                "queue_us": avg_us("queue"),
+                "compute_input_us": avg_us("compute_input"),
+                "compute_infer_us": avg_us("compute_infer"),
+                "compute_output_us": avg_us("compute_output"),
+                "failed": d("/inference_stats/fail/count"),
+            })
+        }
+        (Err(e), _) | (_, Err(e)) => json!({"available": false, "reason": e}),
+    };
+    let gpu = gpu.unwrap_or_else(|e| json!({"available": false, "reason": e}));
+    json!({"stats": stats, "gpu": gpu})
 }
 
 /// The recommended autoscaling from a sustainable throughput (inferences per second per task,
@@ -735,6 +851,28 @@ mod tests {
                 .unwrap_err()
                 .contains("--shape s:")
         );
+    }
+
+    #[test]
+    fn server_statistics_are_per_request_deltas() {
+        let before = json!({"inference_count": 10, "execution_count": 10,
+            "inference_stats": {"queue": {"count": 10, "ns": 1_000_000}, "compute_infer": {"count": 10, "ns": 5_000_000}}});
+        let after = json!({"inference_count": 110, "execution_count": 30,
+            "inference_stats": {"queue": {"count": 110, "ns": 31_000_000}, "compute_infer": {"count": 110, "ns": 55_000_000}}});
+        let v = server_side(Ok(before), Ok(after), Err("no --metrics-url".into()));
+        assert_eq!(v["stats"]["queue_us"], json!(300.0));
+        assert_eq!(v["stats"]["compute_infer_us"], json!(500.0));
+        assert_eq!(v["stats"]["avg_batch"], json!(5.0));
+        assert_eq!(v["stats"]["compute_input_us"], Value::Null);
+        assert_eq!(v["gpu"]["available"], false);
+        let v = server_side(Err("404".into()), Ok(json!({})), Ok(json!({})));
+        assert_eq!(v["stats"], json!({"available": false, "reason": "404"}));
+        let m = parse_gpu_metrics(
+            "# HELP x\nnv_gpu_utilization{gpu_uuid=\"a\"} 0.5\nnv_gpu_utilization{gpu_uuid=\"b\"} 1\nnv_gpu_memory_used_bytes{gpu_uuid=\"a\"} 100\nnv_gpu_utilization_other 9\n",
+        );
+        assert_eq!(m["utilization"], json!(0.75));
+        assert_eq!(m["gpus"], 2);
+        assert_eq!(m["memory_used_bytes"], json!(100.0));
     }
 
     #[test]

@@ -85,6 +85,17 @@ async fn request_counts_agree_with_mlserver_s_own_metrics() {
     }
     let after = mlserver_successes().await;
     assert_eq!(after - before, 600.0, "MLServer counted what bench sent");
+    // MLServer has neither Triton's statistics nor GPU metrics: said, and the run goes on.
+    assert_eq!(steps[0]["server"]["stats"]["available"], false);
+    assert!(
+        steps[0]["server"]["stats"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{}",
+        steps[0]["server"]
+    );
+    assert_eq!(steps[0]["server"]["gpu"]["available"], false);
 }
 
 #[tokio::test]
@@ -277,4 +288,43 @@ async fn the_open_loop_holds_its_rate() {
         "answered {achieved}/s: {s}"
     );
     assert_eq!(server.inferences.load(Ordering::SeqCst), 20000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_statistics_and_gpu_metrics_are_read_per_step() {
+    let server = kserve::start().await;
+    let metrics = format!("{}/metrics", server.url);
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--concurrency",
+        "1:2:x2",
+        "--requests",
+        "40",
+        "--warmup",
+        "0s",
+        "--metrics-url",
+        &metrics,
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    for step in d["steps"].as_array().unwrap() {
+        let st = &step["server"]["stats"];
+        assert_eq!(st["available"], true, "{st}");
+        // The deltas cover exactly this step's requests.
+        assert_eq!(st["inferences"], 40.0, "{st}");
+        assert_eq!(st["queue_us"], 100.0, "{st}");
+        assert_eq!(st["avg_batch"], 1.0, "{st}");
+        let g = &step["server"]["gpu"];
+        assert_eq!(g["utilization"], 0.42, "{g}");
+        assert_eq!(g["memory_total_bytes"], 24146608128.0, "{g}");
+    }
 }

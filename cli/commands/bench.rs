@@ -110,9 +110,24 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.1)]
     pub max_error_rate: f64,
 
+    /// Prometheus metrics to read GPU utilization and memory from (Triton serves them on :8002).
+    /// Default: the endpoint's host on port 8002.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+
+    /// Do not read server statistics or metrics.
+    #[arg(long)]
+    pub no_server_stats: bool,
+
     /// Per-request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// Triton's metrics port on the endpoint's host.
+fn default_metrics_url(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some(format!("{}://{}:8002/metrics", u.scheme(), u.host_str()?))
 }
 
 /// `250ms`, `5s`, `2m`, or plain seconds.
@@ -241,6 +256,27 @@ fn print_table(r: &BenchReport) {
         if !s.errors_by_code.is_empty() {
             println!("             errors: {:?}", s.errors_by_code);
         }
+        let st = &s.server["stats"];
+        if st["available"] == true {
+            println!(
+                "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
+                st["queue_us"],
+                st["compute_input_us"],
+                st["compute_infer_us"],
+                st["compute_output_us"],
+                st["avg_batch"]
+                    .as_f64()
+                    .map(|b| format!("{b:.1}"))
+                    .unwrap_or("-".into())
+            );
+        }
+        let g = &s.server["gpu"];
+        if g["available"] == true {
+            println!(
+                "             gpu: utilization {}, memory used {} bytes",
+                g["utilization"], g["memory_used_bytes"]
+            );
+        }
     }
     if let Some(sla) = &r.sla {
         println!("SLA: {sla}");
@@ -261,6 +297,16 @@ fn print_table(r: &BenchReport) {
     }
     if let Some(s) = &r.stopped {
         println!("stopped early: {s}");
+    }
+    if let Some(first) = r.steps.first() {
+        for part in ["stats", "gpu"] {
+            if first.server[part]["available"] == false {
+                println!(
+                    "server {part}: unavailable ({})",
+                    first.server[part]["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
     }
 }
 
@@ -359,6 +405,14 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         headers,
         timeout: args.timeout,
         max_error_rate: args.max_error_rate,
+        metrics_url: if args.no_server_stats {
+            None
+        } else {
+            args.metrics_url
+                .clone()
+                .or_else(|| default_metrics_url(&args.url))
+        },
+        server_stats: !args.no_server_stats,
     });
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)

@@ -19,6 +19,13 @@ pub struct Server {
     pub inferences: Arc<AtomicUsize>,
 }
 
+/// Nanoseconds spent per phase, as Triton's statistics extension counts them; the test server's
+/// "compute" is its own handling time, its queue a fixed 100 us per request.
+#[derive(Default)]
+struct Stats {
+    compute_ns: std::sync::atomic::AtomicU64,
+}
+
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -99,17 +106,19 @@ pub async fn start() -> Server {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let ready = Arc::new(AtomicBool::new(true));
     let inferences = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(Stats::default());
     let (r, n) = (ready.clone(), inferences.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (r, n) = (r.clone(), n.clone());
+            let (r, n, st) = (r.clone(), n.clone(), stats.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (r, n) = (r.clone(), n.clone());
+                    let (r, n, st) = (r.clone(), n.clone(), st.clone());
                     async move {
+                        let started = std::time::Instant::now();
                         let path = req.uri().path().to_string();
                         let method = req.method().clone();
                         let body = req.into_body().collect().await?.to_bytes();
@@ -144,6 +153,10 @@ pub async fn start() -> Server {
                                     Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e})),
                                     Ok((v, (a, b, shape))) => {
                                         n.fetch_add(1, Ordering::SeqCst);
+                                        st.compute_ns.fetch_add(
+                                            started.elapsed().as_nanos() as u64,
+                                            Ordering::SeqCst,
+                                        );
                                         let sum: Vec<f64> =
                                             a.iter().zip(&b).map(|(x, y)| x + y).collect();
                                         let diff: Vec<f64> =
@@ -163,6 +176,31 @@ pub async fn start() -> Server {
                                     }
                                 }
                             }
+                            (Method::GET, "/v2/models/add_sub/stats") => {
+                                let count = n.load(Ordering::SeqCst) as u64;
+                                let ns = st.compute_ns.load(Ordering::SeqCst);
+                                reply(
+                                    StatusCode::OK,
+                                    json!({"model_stats": [{
+                                        "name": "add_sub", "version": "1",
+                                        "inference_count": count, "execution_count": count,
+                                        "inference_stats": {
+                                            "success": {"count": count, "ns": ns + count * 100_000},
+                                            "fail": {"count": 0, "ns": 0},
+                                            "queue": {"count": count, "ns": count * 100_000},
+                                            "compute_input": {"count": count, "ns": 0},
+                                            "compute_infer": {"count": count, "ns": ns},
+                                            "compute_output": {"count": count, "ns": 0}
+                                        }
+                                    }]}),
+                                )
+                            }
+                            (Method::GET, "/metrics") => Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(
+                                    "# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)\n# TYPE nv_gpu_utilization gauge\nnv_gpu_utilization{gpu_uuid=\"GPU-test\"} 0.42\nnv_gpu_memory_used_bytes{gpu_uuid=\"GPU-test\"} 1073741824\nnv_gpu_memory_total_bytes{gpu_uuid=\"GPU-test\"} 24146608128\n",
+                                )))
+                                .unwrap(),
                             (_, p) if p.starts_with("/v2/models/") => reply(
                                 StatusCode::NOT_FOUND,
                                 json!({"error": format!("Request for unknown model: '{}' is not found", p.trim_start_matches("/v2/models/").split('/').next().unwrap_or(""))}),
