@@ -319,6 +319,8 @@ pub struct Step {
     pub behind: Option<Behind>,
     /// Server-side figures when the server has them; otherwise why not.
     pub server: Value,
+    /// Each window: [seconds since the run started (its end), infer/s, the percentile in us].
+    pub timeline: Vec<[f64; 3]>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,6 +354,8 @@ pub struct Settings {
     pub metrics_url: Option<String>,
     /// Read the server's statistics extension around each step.
     pub server_stats: bool,
+    /// When the run started: the timeline's origin.
+    pub started: Instant,
 }
 
 impl Settings {
@@ -549,6 +553,7 @@ pub async fn measure(
         run_window(client, s, bodies, load, s.warmup, None, 1).await;
     }
     let stats_before = model_stats(client, s).await;
+    let mut timeline = Vec::new();
     let mut results: Vec<(f64, u64, Arc<Window>, Duration)> = Vec::new();
     let mut stable = false;
     let trials = if s.requests.is_some() {
@@ -586,6 +591,7 @@ pub async fn measure(
             p
         ));
         let errors: u64 = w.errors.lock().expect("lock").values().sum();
+        timeline.push([s.started.elapsed().as_secs_f64(), thr, p as f64]);
         results.push((thr, p, w, started.elapsed()));
         let total = ok + errors;
         if total > 0 && errors as f64 / total as f64 > s.max_error_rate {
@@ -652,6 +658,7 @@ pub async fn measure(
                 max_lag_us: max_lag,
             }),
         },
+        timeline,
         server: server_side(
             stats_before,
             model_stats(client, s).await,

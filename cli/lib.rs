@@ -4,6 +4,7 @@
 //! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
 
 pub mod bench;
+pub mod bench_report;
 pub mod commands;
 pub mod deploy;
 pub mod docker_build;

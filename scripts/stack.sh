@@ -50,6 +50,7 @@ install_debian() {
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v umoci >/dev/null || missing+=(umoci)
+  command -v chromium >/dev/null || missing+=(chromium)   # bench's HTML report test
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (Debian packages)"
     if [ "$(id -u)" = 0 ]; then

@@ -328,3 +328,69 @@ async fn server_statistics_and_gpu_metrics_are_read_per_step() {
         assert_eq!(g["memory_total_bytes"], 24146608128.0, "{g}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium (scripts/stack.sh installs it): run ./scripts/test.sh"]
+async fn the_html_report_renders_in_headless_chromium() {
+    let server = kserve::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--concurrency",
+        "1:4:x2",
+        "--requests",
+        "30",
+        "--warmup",
+        "0s",
+        "--report",
+        page.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("file://{}", page.display());
+    let chromium = |args: &[&str]| {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(args)
+            .arg(&url)
+            .output()
+            .expect("chromium")
+    };
+    // The DOM Chromium built: three plots with their series, and one table row per step.
+    let dom = String::from_utf8(chromium(&["--dump-dom"]).stdout).unwrap();
+    assert_eq!(dom.matches("<svg").count(), 3, "{dom}");
+    assert_eq!(dom.matches("<polyline").count(), 5);
+    assert_eq!(dom.matches("<tr><td>concurrency").count(), 3);
+    // And a picture of it.
+    let png = dir.path().join("report.png");
+    let shot = chromium(&[
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1400,1150",
+    ]);
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        bytes.len() > 20_000,
+        "a real page, not a blank one: {} bytes",
+        bytes.len()
+    );
+}

@@ -102,6 +102,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
+    /// Write a self-contained HTML report here (plots inline; opens offline).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
     /// Write perf_analyzer-style CSV here.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
@@ -180,6 +184,13 @@ pub fn run(args: BenchArgs, global: Global) -> i32 {
             {
                 eprintln!("error: {}: {e}", p.display());
                 return exit::USAGE;
+            }
+            if let Some(p) = &args.report {
+                let page = crate::bench_report::html(&serde_json::to_value(&r).expect("json"));
+                if let Err(e) = std::fs::write(p, page) {
+                    eprintln!("error: {}: {e}", p.display());
+                    return exit::USAGE;
+                }
             }
             if let Some(p) = &args.csv
                 && let Err(e) = std::fs::write(p, csv(&r))
@@ -413,6 +424,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
                 .or_else(|| default_metrics_url(&args.url))
         },
         server_stats: !args.no_server_stats,
+        started: std::time::Instant::now(),
     });
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)

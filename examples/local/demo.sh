@@ -72,7 +72,7 @@ say "status"
 say "bench: against MLServer at $TD_KSERVE_URL, standing in for the load balancer's endpoint"
 "$bin" bench --url "$TD_KSERVE_URL" --model iris --concurrency 1:8:x2 --duration 1s --warmup 500ms \
   --latency-budget 50ms --stability 20 --max-trials 5 --price-per-hour 1.006 \
-  --out "$work/bench.json" --csv "$work/bench.csv"
+  --out "$work/bench.json" --csv "$work/bench.csv" --report "$work/bench.html"
 echo "(on AWS, point autoscaling.bench_result at $work/bench.json: rollout sets its target from it)"
 
 say "destroy"
@@ -83,6 +83,6 @@ cat <<EOS
   spec:            $spec
   images:          ECR repository demo/add-sub (kept; registry data in ${TD_STACK_DIR:-.stack}/registry)
   stand-in logs:   ${TD_STACK_DIR:-.stack}/*.log
-  demo files:      $work (bench.json, bench.csv)
+  demo files:      $work (bench.json, bench.csv, bench.html: open it in a browser)
   next:            the same spec against AWS: unset AWS_ENDPOINT_URL, see README "On AWS"
 EOS
