@@ -263,6 +263,122 @@ fn sample(dt: &str, data: &InputData, rng: &mut Rng) -> Result<Value, String> {
     })
 }
 
+/// One request body: JSON, or Triton's binary tensor extension (JSON header of `header_len`
+/// bytes, then the tensors' raw bytes).
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub bytes: bytes::Bytes,
+    pub header_len: Option<usize>,
+}
+
+impl Body {
+    pub fn json(bytes: Vec<u8>) -> Body {
+        Body {
+            bytes: bytes.into(),
+            header_len: None,
+        }
+    }
+}
+
+/// IEEE half precision, round to nearest even.
+pub fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let round = |v: u32, rem: u32| -> u32 {
+        if rem > 0x1000 || (rem == 0x1000 && v & 1 == 1) {
+            v + 1
+        } else {
+            v
+        }
+    };
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = (man | 0x80_0000) >> (1 - e);
+        return sign | round(m >> 13, m & 0x1fff) as u16;
+    }
+    // A carry out of the mantissa correctly bumps the exponent.
+    sign | round(((e as u32) << 10) | (man >> 13), man & 0x1fff) as u16
+}
+
+/// bfloat16: the upper half of an f32, round to nearest even.
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+    let f = |v: &Value| {
+        v.as_f64()
+            .ok_or_else(|| format!("{dt} data must be numbers"))
+    };
+    let i = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_u64().map(|u| u as i64))
+            .ok_or_else(|| format!("{dt} data must be integers"))
+    };
+    for v in data {
+        match dt {
+            "BOOL" => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
+            "UINT8" | "INT8" => out.push(i(v)? as u8),
+            "UINT16" | "INT16" => out.extend((i(v)? as u16).to_le_bytes()),
+            "UINT32" | "INT32" => out.extend((i(v)? as u32).to_le_bytes()),
+            "UINT64" | "INT64" => out.extend((i(v)? as u64).to_le_bytes()),
+            "FP16" => out.extend(f16_bits(f(v)? as f32).to_le_bytes()),
+            "BF16" => out.extend(bf16_bits(f(v)? as f32).to_le_bytes()),
+            "FP32" => out.extend((f(v)? as f32).to_le_bytes()),
+            "FP64" => out.extend(f(v)?.to_le_bytes()),
+            // Each element: a 4-byte little-endian length, then the bytes.
+            "BYTES" => {
+                let b = v.as_str().ok_or("BYTES data must be strings")?.as_bytes();
+                out.extend((b.len() as u32).to_le_bytes());
+                out.extend(b);
+            }
+            other => return Err(format!("unknown datatype {other}")),
+        }
+    }
+    Ok(())
+}
+
+/// A JSON inference request turned into the binary tensor extension's framing, asking for binary
+/// outputs too.
+pub fn to_binary(json_body: &[u8]) -> Result<Body, String> {
+    let mut req: Value = serde_json::from_slice(json_body).map_err(|e| e.to_string())?;
+    let mut blobs = Vec::new();
+    for t in req["inputs"].as_array_mut().ok_or("no inputs")? {
+        let dt = t["datatype"].as_str().unwrap_or_default().to_string();
+        let data = t
+            .as_object_mut()
+            .and_then(|o| o.remove("data"))
+            .and_then(|d| d.as_array().cloned())
+            .ok_or("an input has no data")?;
+        let start = blobs.len();
+        encode(&dt, &data, &mut blobs)?;
+        t["parameters"] = json!({"binary_data_size": blobs.len() - start});
+    }
+    req["parameters"] = json!({"binary_data_output": true});
+    let mut bytes = serde_json::to_vec(&req).expect("json");
+    let header_len = bytes.len();
+    bytes.extend(blobs);
+    Ok(Body {
+        bytes: bytes.into(),
+        header_len: Some(header_len),
+    })
+}
+
 /// Latency percentiles, microseconds.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Latency {
@@ -410,11 +526,15 @@ impl Window {
     }
 }
 
-async fn send(client: &reqwest::Client, s: &Settings, body: Vec<u8>) -> Result<(), String> {
-    let mut req = client
-        .post(s.infer_url())
-        .header("content-type", "application/json")
-        .body(body);
+async fn send(client: &reqwest::Client, s: &Settings, body: Body) -> Result<(), String> {
+    let mut req = client.post(s.infer_url());
+    req = match body.header_len {
+        None => req.header("content-type", "application/json"),
+        Some(n) => req
+            .header("content-type", "application/octet-stream")
+            .header("inference-header-content-length", n),
+    };
+    let mut req = req.body(body.bytes);
     for (k, v) in &s.headers {
         req = req.header(k, v);
     }
@@ -438,7 +558,7 @@ async fn send(client: &reqwest::Client, s: &Settings, body: Vec<u8>) -> Result<(
 async fn run_window(
     client: &reqwest::Client,
     s: &Arc<Settings>,
-    bodies: &Arc<Vec<Vec<u8>>>,
+    bodies: &Arc<Vec<Body>>,
     load: Load,
     length: Duration,
     count: Option<u64>,
@@ -545,7 +665,7 @@ async fn run_window(
 pub async fn measure(
     client: &reqwest::Client,
     s: &Arc<Settings>,
-    bodies: &Arc<Vec<Vec<u8>>>,
+    bodies: &Arc<Vec<Body>>,
     load: Load,
     on_window: &(dyn Fn(&str) + Sync),
 ) -> Step {
@@ -880,6 +1000,37 @@ mod tests {
         assert_eq!(m["utilization"], json!(0.75));
         assert_eq!(m["gpus"], 2);
         assert_eq!(m["memory_used_bytes"], json!(100.0));
+    }
+
+    #[test]
+    fn binary_tensors_follow_the_extension() {
+        assert_eq!(f16_bits(1.0), 0x3c00);
+        assert_eq!(f16_bits(-2.0), 0xc000);
+        assert_eq!(f16_bits(65504.0), 0x7bff);
+        assert_eq!(f16_bits(1e6), 0x7c00);
+        assert_eq!(f16_bits(1e-7), 0x0002);
+        assert_eq!(f16_bits(0.1), 0x2e66);
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        assert_eq!(bf16_bits(-0.5), 0xbf00);
+        let req = json!({"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, -2.0]},
+            {"name": "s", "datatype": "BYTES", "shape": [2], "data": ["ab", ""]},
+            {"name": "h", "datatype": "FP16", "shape": [1], "data": [1.0]}
+        ]});
+        let b = to_binary(&serde_json::to_vec(&req).unwrap()).unwrap();
+        let n = b.header_len.unwrap();
+        let header: Value = serde_json::from_slice(&b.bytes[..n]).unwrap();
+        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(
+            header["inputs"][1]["parameters"]["binary_data_size"],
+            4 + 2 + 4
+        );
+        assert!(header["inputs"][0].get("data").is_none());
+        assert_eq!(header["parameters"]["binary_data_output"], true);
+        let blob = &b.bytes[n..];
+        assert_eq!(&blob[..8], &[0, 0, 128, 63, 0, 0, 0, 192]);
+        assert_eq!(&blob[8..18], &[2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(&blob[18..], &[0x00, 0x3c]);
     }
 
     #[test]

@@ -394,3 +394,37 @@ async fn the_html_report_renders_in_headless_chromium() {
         bytes.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_tensors_are_framed_as_the_extension_says() {
+    let server = kserve::start().await;
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--warmup",
+        "0s",
+        "--tensor-format",
+        "binary",
+        "--batch-size",
+        "2",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    assert_eq!(d["protocol"], "http-binary");
+    // The server decoded every request from the binary framing and found the inputs valid.
+    assert_eq!(d["steps"][0]["errors"], 0, "{d}");
+    assert_eq!(server.binary_requests.load(Ordering::SeqCst), 20);
+    assert_eq!(server.inferences.load(Ordering::SeqCst), 20);
+}

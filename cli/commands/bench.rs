@@ -13,6 +13,12 @@ use serde_json::{Value, json};
 use super::{Format, Global, block_on, exit};
 use crate::bench::{self, InputData, Load, Settings, Step};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TensorFormat {
+    Json,
+    Binary,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// The endpoint: http://host:port (the load balancer, or any KServe v2 server).
@@ -57,6 +63,11 @@ pub struct BenchArgs {
     /// The size of an input's dynamic dimensions: NAME:D1,D2,...
     #[arg(long, value_name = "NAME:DIMS")]
     pub shape: Vec<String>,
+
+    /// Tensor encoding: JSON, or Triton's binary tensor extension (needed for FP16/BF16 at speed;
+    /// not every KServe v2 server has it).
+    #[arg(long, value_enum, default_value_t = TensorFormat::Json)]
+    pub tensor_format: TensorFormat,
 
     /// The batch size (the leading dynamic dimension).
     #[arg(long, default_value_t = 1)]
@@ -442,12 +453,15 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         .json()
         .await
         .map_err(|e| format!("model metadata is not JSON: {e}"))?;
-    let bodies = Arc::new(bench::build_requests(
-        &meta,
-        &data,
-        &shapes,
-        args.batch_size,
-    )?);
+    let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size)?;
+    let bodies: Vec<bench::Body> = match args.tensor_format {
+        TensorFormat::Json => json_bodies.into_iter().map(bench::Body::json).collect(),
+        TensorFormat::Binary => json_bodies
+            .iter()
+            .map(|b| bench::to_binary(b))
+            .collect::<Result<_, _>>()?,
+    };
+    let bodies = Arc::new(bodies);
     let text =
         global.format == Format::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = move |line: &str| {
@@ -458,7 +472,10 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     let mut report = BenchReport {
         url: args.url.clone(),
         model: args.model.clone(),
-        protocol: "http-json",
+        protocol: match args.tensor_format {
+            TensorFormat::Json => "http-json",
+            TensorFormat::Binary => "http-binary",
+        },
         percentile: args.percentile,
         batch_size: args.batch_size,
         steps: Vec::new(),

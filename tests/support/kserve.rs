@@ -17,6 +17,69 @@ pub struct Server {
     pub url: String,
     pub ready: Arc<AtomicBool>,
     pub inferences: Arc<AtomicUsize>,
+    /// Requests that came in the binary tensor extension's framing.
+    pub binary_requests: Arc<AtomicUsize>,
+}
+
+/// The request as JSON: plain, or the binary extension's header with each binary input's bytes
+/// decoded back into `data` (FP32 only: the model's datatype).
+fn decode(body: &[u8], header_len: Option<usize>) -> Result<Value, String> {
+    let Some(n) = header_len else {
+        return serde_json::from_slice(body)
+            .map_err(|e| format!("failed to parse the request JSON buffer: {e}"));
+    };
+    let head = body
+        .get(..n)
+        .ok_or("Inference-Header-Content-Length exceeds the body")?;
+    let mut v: Value =
+        serde_json::from_slice(head).map_err(|e| format!("bad inference header: {e}"))?;
+    let mut rest = &body[n..];
+    for t in v["inputs"].as_array_mut().ok_or("no inputs")? {
+        let Some(size) = t
+            .pointer("/parameters/binary_data_size")
+            .and_then(Value::as_u64)
+        else {
+            continue;
+        };
+        let size = size as usize;
+        if rest.len() < size || t["datatype"] != "FP32" || !size.is_multiple_of(4) {
+            return Err(format!(
+                "unexpected total byte size {size} for input '{}'",
+                t["name"].as_str().unwrap_or("")
+            ));
+        }
+        let data: Vec<f64> = rest[..size]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect();
+        t["data"] = json!(data);
+        rest = &rest[size..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last binary input", rest.len()));
+    }
+    Ok(v)
+}
+
+/// An answer in the binary extension's framing: outputs' data as raw FP32 after the JSON header.
+fn binary_reply(mut out: Value) -> Response<Full<Bytes>> {
+    let mut blobs = Vec::new();
+    for o in out["outputs"].as_array_mut().unwrap() {
+        let data = o.as_object_mut().unwrap().remove("data").unwrap();
+        let start = blobs.len();
+        for x in data.as_array().unwrap() {
+            blobs.extend((x.as_f64().unwrap() as f32).to_le_bytes());
+        }
+        o["parameters"] = json!({"binary_data_size": blobs.len() - start});
+    }
+    let mut bytes = serde_json::to_vec(&out).unwrap();
+    let n = bytes.len();
+    bytes.extend(blobs);
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("inference-header-content-length", n)
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap()
 }
 
 /// Nanoseconds spent per phase, as Triton's statistics extension counts them; the test server's
@@ -107,21 +170,29 @@ pub async fn start() -> Server {
     let ready = Arc::new(AtomicBool::new(true));
     let inferences = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(Stats::default());
-    let (r, n) = (ready.clone(), inferences.clone());
+    let binary_requests = Arc::new(AtomicUsize::new(0));
+    let (r, n, bin) = (ready.clone(), inferences.clone(), binary_requests.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (r, n, st) = (r.clone(), n.clone(), stats.clone());
+            let (r, n, st, bin) = (r.clone(), n.clone(), stats.clone(), bin.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (r, n, st) = (r.clone(), n.clone(), st.clone());
+                    let (r, n, st, b) = (r.clone(), n.clone(), st.clone(), bin.clone());
                     async move {
                         let started = std::time::Instant::now();
                         let path = req.uri().path().to_string();
                         let method = req.method().clone();
+                        let header_len = req
+                            .headers()
+                            .get("inference-header-content-length")
+                            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
                         let body = req.into_body().collect().await?.to_bytes();
+                        if header_len.is_some() {
+                            b.fetch_add(1, Ordering::SeqCst);
+                        }
                         let ready = r.load(Ordering::SeqCst);
                         let resp = match (method, path.as_str()) {
                             (Method::GET, "/v2/health/live") => reply(StatusCode::OK, json!({})),
@@ -144,10 +215,7 @@ pub async fn start() -> Server {
                             }
                             (Method::POST, "/v2/models/add_sub/infer")
                             | (Method::POST, "/v2/models/add_sub/versions/1/infer") => {
-                                match serde_json::from_slice::<Value>(&body)
-                                    .map_err(|e| {
-                                        format!("failed to parse the request JSON buffer: {e}")
-                                    })
+                                match decode(&body, header_len)
                                     .and_then(|v| check(&v).map(|x| (v, x)))
                                 {
                                     Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e})),
@@ -172,7 +240,13 @@ pub async fn start() -> Server {
                                         if let Some(id) = v.get("id") {
                                             out["id"] = id.clone();
                                         }
-                                        reply(StatusCode::OK, out)
+                                        if v.pointer("/parameters/binary_data_output")
+                                            == Some(&json!(true))
+                                        {
+                                            binary_reply(out)
+                                        } else {
+                                            reply(StatusCode::OK, out)
+                                        }
                                     }
                                 }
                             }
@@ -221,5 +295,6 @@ pub async fn start() -> Server {
         url: format!("http://{addr}"),
         ready,
         inferences,
+        binary_requests,
     }
 }
