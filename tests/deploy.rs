@@ -811,6 +811,30 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
         start[0]
     );
 
+    // bench -f: the model (and the task count) from the deployment; the endpoint too, unless --url
+    // points elsewhere (here: at the test server, as the emulator's load balancer answers nothing).
+    let out = cli_async(
+        &moto,
+        &[
+            "--format",
+            "json",
+            "bench",
+            "--url",
+            &server.url,
+            "--requests",
+            "5",
+            "--warmup",
+            "0s",
+        ],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json_out(&out)["model"], "add_sub");
+    let out = cli_async(&moto, &["bench", "--requests", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(".elb.amazonaws.com"), "{}", text(&out));
+
     let out = cli_async(&moto, &["destroy", "--yes", "--delete-images"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(

@@ -21,13 +21,22 @@ pub enum TensorFormat {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The endpoint: http://host:port (the load balancer, or any KServe v2 server).
-    #[arg(long)]
-    pub url: String,
+    /// The endpoint: http://host:port (the load balancer, or any KServe v2 server). With -f: the
+    /// deployed service's load balancer.
+    #[arg(long, required_unless_present = "spec_file")]
+    pub url: Option<String>,
 
-    /// The model to load.
-    #[arg(long)]
-    pub model: String,
+    /// The model to load. With -f: the first model of the spec's model repository.
+    #[arg(long, required_unless_present = "spec_file")]
+    pub model: Option<String>,
+
+    /// Take the endpoint, the model and the number of tasks from the service this spec deployed.
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub spec_file: Option<PathBuf>,
+
+    /// With -f: the spec's `[env.<NAME>]` overrides.
+    #[arg(long, value_name = "NAME", requires = "spec_file")]
+    pub env: Option<String>,
 
     #[arg(long, value_name = "V")]
     pub model_version: Option<String>,
@@ -93,9 +102,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K:V")]
     pub header: Vec<String>,
 
-    /// Tasks serving the endpoint: the capacity per task is the measured one divided by this.
-    #[arg(long, default_value_t = 1)]
-    pub tasks: u32,
+    /// Tasks serving the endpoint: the capacity per task is the measured one divided by this
+    /// (default 1; with -f, the service's running tasks).
+    #[arg(long)]
+    pub tasks: Option<u32>,
 
     /// The autoscaling target is this fraction of the capacity per task.
     #[arg(long, default_value_t = 0.7)]
@@ -375,7 +385,57 @@ fn pick(s: &Step, p: f64) -> u64 {
     }
 }
 
+/// The endpoint, model and task count of the service a spec deployed.
+async fn from_deployment(
+    args: &BenchArgs,
+) -> Result<(Option<String>, Option<String>, Option<u32>), String> {
+    let Some(file) = &args.spec_file else {
+        return Ok((None, None, None));
+    };
+    let spec_args = super::SpecArgs {
+        file: file.clone(),
+        env: args.env.clone(),
+    };
+    let cx = super::deployment::Context::load(&spec_args, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let infra = cx.infra().map_err(|e| e.to_string())?;
+    let dns = triton_deploy_aws::elbv2::Elb::new(&cx.config)
+        .dns_name(&infra.load_balancer_arn)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the deployed load balancer has no DNS name")?;
+    let url = crate::deploy::endpoint_url(&cx.spec, &dns);
+    let model = cx.spec.model_repository.as_ref().and_then(|dir| {
+        let base = file.parent().unwrap_or(std::path::Path::new("."));
+        crate::model_repo::ModelRepo::read(&base.join(dir), None)
+            .ok()?
+            .models
+            .into_iter()
+            .map(|m| m.name)
+            .next()
+    });
+    let tasks = triton_deploy_aws::ecs::Ecs::new(&cx.config)
+        .describe_service(&infra.cluster, &cx.spec.service)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|s| s.running.max(1) as u32);
+    Ok((Some(url), model, tasks))
+}
+
 async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, String> {
+    let (dep_url, dep_model, dep_tasks) = from_deployment(args).await?;
+    let url = args
+        .url
+        .clone()
+        .or(dep_url)
+        .ok_or("no endpoint: pass --url or -f SPEC")?;
+    let model = args
+        .model
+        .clone()
+        .or(dep_model)
+        .ok_or("no model: pass --model (the spec has no model repository to take one from)")?;
+    let tasks = args.tasks.or(dep_tasks).unwrap_or(1);
     if !(0.0..=100.0).contains(&args.percentile) {
         return Err("--percentile is between 0 and 100".into());
     }
@@ -414,8 +474,8 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         }
     };
     let settings = Arc::new(Settings {
-        url: args.url.clone(),
-        model: args.model.clone(),
+        url: url.clone(),
+        model: model.clone(),
         version: args.model_version.clone(),
         window: args.duration,
         warmup: args.warmup,
@@ -432,7 +492,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         } else {
             args.metrics_url
                 .clone()
-                .or_else(|| default_metrics_url(&args.url))
+                .or_else(|| default_metrics_url(&url))
         },
         server_stats: !args.no_server_stats,
         started: std::time::Instant::now(),
@@ -470,8 +530,8 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         }
     };
     let mut report = BenchReport {
-        url: args.url.clone(),
-        model: args.model.clone(),
+        url: url.clone(),
+        model: model.clone(),
         protocol: match args.tensor_format {
             TensorFormat::Json => "http-json",
             TensorFormat::Binary => "http-binary",
@@ -583,13 +643,13 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
             match best {
                 Some(i) => {
                     let best = &report.steps[i];
-                    let per_task = best.throughput / f64::from(args.tasks.max(1));
+                    let per_task = best.throughput / f64::from(tasks.max(1));
                     report.sla = Some(json!({
                         "budget_us": budget_us,
                         "percentile": args.percentile,
                         "best": {"concurrency": best.concurrency, "rate": best.rate, "throughput": best.throughput,
                                  "latency_us": pick(best, args.percentile)},
-                        "tasks": args.tasks,
+                        "tasks": tasks,
                         "throughput_per_task": per_task,
                     }));
                     report.autoscaling = Some(bench::autoscaling(
