@@ -269,6 +269,8 @@ fn sample(dt: &str, data: &InputData, rng: &mut Rng) -> Result<Value, String> {
 pub struct Body {
     pub bytes: bytes::Bytes,
     pub header_len: Option<usize>,
+    /// The same request for the gRPC protocol.
+    pub grpc: Option<crate::grpc::proto::ModelInferRequest>,
 }
 
 impl Body {
@@ -276,6 +278,7 @@ impl Body {
         Body {
             bytes: bytes.into(),
             header_len: None,
+            grpc: None,
         }
     }
 }
@@ -320,7 +323,8 @@ pub fn bf16_bits(x: f32) -> u16 {
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
-fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+/// Tensor data as the binary forms want it: little-endian, row-major, BYTES length-prefixed.
+pub fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
     let f = |v: &Value| {
         v.as_f64()
             .ok_or_else(|| format!("{dt} data must be numbers"))
@@ -376,6 +380,7 @@ pub fn to_binary(json_body: &[u8]) -> Result<Body, String> {
     Ok(Body {
         bytes: bytes.into(),
         header_len: Some(header_len),
+        grpc: None,
     })
 }
 
@@ -472,6 +477,8 @@ pub struct Settings {
     pub server_stats: bool,
     /// When the run started: the timeline's origin.
     pub started: Instant,
+    /// The gRPC channel when the protocol is gRPC.
+    pub grpc: Option<tonic::transport::Channel>,
 }
 
 impl Settings {
@@ -527,6 +534,9 @@ impl Window {
 }
 
 async fn send(client: &reqwest::Client, s: &Settings, body: Body) -> Result<(), String> {
+    if let (Some(channel), Some(req)) = (&s.grpc, body.grpc) {
+        return crate::grpc::infer(channel.clone(), req).await;
+    }
     let mut req = client.post(s.infer_url());
     req = match body.header_len {
         None => req.header("content-type", "application/json"),

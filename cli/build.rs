@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 fn main() {
-    let protos = ["model_config.proto", "onnx.proto"];
+    let protos = ["model_config.proto", "onnx.proto", "grpc_inference.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed=proto/{p}");
     }
@@ -12,6 +12,8 @@ fn main() {
     let bytes = prost::Message::encode_to_vec(&fds);
     std::fs::write(out.join("descriptors.bin"), bytes).expect("writing descriptors.bin");
     prost_build::Config::new()
+        // The request's tensors are handed over without a copy.
+        .bytes([".kserve_grpc.ModelInferRequest.raw_input_contents"])
         .compile_fds(fds)
         .expect("generating Rust types from proto/*.proto");
 }

@@ -8,6 +8,7 @@ pub mod bench_report;
 pub mod commands;
 pub mod deploy;
 pub mod docker_build;
+pub mod grpc;
 pub mod image;
 pub mod infra;
 pub mod kserve;

@@ -428,3 +428,59 @@ async fn binary_tensors_are_framed_as_the_extension_says() {
     assert_eq!(server.binary_requests.load(Ordering::SeqCst), 20);
     assert_eq!(server.inferences.load(Ordering::SeqCst), 20);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn grpc_inference_reaches_mlserver_and_is_counted() {
+    let before = mlserver_successes().await;
+    let url = format!("http://{}", env("TD_KSERVE_GRPC"));
+    let out = bench(&[
+        "--protocol",
+        "grpc",
+        "--url",
+        &url,
+        "--model",
+        "iris",
+        "--concurrency",
+        "2",
+        "--requests",
+        "120",
+        "--warmup",
+        "0s",
+        "--no-server-stats",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = doc(&out);
+    assert_eq!(d["protocol"], "grpc");
+    assert_eq!(d["steps"][0]["requests"], 120);
+    assert_eq!(d["steps"][0]["errors"], 0, "{d}");
+    assert_eq!(
+        mlserver_successes().await - before,
+        120.0,
+        "MLServer counted the gRPC inferences"
+    );
+    // A model the server does not have: a gRPC error, said plainly.
+    let out = bench(&[
+        "--protocol",
+        "grpc",
+        "--url",
+        &url,
+        "--model",
+        "nope",
+        "--requests",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ModelMetadata"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -14,6 +14,12 @@ use super::{Format, Global, block_on, exit};
 use crate::bench::{self, InputData, Load, Settings, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TensorFormat {
     Json,
     Binary,
@@ -73,7 +79,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME:DIMS")]
     pub shape: Vec<String>,
 
-    /// Tensor encoding: JSON, or Triton's binary tensor extension (needed for FP16/BF16 at speed;
+    /// HTTP (Triton's :8000), or gRPC (`inference.GRPCInferenceService`, Triton's :8001; tensors
+    /// as raw contents).
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+
+    /// Tensor encoding over HTTP: JSON, or Triton's binary tensor extension (needed for FP16/BF16 at speed;
     /// not every KServe v2 server has it).
     #[arg(long, value_enum, default_value_t = TensorFormat::Json)]
     pub tensor_format: TensorFormat,
@@ -496,6 +507,10 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         },
         server_stats: !args.no_server_stats,
         started: std::time::Instant::now(),
+        grpc: match args.protocol {
+            Protocol::Grpc => Some(crate::grpc::channel(&url)?),
+            Protocol::Http => None,
+        },
     });
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
@@ -503,24 +518,38 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
-    let meta: Value = client
-        .get(settings.metadata_url())
-        .send()
-        .await
-        .map_err(|e| format!("{}: {e}", settings.metadata_url()))?
-        .error_for_status()
-        .map_err(|e| format!("model metadata: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("model metadata is not JSON: {e}"))?;
+    let meta: Value = match &settings.grpc {
+        Some(ch) => {
+            crate::grpc::metadata(ch.clone(), &settings.model, settings.version.as_deref()).await?
+        }
+        None => client
+            .get(settings.metadata_url())
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", settings.metadata_url()))?
+            .error_for_status()
+            .map_err(|e| format!("model metadata: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("model metadata is not JSON: {e}"))?,
+    };
     let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size)?;
-    let bodies: Vec<bench::Body> = match args.tensor_format {
-        TensorFormat::Json => json_bodies.into_iter().map(bench::Body::json).collect(),
+    let mut bodies: Vec<bench::Body> = match args.tensor_format {
+        TensorFormat::Json => json_bodies.iter().cloned().map(bench::Body::json).collect(),
         TensorFormat::Binary => json_bodies
             .iter()
             .map(|b| bench::to_binary(b))
             .collect::<Result<_, _>>()?,
     };
+    if args.protocol == Protocol::Grpc {
+        for (b, j) in bodies.iter_mut().zip(&json_bodies) {
+            b.grpc = Some(crate::grpc::request(
+                j,
+                &settings.model,
+                settings.version.as_deref(),
+            )?);
+        }
+    }
     let bodies = Arc::new(bodies);
     let text =
         global.format == Format::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -532,9 +561,10 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     let mut report = BenchReport {
         url: url.clone(),
         model: model.clone(),
-        protocol: match args.tensor_format {
-            TensorFormat::Json => "http-json",
-            TensorFormat::Binary => "http-binary",
+        protocol: match (args.protocol, args.tensor_format) {
+            (Protocol::Grpc, _) => "grpc",
+            (_, TensorFormat::Json) => "http-json",
+            (_, TensorFormat::Binary) => "http-binary",
         },
         percentile: args.percentile,
         batch_size: args.batch_size,
