@@ -482,7 +482,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn infer_url(&self) -> String {
+    /// The inference URL (built once per run: requests reuse it).
+    pub fn infer_url(&self) -> String {
         let base = self.url.trim_end_matches('/');
         match &self.version {
             Some(v) => format!("{base}/v2/models/{}/versions/{v}/infer", self.model),
@@ -533,11 +534,16 @@ impl Window {
     }
 }
 
-async fn send(client: &reqwest::Client, s: &Settings, body: Body) -> Result<(), String> {
+async fn send(
+    client: &reqwest::Client,
+    s: &Settings,
+    url: &reqwest::Url,
+    body: Body,
+) -> Result<(), String> {
     if let (Some(channel), Some(req)) = (&s.grpc, body.grpc) {
         return crate::grpc::infer(channel.clone(), req).await;
     }
-    let mut req = client.post(s.infer_url());
+    let mut req = client.post(url.clone());
     req = match body.header_len {
         None => req.header("content-type", "application/json"),
         Some(n) => req
@@ -575,6 +581,13 @@ async fn run_window(
     seed: u64,
 ) -> Arc<Window> {
     let w = Arc::new(Window::new());
+    let url = match reqwest::Url::parse(&s.infer_url()) {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            w.error(format!("bad url: {e}"));
+            return w;
+        }
+    };
     let issued = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -583,6 +596,7 @@ async fn run_window(
     match load {
         Load::Concurrency(c) => {
             for k in 0..c {
+                let url = url.clone();
                 let (client, s, bodies, w, issued, stop) = (
                     client.clone(),
                     s.clone(),
@@ -604,7 +618,7 @@ async fn run_window(
                         let body = bodies[i % bodies.len()].clone();
                         i += 1;
                         let t = Instant::now();
-                        match send(&client, &s, body).await {
+                        match send(&client, &s, &url, body).await {
                             Ok(()) => w.record(t.elapsed().as_micros() as u64),
                             Err(code) => w.error(code),
                         }
@@ -652,12 +666,12 @@ async fn run_window(
                     let _ = tasks.join_next().await;
                 }
                 while tasks.try_join_next().is_some() {}
-                let (client, s, w) = (client.clone(), s.clone(), w.clone());
+                let (client, s, w, url) = (client.clone(), s.clone(), w.clone(), url.clone());
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
                 let at = intended;
                 tasks.spawn(async move {
-                    match send(&client, &s, body).await {
+                    match send(&client, &s, &url, body).await {
                         // From the intended send time: a late send is latency the user would see.
                         Ok(()) => w.record(at.elapsed().as_micros() as u64),
                         Err(code) => w.error(code),

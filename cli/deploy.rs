@@ -322,33 +322,28 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
     }
 }
 
-/// The fields of the service that differ between what is deployed and what is wanted. Fields
-/// ECS did not report are compared through the configuration hash tag instead: when the tag
-/// matches they are the deployed ones.
+/// The fields of the service that differ between what is deployed and what is wanted. When the
+/// service's configuration-hash tag matches, the configuration was applied as is: what a reader
+/// reports differently (an emulator's dropped fields) is not a change.
 pub fn service_diff(observed: &ServiceState, desired: &ServiceConfig) -> Vec<FieldChange> {
-    let want = service_fields(desired);
-    let tagged = observed
+    let hash = service_hash(desired);
+    if observed
         .tags
         .iter()
-        .any(|(k, v)| k == "triton-deploy:service-hash" && *v == service_hash(desired));
-    let mut changes: Vec<FieldChange> = Vec::new();
-    if let Value::Object(w) = &want {
-        for (k, v) in w {
-            match observed.observed.get(k) {
-                Some(o) => walk(k, o, v, &mut changes),
-                None if !tagged => changes.push(FieldChange {
-                    path: k.clone(),
-                    from: Value::Null,
-                    to: v.clone(),
-                }),
-                None => {}
-            }
-        }
+        .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash)
+    {
+        return Vec::new();
     }
-    if tagged {
-        // The tag says the configuration was applied as is: what the reader reports differently
-        // is the reader's (an emulator's dropped fields), not a change.
-        changes.clear();
+    let mut changes: Vec<FieldChange> = Vec::new();
+    if let Value::Object(want) = service_fields(desired) {
+        for (k, v) in &want {
+            walk(
+                k,
+                observed.observed.get(k).unwrap_or(&Value::Null),
+                v,
+                &mut changes,
+            );
+        }
     }
     changes
 }

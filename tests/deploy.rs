@@ -13,22 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 use support::*;
 
-const MUTATING: &[&str] = &[
-    "Create",
-    "Delete",
-    "Execute",
-    "Update",
-    "Put",
-    "Register",
-    "Run",
-    "Attach",
-    "Authorize",
-    "Modify",
-    "Tag",
-    "Deregister",
-    "Start",
-];
-
 fn short_name(prefix: &str) -> String {
     unique(prefix).replace('-', "").chars().take(18).collect()
 }

@@ -62,20 +62,6 @@ async fn stack_status(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-const MUTATING: &[&str] = &[
-    "Create",
-    "Delete",
-    "Execute",
-    "Update",
-    "Put",
-    "Register",
-    "Run",
-    "Attach",
-    "Authorize",
-    "Modify",
-    "Tag",
-];
-
 #[tokio::test]
 #[ignore = "needs the local stack: run ./scripts/test.sh"]
 async fn plan_then_apply_then_a_second_rollout_changes_nothing() {

@@ -12,6 +12,23 @@ pub const ECR_USER: &str = "AWS";
 /// moto's deterministic ECR token password.
 pub const ECR_PASSWORD: &str = "123456789012-auth-token";
 
+/// AWS actions that change something, by their name's start (recorded calls are checked against it).
+pub const MUTATING: &[&str] = &[
+    "Create",
+    "Delete",
+    "Execute",
+    "Update",
+    "Put",
+    "Register",
+    "Run",
+    "Attach",
+    "Authorize",
+    "Modify",
+    "Tag",
+    "Deregister",
+    "Start",
+];
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
