@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -117,6 +117,7 @@ pub fn build_requests(
     data: &InputData,
     shapes: &BTreeMap<String, Vec<i64>>,
     batch: u32,
+    batching: bool,
 ) -> Result<Vec<Vec<u8>>, String> {
     let inputs = meta
         .get("inputs")
@@ -155,14 +156,11 @@ pub fn build_requests(
                         .ok_or_else(|| format!("input {name}: bad dimension {d}"))
                 })
                 .collect::<Result<_, _>>()?;
-            let given = entry.get(name);
-            let (content, explicit_shape) = match given {
-                Some(Value::Object(o)) => (o.get("content").cloned(), o.get("shape").cloned()),
-                Some(v @ Value::Array(_)) => (Some(v.clone()), None),
-                Some(_) => {
-                    return Err(format!(
-                        "input-data entry for {name} is neither a list nor {{content, shape}}"
-                    ));
+            let (content, explicit_shape) = match entry.get(name) {
+                Some(v) => {
+                    let (values, shape) = crate::tensor::given(dt, v)
+                        .map_err(|e| format!("input-data entry for {name}: {e}"))?;
+                    (Some(values), shape)
                 }
                 None if matches!(data, InputData::File(_)) => {
                     return Err(format!("the input-data file has no data for input {name}"));
@@ -170,9 +168,7 @@ pub fn build_requests(
                 None => (None, None),
             };
             let shape: Vec<u64> = match explicit_shape {
-                Some(s) => {
-                    serde_json::from_value(s).map_err(|e| format!("input {name}: shape: {e}"))?
-                }
+                Some(s) => s,
                 None => {
                     let wanted = shapes.get(name);
                     let mut dims = Vec::new();
@@ -180,8 +176,9 @@ pub fn build_requests(
                         dims.push(match (*d, wanted) {
                             (d, _) if d >= 0 => d as u64,
                             (_, Some(w)) if w.len() == meta_shape.len() && w[k] > 0 => w[k] as u64,
-                            // The leading dynamic dimension of a batching model is the batch.
-                            (_, _) if k == 0 => u64::from(batch.max(1)),
+                            // The leading dynamic dimension of a batching model is the batch
+                            // (without a configuration to say, a leading -1 is taken for it).
+                            (_, _) if k == 0 && batching => u64::from(batch.max(1)),
                             _ => {
                                 return Err(format!(
                                     "input {name} has a dynamic dimension {k}: give its size with --shape {name}:{}",
@@ -198,8 +195,7 @@ pub fn build_requests(
                 return Err(format!("input {name} would have {count} elements"));
             }
             let values: Value = match content {
-                Some(Value::Array(a)) => {
-                    let flat = flatten(&a);
+                Some(flat) => {
                     if flat.len() as u64 != count {
                         return Err(format!(
                             "input-data for {name} has {} elements, its shape {shape:?} needs {count}",
@@ -208,7 +204,6 @@ pub fn build_requests(
                     }
                     Value::Array(flat)
                 }
-                Some(_) => return Err(format!("input-data content for {name} is not a list")),
                 None => Value::Array(
                     (0..count)
                         .map(|_| sample(dt, data, &mut rng))
@@ -220,17 +215,6 @@ pub fn build_requests(
         out.push(serde_json::to_vec(&json!({"inputs": tensors})).expect("json"));
     }
     Ok(out)
-}
-
-fn flatten(a: &[Value]) -> Vec<Value> {
-    let mut out = Vec::new();
-    for v in a {
-        match v {
-            Value::Array(inner) => out.extend(flatten(inner)),
-            other => out.push(other.clone()),
-        }
-    }
-    out
 }
 
 fn sample(dt: &str, data: &InputData, rng: &mut Rng) -> Result<Value, String> {
@@ -534,95 +518,241 @@ impl Window {
     }
 }
 
-async fn send(
-    client: &reqwest::Client,
-    s: &Settings,
-    url: &reqwest::Url,
-    body: Body,
-) -> Result<(), String> {
-    if let (Some(channel), Some(req)) = (&s.grpc, body.grpc) {
-        return crate::grpc::infer(channel.clone(), req).await;
-    }
-    let mut req = client.post(url.clone());
-    req = match body.header_len {
-        None => req.header("content-type", "application/json"),
-        Some(n) => req
-            .header("content-type", "application/octet-stream")
-            .header("inference-header-content-length", n),
-    };
-    let mut req = req.body(body.bytes);
-    for (k, v) in &s.headers {
-        req = req.header(k, v);
-    }
-    match req.send().await {
-        Ok(r) if r.status().is_success() => {
-            // Read the whole answer: its transfer is part of the latency.
-            r.bytes().await.map(|_| ()).map_err(|_| "body".to_string())
+/// How requests reach the server, and the requests themselves (encoded once per run).
+pub struct Transport {
+    bodies: Vec<Body>,
+    /// Plain `http://`: the lean HTTP/1.1 client, each body already a whole request.
+    lean: Option<(crate::http1::Target, Vec<bytes::Bytes>)>,
+    /// Idle lean connections for the open loop's request tasks.
+    pool: std::sync::Mutex<Vec<crate::http1::Conn>>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    grpc: Option<tonic::transport::Channel>,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    /// `validation_data`: what each body's answer must hold (same order as `bodies`).
+    expected: Option<Vec<crate::tensor::Expected>>,
+    /// The first answer that failed validation, and why.
+    pub first_mismatch: std::sync::OnceLock<String>,
+    /// Answers received so far, ok or not (for the live progress line).
+    answered: AtomicU64,
+}
+
+impl Transport {
+    /// The transport for `s`: gRPC when `s.grpc` is set, else the lean HTTP/1.1 client for
+    /// `http://` URLs (unless `general` asks for reqwest), else reqwest.
+    pub async fn new(
+        s: &Settings,
+        client: reqwest::Client,
+        bodies: Vec<Body>,
+        expected: Option<Vec<crate::tensor::Expected>>,
+        general: bool,
+    ) -> Result<Transport, String> {
+        if let Some(e) = &expected
+            && e.len() != bodies.len()
+        {
+            return Err(format!(
+                "{} validation entries for {} requests",
+                e.len(),
+                bodies.len()
+            ));
         }
-        Ok(r) => {
-            let code = r.status().as_u16().to_string();
-            let _ = r.bytes().await;
-            Err(code)
+        let url = reqwest::Url::parse(&s.infer_url()).map_err(|e| format!("{}: {e}", s.url))?;
+        let lean = if s.grpc.is_none() && !general && url.scheme() == "http" {
+            let target = crate::http1::Target::new(&url).await?;
+            let requests = bodies
+                .iter()
+                .map(|b| {
+                    let mut h: Vec<(&str, String)> = match b.header_len {
+                        None => vec![("content-type", "application/json".into())],
+                        Some(n) => vec![
+                            ("content-type", "application/octet-stream".into()),
+                            ("inference-header-content-length", n.to_string()),
+                        ],
+                    };
+                    h.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+                    target.post(&h, &b.bytes)
+                })
+                .collect();
+            Some((target, requests))
+        } else {
+            None
+        };
+        Ok(Transport {
+            bodies,
+            lean,
+            pool: std::sync::Mutex::new(Vec::new()),
+            client,
+            url,
+            grpc: s.grpc.clone(),
+            headers: s.headers.clone(),
+            timeout: s.timeout,
+            expected,
+            first_mismatch: std::sync::OnceLock::new(),
+            answered: AtomicU64::new(0),
+        })
+    }
+
+    /// Answers received so far in the run, successful or not.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether answers are checked against `validation_data`.
+    pub fn validates(&self) -> bool {
+        self.expected.is_some()
+    }
+
+    /// A connection for one request task (the lean client's; none otherwise).
+    fn conn(&self) -> Option<crate::http1::Conn> {
+        let (target, _) = self.lean.as_ref()?;
+        Some(
+            self.pool
+                .lock()
+                .expect("lock")
+                .pop()
+                .unwrap_or_else(|| crate::http1::Conn::new(target.addrs.clone())),
+        )
+    }
+
+    fn put_back(&self, conn: Option<crate::http1::Conn>) {
+        if let Some(c) = conn {
+            self.pool.lock().expect("lock").push(c);
         }
-        Err(e) if e.is_timeout() => Err("timeout".into()),
-        Err(e) if e.is_connect() => Err("connect".into()),
-        Err(_) => Err("reset".into()),
+    }
+
+    /// Sends request `i` (round-robin over the bodies) and reads the whole answer: its transfer
+    /// is part of the latency. `Err` is the error code the report counts.
+    async fn send(&self, conn: &mut Option<crate::http1::Conn>, i: usize) -> Result<(), String> {
+        let r = self.exchange(conn, i).await;
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    async fn exchange(
+        &self,
+        conn: &mut Option<crate::http1::Conn>,
+        i: usize,
+    ) -> Result<(), String> {
+        let k = i % self.bodies.len();
+        let want = self.expected.as_ref().map(|e| &e[k]);
+        if let (Some((_, requests)), Some(c)) = (&self.lean, conn.as_mut()) {
+            return match c.round_trip(&requests[k], self.timeout).await {
+                Ok(status) if (200..300).contains(&status) => match want {
+                    Some(w) => {
+                        self.validate(w, crate::tensor::http_outputs(c.body(), c.header_len))
+                    }
+                    None => Ok(()),
+                },
+                Ok(status) => Err(status.to_string()),
+                Err(f) => Err(f.code().to_string()),
+            };
+        }
+        let body = &self.bodies[k];
+        if let (Some(channel), Some(req)) = (&self.grpc, &body.grpc) {
+            let resp = crate::grpc::infer(channel.clone(), req.clone()).await?;
+            return match want {
+                Some(w) => self.validate(w, crate::grpc::outputs(&resp)),
+                None => Ok(()),
+            };
+        }
+        let mut req = self.client.post(self.url.clone());
+        req = match body.header_len {
+            None => req.header("content-type", "application/json"),
+            Some(n) => req
+                .header("content-type", "application/octet-stream")
+                .header("inference-header-content-length", n),
+        };
+        let mut req = req.body(body.bytes.clone());
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                let header_len = r
+                    .headers()
+                    .get("inference-header-content-length")
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let bytes = r.bytes().await.map_err(|_| "body".to_string())?;
+                match want {
+                    Some(w) => self.validate(w, crate::tensor::http_outputs(&bytes, header_len)),
+                    None => Ok(()),
+                }
+            }
+            Ok(r) => {
+                let code = r.status().as_u16().to_string();
+                let _ = r.bytes().await;
+                Err(code)
+            }
+            Err(e) if e.is_timeout() => Err("timeout".into()),
+            Err(e) if e.is_connect() => Err("connect".into()),
+            Err(_) => Err("reset".into()),
+        }
+    }
+
+    /// Checks an answer's outputs against `validation_data`; a mismatch is the error
+    /// `validation` (the first one's reason is kept for the report).
+    fn validate(
+        &self,
+        want: &crate::tensor::Expected,
+        got: Result<std::collections::BTreeMap<String, crate::tensor::Tensor>, String>,
+    ) -> Result<(), String> {
+        match got.and_then(|g| crate::tensor::check(want, &g)) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                let _ = self.first_mismatch.set(why);
+                Err("validation".into())
+            }
+        }
     }
 }
 
 /// Runs one window of `load` for `length` (or `count` requests), recording into a new window.
 async fn run_window(
-    client: &reqwest::Client,
-    s: &Arc<Settings>,
-    bodies: &Arc<Vec<Body>>,
+    t: &Arc<Transport>,
     load: Load,
     length: Duration,
     count: Option<u64>,
     seed: u64,
 ) -> Arc<Window> {
     let w = Arc::new(Window::new());
-    let url = match reqwest::Url::parse(&s.infer_url()) {
-        Ok(u) => Arc::new(u),
-        Err(e) => {
-            w.error(format!("bad url: {e}"));
-            return w;
-        }
-    };
     let issued = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let deadline = started + length;
     let mut tasks = tokio::task::JoinSet::new();
     match load {
         Load::Concurrency(c) => {
             for k in 0..c {
-                let url = url.clone();
-                let (client, s, bodies, w, issued, stop) = (
-                    client.clone(),
-                    s.clone(),
-                    bodies.clone(),
-                    w.clone(),
-                    issued.clone(),
-                    stop.clone(),
-                );
+                let (t, w, issued) = (t.clone(), w.clone(), issued.clone());
                 tasks.spawn(async move {
+                    // One connection per request in flight, kept for the whole window.
+                    let mut conn = t.conn();
                     let mut i = k as usize;
+                    let mut hist =
+                        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+                    let mut ok = 0u64;
                     loop {
-                        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
-                            return;
+                        if Instant::now() >= deadline {
+                            break;
                         }
                         let n = issued.fetch_add(1, Ordering::Relaxed);
                         if count.is_some_and(|c| n >= c) {
-                            return;
+                            break;
                         }
-                        let body = bodies[i % bodies.len()].clone();
-                        i += 1;
-                        let t = Instant::now();
-                        match send(&client, &s, &url, body).await {
-                            Ok(()) => w.record(t.elapsed().as_micros() as u64),
+                        let start = Instant::now();
+                        match t.send(&mut conn, i).await {
+                            Ok(()) => {
+                                let _ = hist.record((start.elapsed().as_micros() as u64).max(1));
+                                ok += 1;
+                            }
                             Err(code) => w.error(code),
                         }
+                        i += c as usize;
                     }
+                    // Each task keeps its own histogram: nothing shared per request.
+                    let _ = w.hist.lock().expect("lock").add(&hist);
+                    w.ok.fetch_add(ok, Ordering::Relaxed);
+                    t.put_back(conn);
                 });
             }
         }
@@ -666,22 +796,23 @@ async fn run_window(
                     let _ = tasks.join_next().await;
                 }
                 while tasks.try_join_next().is_some() {}
-                let (client, s, w, url) = (client.clone(), s.clone(), w.clone(), url.clone());
-                let body = bodies[i % bodies.len()].clone();
-                i += 1;
+                let (t, w) = (t.clone(), w.clone());
                 let at = intended;
+                let k = i;
+                i += 1;
                 tasks.spawn(async move {
-                    match send(&client, &s, &url, body).await {
+                    let mut conn = t.conn();
+                    match t.send(&mut conn, k).await {
                         // From the intended send time: a late send is latency the user would see.
                         Ok(()) => w.record(at.elapsed().as_micros() as u64),
                         Err(code) => w.error(code),
                     }
+                    t.put_back(conn);
                 });
             }
         }
     }
     while tasks.join_next().await.is_some() {}
-    stop.store(true, Ordering::Relaxed);
     w
 }
 
@@ -689,12 +820,12 @@ async fn run_window(
 pub async fn measure(
     client: &reqwest::Client,
     s: &Arc<Settings>,
-    bodies: &Arc<Vec<Body>>,
+    transport: &Arc<Transport>,
     load: Load,
     on_window: &(dyn Fn(&str) + Sync),
 ) -> Step {
     if !s.warmup.is_zero() {
-        run_window(client, s, bodies, load, s.warmup, None, 1).await;
+        run_window(transport, load, s.warmup, None, 1).await;
     }
     let stats_before = model_stats(client, s).await;
     let mut timeline = Vec::new();
@@ -703,7 +834,7 @@ pub async fn measure(
     let trials = if s.requests.is_some() {
         1
     } else {
-        s.max_trials.max(3)
+        s.max_trials.max(1)
     };
     for t in 0..trials {
         let started = Instant::now();
@@ -712,16 +843,7 @@ pub async fn measure(
         } else {
             s.window
         };
-        let w = run_window(
-            client,
-            s,
-            bodies,
-            load,
-            length,
-            s.requests,
-            7 + u64::from(t),
-        )
-        .await;
+        let w = run_window(transport, load, length, s.requests, 7 + u64::from(t)).await;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let ok = w.ok.load(Ordering::Relaxed);
         let thr = ok as f64 * f64::from(s.batch.max(1)) / secs;
@@ -809,6 +931,75 @@ pub async fn measure(
             gpu_metrics(client, s).await,
         ),
     }
+}
+
+/// The model's configuration over HTTP (`GET /v2/models/<m>/config`, Triton's protobuf JSON).
+pub async fn http_config(
+    client: &reqwest::Client,
+    s: &Settings,
+) -> Result<crate::model_config::ModelConfig, String> {
+    let url = format!("{}/config", s.metadata_url());
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{url}: {}", r.status()));
+    }
+    let text = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let msg = prost_reflect::DynamicMessage::deserialize_with_options(
+        crate::model_config::descriptor(),
+        &mut de,
+        &prost_reflect::DeserializeOptions::new().deny_unknown_fields(false),
+    )
+    .map_err(|e| format!("{url}: not a model configuration: {e}"))?;
+    msg.transcode_to()
+        .map_err(|e| format!("{url}: not a model configuration: {e}"))
+}
+
+/// What the load depends on in a model's configuration: batching and instances.
+pub fn config_summary(c: &crate::model_config::ModelConfig) -> Value {
+    let instances: Vec<Value> = c
+        .instance_group
+        .iter()
+        .map(|g| {
+            json!({"count": g.count.max(1),
+                   "kind": crate::model_config::inference::model_instance_group::Kind::try_from(g.kind)
+                       .map(|k| k.as_str_name())
+                       .unwrap_or("KIND_AUTO")})
+        })
+        .collect();
+    json!({
+        "available": true,
+        "max_batch_size": c.max_batch_size,
+        "dynamic_batching": match &c.scheduling_choice {
+            Some(crate::model_config::inference::model_config::SchedulingChoice::DynamicBatching(d)) => Some(json!({
+            "preferred_batch_size": d.preferred_batch_size,
+            "max_queue_delay_us": d.max_queue_delay_microseconds,
+            })),
+            _ => None,
+        },
+        "instance_group": instances,
+    })
+}
+
+/// Whether `batch` suits the model's configuration.
+pub fn check_batch(c: &crate::model_config::ModelConfig, batch: u32) -> Result<(), String> {
+    if c.max_batch_size == 0 && batch > 1 {
+        return Err(format!(
+            "model {} does not batch (max_batch_size 0 in its configuration): --batch-size must be 1",
+            c.name
+        ));
+    }
+    if c.max_batch_size > 0 && i64::from(batch) > i64::from(c.max_batch_size) {
+        return Err(format!(
+            "--batch-size {batch} is over model {}'s max_batch_size {}",
+            c.name, c.max_batch_size
+        ));
+    }
+    Ok(())
 }
 
 /// Triton's statistics extension: the model's cumulative counters, or why they are unavailable.
@@ -983,22 +1174,22 @@ mod tests {
                                      {"name": "s", "datatype": "BYTES", "shape": [-1, -1]}]});
         let mut shapes = BTreeMap::new();
         shapes.insert("s".to_string(), vec![2, 3]);
-        let r = build_requests(&meta, &InputData::Zero, &shapes, 2).unwrap();
+        let r = build_requests(&meta, &InputData::Zero, &shapes, 2, true).unwrap();
         let v: Value = serde_json::from_slice(&r[0]).unwrap();
         assert_eq!(v["inputs"][0]["shape"], json!([2, 4]));
         assert_eq!(v["inputs"][0]["data"].as_array().unwrap().len(), 8);
         assert_eq!(v["inputs"][1]["shape"], json!([2, 3]));
         let file =
             json!({"data": [{"x": [[1, 2, 3, 4]], "s": {"content": ["a"], "shape": [1, 1]}}]});
-        let r = build_requests(&meta, &InputData::File(file), &BTreeMap::new(), 1).unwrap();
+        let r = build_requests(&meta, &InputData::File(file), &BTreeMap::new(), 1, true).unwrap();
         let v: Value = serde_json::from_slice(&r[0]).unwrap();
         assert_eq!(v["inputs"][0]["data"], json!([1, 2, 3, 4]));
         assert_eq!(v["inputs"][1]["shape"], json!([1, 1]));
         let wrong = json!({"data": [{"x": [1, 2], "s": ["a"]}]});
-        assert!(build_requests(&meta, &InputData::File(wrong), &BTreeMap::new(), 1).is_err());
+        assert!(build_requests(&meta, &InputData::File(wrong), &BTreeMap::new(), 1, true).is_err());
         // A second dynamic dimension needs --shape.
         assert!(
-            build_requests(&meta, &InputData::Zero, &BTreeMap::new(), 1)
+            build_requests(&meta, &InputData::Zero, &BTreeMap::new(), 1, true)
                 .unwrap_err()
                 .contains("--shape s:")
         );

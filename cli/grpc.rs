@@ -15,6 +15,7 @@ use proto::{ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMe
 
 const METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
 const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+const CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
 
 /// A lazily connecting channel to `url` (`http://host:8001`).
 pub fn channel(url: &str) -> Result<Channel, String> {
@@ -74,6 +75,25 @@ pub async fn metadata(
     )
 }
 
+/// The model's configuration (Triton's `ModelConfig` RPC); `Err` when the server has none.
+pub async fn config(
+    channel: Channel,
+    model: &str,
+    version: Option<&str>,
+) -> Result<crate::model_config::ModelConfig, String> {
+    let r: proto::ModelConfigResponse = unary(
+        channel,
+        CONFIG,
+        proto::ModelConfigRequest {
+            name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
+        },
+    )
+    .await
+    .map_err(|s| format!("ModelConfig: {:?}: {}", s.code(), s.message()))?;
+    prost::Message::decode(r.config.as_slice()).map_err(|e| format!("ModelConfig: {e}"))
+}
+
 /// A JSON inference request (the HTTP protocol's) as a gRPC one with raw input contents.
 pub fn request(
     json_body: &[u8],
@@ -100,6 +120,7 @@ pub fn request(
                 datatype,
                 shape: serde_json::from_value(t["shape"].clone()).map_err(|e| e.to_string())?,
                 parameters: Default::default(),
+                contents: None,
             });
         req.raw_input_contents.push(raw.into());
     }
@@ -107,9 +128,46 @@ pub fn request(
 }
 
 /// One inference; the error is the gRPC status code's name.
-pub async fn infer(channel: Channel, req: ModelInferRequest) -> Result<(), String> {
+pub async fn infer(channel: Channel, req: ModelInferRequest) -> Result<ModelInferResponse, String> {
     unary::<_, ModelInferResponse>(channel, INFER, req)
         .await
-        .map(|_| ())
         .map_err(|s| format!("grpc {:?}", s.code()))
+}
+
+/// The outputs of an answer, from raw output contents (one per output, in order) or typed
+/// contents.
+pub fn outputs(
+    resp: &ModelInferResponse,
+) -> Result<std::collections::BTreeMap<String, crate::tensor::Tensor>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, o) in resp.outputs.iter().enumerate() {
+        let data = match (resp.raw_output_contents.get(k), &o.contents) {
+            (Some(raw), _) => crate::tensor::decode(&o.datatype, raw)
+                .map_err(|e| format!("output {}: {e}", o.name))?,
+            (None, Some(c)) => match o.datatype.as_str() {
+                "BOOL" => c.bool_contents.iter().map(|x| json!(x)).collect(),
+                "INT8" | "INT16" | "INT32" => c.int_contents.iter().map(|x| json!(x)).collect(),
+                "INT64" => c.int64_contents.iter().map(|x| json!(x)).collect(),
+                "UINT8" | "UINT16" | "UINT32" => c.uint_contents.iter().map(|x| json!(x)).collect(),
+                "UINT64" => c.uint64_contents.iter().map(|x| json!(x)).collect(),
+                "FP32" => c.fp32_contents.iter().map(|x| json!(x)).collect(),
+                "FP64" => c.fp64_contents.iter().map(|x| json!(x)).collect(),
+                "BYTES" => c
+                    .bytes_contents
+                    .iter()
+                    .map(|b| json!(String::from_utf8_lossy(b)))
+                    .collect(),
+                other => return Err(format!("output {}: no typed contents for {other}", o.name)),
+            },
+            (None, None) => Vec::new(),
+        };
+        out.insert(
+            o.name.clone(),
+            crate::tensor::Tensor {
+                datatype: o.datatype.clone(),
+                data,
+            },
+        );
+    }
+    Ok(out)
 }

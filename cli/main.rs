@@ -10,9 +10,10 @@ use triton_deploy::commands::{self, Format, Global};
 #[derive(Debug, Parser)]
 #[command(name = "triton-deploy", version, about, propagate_version = true)]
 struct Cli {
-    /// Output format: human-readable text, or one JSON document on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format on stdout: human-readable text (`table` is the same), one JSON document, or
+    /// (bench only) CSV with perf_analyzer's columns.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
 
     /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -24,6 +25,14 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    #[value(alias = "table")]
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,9 +85,18 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let color =
         !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let csv = cli.format == OutputFormat::Csv;
+    if csv && !matches!(cli.command, Command::Bench(_)) {
+        eprintln!("error: --format csv is for `bench`; the other commands print text or json");
+        return ExitCode::from(commands::exit::USAGE as u8);
+    }
     let global = Global {
-        format: cli.format,
+        format: match cli.format {
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Text | OutputFormat::Csv => Format::Text,
+        },
         color,
+        csv,
     };
     let code = match cli.command {
         Command::Validate(args) => commands::validate::run(args, global),

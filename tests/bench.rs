@@ -229,8 +229,9 @@ async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Batches over the model's maximum get 400 from the server: counted per code, and a run where
-    // every request failed exits 1.
+    // The server's configuration (Triton's /config) says add_sub batches up to 8: a larger batch is
+    // refused before any request is sent, naming the limit.
+    let before = server.inferences.load(Ordering::SeqCst);
     let out = bench(&[
         "--url",
         &server.url,
@@ -238,6 +239,35 @@ async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
         "add_sub",
         "--batch-size",
         "9",
+        "--requests",
+        "5",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--batch-size 9 is over model add_sub's max_batch_size 8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.inferences.load(Ordering::SeqCst), before);
+
+    // Requests the server refuses (a shape given in the input file, over its batch limit) get 400:
+    // counted per code, and a run where every request failed exits 1.
+    std::fs::write(
+        &f,
+        json!({"data": [{"INPUT0": {"content": vec![0.5; 9 * 16], "shape": [9, 16]},
+                         "INPUT1": {"content": vec![0.5; 9 * 16], "shape": [9, 16]}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--input-data",
+        f.to_str().unwrap(),
         "--requests",
         "5",
         "--warmup",
@@ -483,4 +513,292 @@ async fn grpc_inference_reaches_mlserver_and_is_counted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// add_sub's input-data entry with `validation_data`: the sum and difference it must answer.
+fn add_sub_data(a: &[f32], b: &[f32], wrong: bool) -> Value {
+    let sum: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+    let mut diff: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    if wrong {
+        diff[3] += 1.0;
+    }
+    // INPUT1 as perf_analyzer's {"b64": raw little-endian bytes}.
+    let raw: Vec<u8> = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+    use base64::Engine;
+    json!({
+        "data": [{"INPUT0": {"content": a, "shape": [1, 16]},
+                  "INPUT1": {"b64": base64::engine::general_purpose::STANDARD.encode(raw)}}],
+        "validation_data": [{"OUTPUT0": sum, "OUTPUT1": {"content": diff, "shape": [1, 16]}}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_checked_against_validation_data_in_every_encoding() {
+    let server = kserve::start().await;
+    let a: Vec<f32> = (0..16).map(|i| i as f32 * 0.25).collect();
+    let b: Vec<f32> = (0..16).map(|i| 1.0 - i as f32 * 0.125).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&good, add_sub_data(&a, &b, false).to_string()).unwrap();
+    std::fs::write(&bad, add_sub_data(&a, &b, true).to_string()).unwrap();
+    for (protocol, format) in [("http", "json"), ("http", "binary"), ("grpc", "json")] {
+        for (file, wrong) in [(&good, false), (&bad, true)] {
+            let out = bench(&[
+                "--url",
+                &server.url,
+                "--model",
+                "add_sub",
+                "--protocol",
+                protocol,
+                "--tensor-format",
+                format,
+                "--input-data",
+                file.to_str().unwrap(),
+                "--concurrency",
+                "2",
+                "--requests",
+                "10",
+                "--warmup",
+                "0s",
+            ])
+            .await;
+            let d = doc(&out);
+            let v = &d["validation"];
+            assert_eq!(v["checked"], 10, "{protocol}/{format}: {d}");
+            if wrong {
+                assert_eq!(out.status.code(), Some(1), "{protocol}/{format}: {d}");
+                assert_eq!(v["failed"], 10, "{protocol}/{format}: {d}");
+                assert_eq!(d["steps"][0]["errors_by_code"]["validation"], 10);
+                let diff3 = a[3] - b[3];
+                assert_eq!(
+                    v["first_mismatch"],
+                    format!(
+                        "output OUTPUT1[3] is {}, expected {}",
+                        json!(diff3),
+                        json!(diff3 + 1.0)
+                    ),
+                    "{protocol}/{format}"
+                );
+            } else {
+                assert_eq!(out.status.code(), Some(0), "{protocol}/{format}: {d}");
+                assert_eq!(v["failed"], 0, "{protocol}/{format}: {d}");
+                assert_eq!(d["steps"][0]["errors"], 0, "{protocol}/{format}: {d}");
+            }
+        }
+    }
+    // Validation data for an output the model does not have, or a count that does not match
+    // the data entries: refused up front, naming the file.
+    let mut doc_bad = add_sub_data(&a, &b, false);
+    doc_bad["validation_data"][0]["OUTPUT9"] = json!([1]);
+    std::fs::write(&bad, doc_bad.to_string()).unwrap();
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--input-data",
+        bad.to_str().unwrap(),
+        "--requests",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("no output OUTPUT9"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_tensors_travel_length_prefixed_over_http_and_grpc() {
+    let server = kserve::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("text.json");
+    // Two entries, used round-robin; the second holds three strings in a batch of 3.
+    std::fs::write(
+        &f,
+        json!({
+            "data": [
+                {"TEXT": {"content": ["hello triton"], "shape": [1, 1]}},
+                {"TEXT": {"content": ["a b c", "", "ünïcödé words here"], "shape": [3, 1]}}
+            ],
+            "validation_data": [
+                {"LENGTH": [12], "WORDS": [2]},
+                {"LENGTH": [5, 0, 22], "WORDS": [3, 0, 3]}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut strings = 0;
+    for (protocol, format) in [("http", "json"), ("http", "binary"), ("grpc", "json")] {
+        let out = bench(&[
+            "--url",
+            &server.url,
+            "--model",
+            "text_stats",
+            "--protocol",
+            protocol,
+            "--tensor-format",
+            format,
+            "--input-data",
+            f.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--requests",
+            "10",
+            "--warmup",
+            "0s",
+        ])
+        .await;
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(0), "{protocol}/{format}: {d}");
+        assert_eq!(d["steps"][0]["errors"], 0, "{protocol}/{format}: {d}");
+        assert_eq!(d["validation"]["failed"], 0, "{protocol}/{format}: {d}");
+        // Five requests of each entry: 5 x 1 + 5 x 3 strings reached the server.
+        strings += 20;
+        assert_eq!(
+            server.strings.load(Ordering::SeqCst),
+            strings,
+            "{protocol}/{format}"
+        );
+    }
+    assert_eq!(server.binary_requests.load(Ordering::SeqCst), 10);
+    assert_eq!(server.grpc_requests.load(Ordering::SeqCst), 10);
+
+    // Random strings from the metadata alone, batched.
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "text_stats",
+        "--protocol",
+        "grpc",
+        "--batch-size",
+        "4",
+        "--requests",
+        "8",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    let d = doc(&out);
+    assert_eq!(d["steps"][0]["errors"], 0, "{d}");
+    assert_eq!(server.strings.load(Ordering::SeqCst), strings + 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_reads_the_model_configuration_and_the_statistics() {
+    let server = kserve::start().await;
+    let metrics = format!("{}/metrics", server.url);
+    for protocol in ["http", "grpc"] {
+        let out = bench(&[
+            "--url",
+            &server.url,
+            "--model",
+            "add_sub",
+            "--protocol",
+            protocol,
+            "--batch-size",
+            "8",
+            "--concurrency",
+            "2",
+            "--requests",
+            "30",
+            "--warmup",
+            "0s",
+            "--metrics-url",
+            &metrics,
+        ])
+        .await;
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(0), "{protocol}: {d}");
+        // The real config.pbtxt of model-repos/simple-onnx/add_sub, over /config or ModelConfig.
+        let c = &d["model_config"];
+        assert_eq!(c["available"], true, "{protocol}: {c}");
+        assert_eq!(c["max_batch_size"], 8, "{protocol}: {c}");
+        assert_eq!(
+            c["dynamic_batching"]["preferred_batch_size"],
+            json!([4, 8]),
+            "{c}"
+        );
+        assert_eq!(c["dynamic_batching"]["max_queue_delay_us"], 100, "{c}");
+        assert_eq!(
+            c["instance_group"],
+            json!([{"count": 1, "kind": "KIND_GPU"}]),
+            "{c}"
+        );
+        assert!(d["steps"][0]["throughput"].as_f64().unwrap() > 0.0);
+        let st = &d["steps"][0]["server"]["stats"];
+        assert_eq!(st["inferences"], 30.0, "{protocol}: {st}");
+    }
+    assert_eq!(server.grpc_requests.load(Ordering::SeqCst), 30);
+    // Over gRPC too, a batch over the limit is refused before sending.
+    let out = bench(&[
+        "--url",
+        &server.url,
+        "--model",
+        "add_sub",
+        "--protocol",
+        "grpc",
+        "--batch-size",
+        "16",
+        "--requests",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_batch_size 8"));
+    assert_eq!(server.grpc_requests.load(Ordering::SeqCst), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_and_the_general_http_clients_agree() {
+    let server = kserve::start().await;
+    for client in ["lean", "general"] {
+        let before = server.inferences.load(Ordering::SeqCst);
+        let out = bench(&[
+            "--url",
+            &server.url,
+            "--model",
+            "add_sub",
+            "--http-client",
+            client,
+            "--threads",
+            "1",
+            "--concurrency",
+            "4",
+            "--requests",
+            "200",
+            "--warmup",
+            "0s",
+        ])
+        .await;
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(0), "{client}: {d}");
+        assert_eq!(d["steps"][0]["requests"], 200, "{client}: {d}");
+        assert_eq!(d["steps"][0]["errors"], 0, "{client}: {d}");
+        assert_eq!(
+            server.inferences.load(Ordering::SeqCst) - before,
+            200,
+            "{client}"
+        );
+    }
+    // Nobody listening: connection errors counted, not a crash.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = bench(&[
+        "--url",
+        &format!("http://{closed}"),
+        "--model",
+        "add_sub",
+        "--requests",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
 }

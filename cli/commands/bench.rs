@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Format, Global, block_on, exit};
+use super::{Format, Global, exit};
 use crate::bench::{self, InputData, Load, Settings, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +23,15 @@ pub enum Protocol {
 pub enum TensorFormat {
     Json,
     Binary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpClient {
+    /// Our HTTP/1.1 keep-alive client: each request encoded once, one connection per request
+    /// in flight (plain http:// only).
+    Lean,
+    /// A general-purpose client (reqwest); always used for https://.
+    General,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +164,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_server_stats: bool,
 
+    /// The HTTP client for plain http:// endpoints.
+    #[arg(long, value_enum, default_value_t = HttpClient::Lean)]
+    pub http_client: HttpClient,
+
+    /// Threads generating load (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// Per-request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -199,14 +216,36 @@ pub struct BenchReport {
     pub sla: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<bench::Autoscaling>,
+    /// The model's configuration as the server reports it (Triton's `/config`), or why not.
+    pub model_config: Value,
+    /// With `validation_data`: how many answers were checked against it and how many differed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Value>,
     /// Why a sweep or search stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
 }
 
 pub fn run(args: BenchArgs, global: Global) -> i32 {
-    let Some(result) = block_on(run_bench(&args, global)) else {
-        return exit::USAGE;
+    let mut rt = match args.threads {
+        Some(0) => {
+            eprintln!("error: --threads is at least 1");
+            return exit::USAGE;
+        }
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let result = match rt.enable_all().build() {
+        Ok(rt) => rt.block_on(run_bench(&args, global)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::USAGE;
+        }
     };
     match result {
         Ok(r) => {
@@ -232,6 +271,7 @@ pub fn run(args: BenchArgs, global: Global) -> i32 {
             }
             match global.format {
                 Format::Json => println!("{doc}"),
+                Format::Text if global.csv => print!("{}", csv(&r)),
                 Format::Text => print_table(&r),
             }
             if r.steps
@@ -338,8 +378,48 @@ fn print_table(r: &BenchReport) {
                 .unwrap_or_default()
         );
     }
+    if let Some(v) = &r.validation {
+        println!(
+            "validation: {} of {} answers differed from validation_data{}",
+            v["failed"],
+            v["checked"],
+            v["first_mismatch"]
+                .as_str()
+                .map(|m| format!(" (first: {m})"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(s) = &r.stopped {
         println!("stopped early: {s}");
+    }
+    let c = &r.model_config;
+    if c["available"] == true {
+        let dynamic = match &c["dynamic_batching"] {
+            Value::Null => "no dynamic batching".to_string(),
+            d => format!(
+                "dynamic batching (preferred {}, max queue delay {} us)",
+                d["preferred_batch_size"], d["max_queue_delay_us"]
+            ),
+        };
+        let groups = c["instance_group"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .map(|g| format!("{} x {}", g["count"], g["kind"].as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default instances".into());
+        println!(
+            "model config: max_batch_size {}, {dynamic}, {groups}",
+            c["max_batch_size"]
+        );
+    } else {
+        println!(
+            "model config: unavailable ({})",
+            c["reason"].as_str().unwrap_or("")
+        );
     }
     if let Some(first) = r.steps.first() {
         for part in ["stats", "gpu"] {
@@ -434,6 +514,14 @@ async fn from_deployment(
     Ok((Some(url), model, tasks))
 }
 
+/// Input-data problems name the file.
+fn input_file_error(input: &str, e: String) -> String {
+    match input {
+        "random" | "zero" => e,
+        file => format!("{file}: {e}"),
+    }
+}
+
 async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, String> {
     let (dep_url, dep_model, dep_tasks) = from_deployment(args).await?;
     let url = args
@@ -457,9 +545,16 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         .header
         .iter()
         .map(|h| {
-            h.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("--header {h}: use K:V"))
+            let (k, v) = h
+                .split_once(':')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| format!("--header {h}: use K:V"))?;
+            reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("--header {h}: `{k}` is not a header name"))?;
+            reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                format!("--header {h}: the value has characters a header cannot carry")
+            })?;
+            Ok::<_, String>((k.to_ascii_lowercase(), v.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut shapes = BTreeMap::new();
@@ -533,7 +628,25 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
             .await
             .map_err(|e| format!("model metadata is not JSON: {e}"))?,
     };
-    let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size)?;
+    // Triton also serves the model's configuration: whether it batches, and up to what size.
+    let config = match &settings.grpc {
+        Some(ch) => {
+            crate::grpc::config(ch.clone(), &settings.model, settings.version.as_deref()).await
+        }
+        None => bench::http_config(&client, &settings).await,
+    };
+    if let Ok(c) = &config {
+        bench::check_batch(c, args.batch_size)?;
+    }
+    let batching = config.as_ref().map_or(true, |c| c.max_batch_size > 0);
+    let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size, batching)
+        .map_err(|e| input_file_error(&args.input_data, e))?;
+    let expected = match &data {
+        InputData::File(v) => {
+            crate::tensor::expected(v, &meta).map_err(|e| input_file_error(&args.input_data, e))?
+        }
+        _ => None,
+    };
     let mut bodies: Vec<bench::Body> = match args.tensor_format {
         TensorFormat::Json => json_bodies.iter().cloned().map(bench::Body::json).collect(),
         TensorFormat::Binary => json_bodies
@@ -550,12 +663,46 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
             )?);
         }
     }
-    let bodies = Arc::new(bodies);
-    let text =
-        global.format == Format::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let transport = Arc::new(
+        bench::Transport::new(
+            &settings,
+            client.clone(),
+            bodies,
+            expected,
+            args.http_client == HttpClient::General,
+        )
+        .await?,
+    );
+    // On a terminal: a live line (requests answered, the rate over the last half second, time
+    // running) under the lines of finished windows.
+    let live = (global.format == Format::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    .then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
+                .expect("template"),
+        );
+        bar
+    });
+    let ticker = live.clone().map(|bar| {
+        let t = transport.clone();
+        tokio::spawn(async move {
+            let mut last = (t.answered(), std::time::Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = (t.answered(), std::time::Instant::now());
+                let rate = (now.0 - last.0) as f64 / now.1.duration_since(last.1).as_secs_f64();
+                bar.set_message(format!("{} answered, {rate:.0} req/s", now.0));
+                bar.tick();
+                last = now;
+            }
+        })
+    });
+    let bar = live.clone();
     let progress = move |line: &str| {
-        if text {
-            eprintln!("  {line}");
+        if let Some(b) = &bar {
+            b.println(format!("  {line}"));
         }
     };
     let mut report = BenchReport {
@@ -571,6 +718,11 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         steps: Vec::new(),
         sla: None,
         autoscaling: None,
+        model_config: match &config {
+            Ok(c) => bench::config_summary(c),
+            Err(why) => json!({"available": false, "reason": why}),
+        },
+        validation: None,
         stopped: None,
     };
     let open = args.rate.is_some();
@@ -596,7 +748,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     match args.latency_budget {
         None => {
             for v in range {
-                let step = bench::measure(&client, &settings, &bodies, make(v), &progress).await;
+                let step = bench::measure(&client, &settings, &transport, make(v), &progress).await;
                 let bad = failing(&step);
                 report.steps.push(step);
                 if bad {
@@ -620,7 +772,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
             let mut bad: Option<f64> = None;
             let mut v = range[0];
             loop {
-                let step = bench::measure(&client, &settings, &bodies, make(v), &progress).await;
+                let step = bench::measure(&client, &settings, &transport, make(v), &progress).await;
                 let within = !failing(&step)
                     && pick(&step, args.percentile) <= budget_us
                     && step.requests > 0;
@@ -650,7 +802,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
                         break;
                     }
                     let step =
-                        bench::measure(&client, &settings, &bodies, make(mid), &progress).await;
+                        bench::measure(&client, &settings, &transport, make(mid), &progress).await;
                     let within = !failing(&step)
                         && pick(&step, args.percentile) <= budget_us
                         && step.requests > 0;
@@ -700,6 +852,31 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
                 }
             }
         }
+    }
+    if transport.validates() {
+        let failed: u64 = report
+            .steps
+            .iter()
+            .map(|s| s.errors_by_code.get("validation").copied().unwrap_or(0))
+            .sum();
+        let answered: u64 = report
+            .steps
+            .iter()
+            .map(|s| {
+                s.requests - s.errors + s.errors_by_code.get("validation").copied().unwrap_or(0)
+            })
+            .sum();
+        report.validation = Some(json!({
+            "checked": answered,
+            "failed": failed,
+            "first_mismatch": transport.first_mismatch.get(),
+        }));
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(b) = live {
+        b.finish_and_clear();
     }
     Ok(report)
 }

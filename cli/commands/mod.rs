@@ -52,6 +52,8 @@ impl SpecArgs {
 pub struct Global {
     pub format: Format,
     pub color: bool,
+    /// `--format csv` (bench only): CSV on stdout instead of the table.
+    pub csv: bool,
 }
 
 /// Runs an async command body on a multi-threaded runtime; `None` (after saying why) when no

@@ -408,9 +408,14 @@ async fn rollout(args: &RolloutArgs, global: Global) -> Result<RolloutReport, Ro
     })
     .await;
     let text = global.format == Format::Text;
-    let (mut report, pf) = infra_phase(args, &mut spec, &config, global).await?;
+    let (mut report, pf, unchanged) = infra_phase(args, &mut spec, &config, global).await?;
     let cfn = Cfn::new(&config);
-    let Some(mut stack) = cfn.describe(&report.stack).await? else {
+    // The infra phase's description still holds when it applied nothing.
+    let stack = match unchanged {
+        Some(s) => Some(s),
+        None => cfn.describe(&report.stack).await?,
+    };
+    let Some(mut stack) = stack else {
         // Planning a new cluster: the service comes with it.
         return Ok(report);
     };
@@ -606,7 +611,14 @@ async fn infra_phase(
     spec: &mut DeploymentSpec,
     config: &triton_deploy_aws::SdkConfig,
     global: Global,
-) -> Result<(RolloutReport, Preflight), RolloutError> {
+) -> Result<
+    (
+        RolloutReport,
+        Preflight,
+        Option<triton_deploy_aws::cfn::StackInfo>,
+    ),
+    RolloutError,
+> {
     let pf = preflight(spec, config).await?;
     spec.vpc_id = Some(pf.vpc_id.clone());
     spec.subnets = pf.subnets.clone();
@@ -656,7 +668,7 @@ async fn infra_phase(
             && s.status.ends_with("_COMPLETE")
         {
             // The deployed template is the rendered one: no change set needed.
-            return Ok((report, pf));
+            return Ok((report, pf, existing));
         }
     }
     let create = existing
@@ -682,8 +694,9 @@ async fn infra_phase(
         if create {
             // A CREATE change set leaves an empty stack in REVIEW_IN_PROGRESS: a plan removes it.
             let _ = cfn.delete_stack(&stack).await;
+            return Ok((report, pf, None));
         }
-        return Ok((report, pf));
+        return Ok((report, pf, existing));
     }
     let text = global.format == Format::Text;
     let on_event = move |e: &StackEvent| {
@@ -699,5 +712,5 @@ async fn infra_phase(
     )
     .await?;
     report.applied = true;
-    Ok((report, pf))
+    Ok((report, pf, None))
 }

@@ -1,0 +1,431 @@
+//! A lean HTTP/1.1 keep-alive client for the load generator's plain-`http://` path.
+//!
+//! A general client (reqwest/hyper) builds a header map, picks a pooled connection and allocates
+//! per request; a load generator sends the same few requests millions of times. Here each request
+//! is encoded once, in full (request line, headers, body), and each connection owns one reusable
+//! read buffer, so a round trip is one write and as few reads as the answer needs: the overhead
+//! that would otherwise be measured as the server's latency, or cap the rate, is gone. `https://`
+//! endpoints keep using reqwest.
+//!
+//! Answers are read by `Content-Length`, `Transfer-Encoding: chunked`, or to the end of the
+//! connection; `Connection: close` (or HTTP/1.0) is honoured by reconnecting. A keep-alive
+//! connection the server closed while idle is reopened and the request resent once, as browsers
+//! and hyper do.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where requests go: the resolved address and what the request line and `Host` header say.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Every address the host resolved to, tried in order when connecting.
+    pub addrs: std::sync::Arc<[SocketAddr]>,
+    host: String,
+    path: String,
+}
+
+impl Target {
+    /// `http://host[:port]/path` (plain HTTP only), resolved once.
+    pub async fn new(url: &url::Url) -> Result<Target, String> {
+        if url.scheme() != "http" {
+            return Err(format!("{url}: not plain http"));
+        }
+        let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{host}: no address"));
+        }
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let mut path = url.path().to_string();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Ok(Target {
+            addrs: addrs.into(),
+            host,
+            path,
+        })
+    }
+
+    /// The whole POST request, ready to write. `headers` are valid names and values (the
+    /// caller checked them); a `host` among them replaces the URL's.
+    pub fn post(&self, headers: &[(&str, String)], body: &[u8]) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(body.len() + 256);
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(self.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(self.host.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (k, v) in headers {
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out.into()
+    }
+}
+
+/// Why a round trip failed: the error codes the bench report counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    Timeout,
+    /// The connection broke, or the answer was not HTTP.
+    Reset,
+}
+
+impl Failure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+        }
+    }
+}
+
+/// One connection (opened on first use, reopened after a close) and its read buffer.
+pub struct Conn {
+    addrs: std::sync::Arc<[SocketAddr]>,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    /// The body's place in `buf` after a round trip (or in `chunked` when it was chunked).
+    body: std::ops::Range<usize>,
+    chunked: Vec<u8>,
+    was_chunked: bool,
+    /// The last answer's `Inference-Header-Content-Length` (Triton's binary tensor extension).
+    pub header_len: Option<usize>,
+}
+
+/// How the answer's body is delimited.
+enum Framing {
+    Length(usize),
+    Chunked,
+    Close,
+}
+
+impl Conn {
+    pub fn new(addrs: std::sync::Arc<[SocketAddr]>) -> Conn {
+        Conn {
+            addrs,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            body: 0..0,
+            chunked: Vec::new(),
+            was_chunked: false,
+            header_len: None,
+        }
+    }
+
+    /// The last answer's body.
+    pub fn body(&self) -> &[u8] {
+        if self.was_chunked {
+            &self.chunked
+        } else {
+            &self.buf[self.body.clone()]
+        }
+    }
+
+    /// Sends `request` and reads the answer; the status code, or why there is none.
+    pub async fn round_trip(&mut self, request: &[u8], timeout: Duration) -> Result<u16, Failure> {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(f)) => {
+                self.stream = None;
+                Err(f)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> Result<u16, Failure> {
+        let reused = self.stream.is_some();
+        match self.once(request).await {
+            // A kept-alive connection the server had closed: one fresh attempt.
+            Err(Stale) if reused => {
+                self.stream = None;
+                self.once(request).await.unwrap_or(Err(Failure::Reset))
+            }
+            Err(Stale) => Err(Failure::Reset),
+            Ok(r) => r,
+        }
+    }
+
+    async fn once(&mut self, request: &[u8]) -> Result<Result<u16, Failure>, Stale> {
+        if self.stream.is_none() {
+            let s = match TcpStream::connect(&self.addrs[..]).await {
+                Ok(s) => s,
+                Err(_) => return Ok(Err(Failure::Connect)),
+            };
+            let _ = s.set_nodelay(true);
+            self.stream = Some(s);
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        if stream.write_all(request).await.is_err() {
+            return Err(Stale);
+        }
+        self.buf.clear();
+        self.was_chunked = false;
+        self.header_len = None;
+        // The head.
+        let (status, head_len, framing, close) = loop {
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(self.buf.capacity().max(4096));
+            }
+            let n = match stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) if self.buf.is_empty() => return Err(Stale),
+                Ok(0) | Err(_) => return Ok(Err(Failure::Reset)),
+                Ok(n) => n,
+            };
+            debug_assert!(n > 0);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let mut framing = Framing::Close;
+                    let mut close = resp.version == Some(0);
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            match std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                            {
+                                Some(n) => framing = Framing::Length(n),
+                                None => return Ok(Err(Failure::Reset)),
+                            }
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            if h.value.eq_ignore_ascii_case(b"chunked") {
+                                framing = Framing::Chunked;
+                            }
+                        } else if h
+                            .name
+                            .eq_ignore_ascii_case("inference-header-content-length")
+                        {
+                            self.header_len = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok());
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            if h.value.eq_ignore_ascii_case(b"close") {
+                                close = true;
+                            } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
+                                close = false;
+                            }
+                        }
+                    }
+                    if status == 204 || status == 304 || (100..200).contains(&status) {
+                        framing = Framing::Length(0);
+                    }
+                    break (status, len, framing, close);
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < 1 << 20 => continue,
+                _ => return Ok(Err(Failure::Reset)),
+            }
+        };
+        // The body.
+        match framing {
+            Framing::Length(n) => {
+                let end = head_len + n;
+                if self.buf.len() < end {
+                    self.buf.reserve(end - self.buf.len());
+                }
+                while self.buf.len() < end {
+                    match stream.read_buf(&mut self.buf).await {
+                        Ok(0) | Err(_) => return Ok(Err(Failure::Reset)),
+                        Ok(_) => {}
+                    }
+                }
+                self.body = head_len..end;
+            }
+            Framing::Chunked => loop {
+                self.chunked.clear();
+                match dechunk(&self.buf[head_len..], &mut self.chunked) {
+                    Some(Ok(_)) => {
+                        self.was_chunked = true;
+                        break;
+                    }
+                    Some(Err(())) => return Ok(Err(Failure::Reset)),
+                    None => {
+                        if self.buf.capacity() - self.buf.len() < 4096 {
+                            self.buf.reserve(self.buf.capacity().max(4096));
+                        }
+                        match stream.read_buf(&mut self.buf).await {
+                            Ok(0) | Err(_) => return Ok(Err(Failure::Reset)),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            },
+            Framing::Close => {
+                loop {
+                    if self.buf.capacity() - self.buf.len() < 4096 {
+                        self.buf.reserve(self.buf.capacity().max(4096));
+                    }
+                    match stream.read_buf(&mut self.buf).await {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(_) => return Ok(Err(Failure::Reset)),
+                    }
+                }
+                self.body = head_len..self.buf.len();
+                self.stream = None;
+            }
+        }
+        if close {
+            self.stream = None;
+        }
+        Ok(Ok(status))
+    }
+}
+
+/// The server closed a kept-alive connection before answering.
+struct Stale;
+
+/// Decodes a chunked body from `input` into `out`: `None` while incomplete, the bytes consumed
+/// when complete (trailers skipped), `Err` when it is not chunked encoding.
+pub fn dechunk(input: &[u8], out: &mut Vec<u8>) -> Option<Result<usize, ()>> {
+    let mut at = 0;
+    loop {
+        let line_end = find_crlf(&input[at..])? + at;
+        let line = std::str::from_utf8(&input[at..line_end]).ok();
+        let size = match line
+            .map(|l| l.split(';').next().unwrap_or("").trim())
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+        {
+            Some(s) => s,
+            None => return Some(Err(())),
+        };
+        at = line_end + 2;
+        if size == 0 {
+            // Trailers, each a line, then an empty line.
+            loop {
+                let end = find_crlf(&input[at..])? + at;
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Some(Ok(at));
+                }
+            }
+        }
+        if input.len() < at + size + 2 {
+            return None;
+        }
+        if &input[at + size..at + size + 2] != b"\r\n" {
+            return Some(Err(()));
+        }
+        out.extend_from_slice(&input[at..at + size]);
+        at += size + 2;
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_across_reads() {
+        let full = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for cut in 0..full.len() {
+            let mut out = Vec::new();
+            assert_eq!(dechunk(&full[..cut], &mut out), None, "cut at {cut}");
+        }
+        let mut out = Vec::new();
+        assert_eq!(dechunk(full, &mut out), Some(Ok(full.len())));
+        assert_eq!(out, b"Wikipedia");
+        assert_eq!(dechunk(b"zz\r\n", &mut Vec::new()), Some(Err(())));
+        assert_eq!(dechunk(b"2\r\nabc\r\n", &mut Vec::new()), Some(Err(())));
+    }
+
+    #[tokio::test]
+    async fn requests_are_encoded_once_with_their_length() {
+        let url = url::Url::parse("http://127.0.0.1:8000/v2/models/m/infer?x=1").unwrap();
+        let t = Target::new(&url).await.unwrap();
+        let req = t.post(&[("content-type", "application/json".into())], b"{}");
+        assert_eq!(
+            std::str::from_utf8(&req).unwrap(),
+            "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8000\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+        );
+    }
+
+    /// A server that answers with each framing in turn on one connection, then closes it.
+    #[tokio::test]
+    async fn framings_and_closed_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\nno",
+        ];
+        let server = tokio::spawn(async move {
+            // First connection: three answers, then the server closes it (idle keep-alive end).
+            // Second connection: one answer delimited by closing.
+            for conn in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let replies: Vec<&[u8]> = if conn == 0 {
+                    answers.clone()
+                } else {
+                    vec![b"HTTP/1.0 200 OK\r\n\r\nuntil close"]
+                };
+                for reply in replies {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let k = s.read(&mut buf).await.unwrap();
+                        got.extend_from_slice(&buf[..k]);
+                    }
+                    // The first connection's answers dribble out a byte at a time.
+                    let step = if conn == 0 { 1 } else { reply.len() };
+                    for part in reply.chunks(step) {
+                        s.write_all(part).await.unwrap();
+                        s.flush().await.unwrap();
+                    }
+                }
+            }
+        });
+        let url = url::Url::parse(&format!("http://{addr}/x")).unwrap();
+        let t = Target::new(&url).await.unwrap();
+        let req = t.post(&[], b"{}");
+        let mut c = Conn::new(t.addrs.clone());
+        let d = Duration::from_secs(5);
+        assert_eq!(c.round_trip(&req, d).await, Ok(200));
+        assert_eq!(c.body(), b"hello");
+        assert_eq!(c.round_trip(&req, d).await, Ok(200));
+        assert_eq!(c.body(), b"abcde");
+        assert_eq!(c.round_trip(&req, d).await, Ok(400));
+        assert_eq!(c.body(), b"no");
+        // The server closed the first connection: the request is sent again on a new one.
+        assert_eq!(c.round_trip(&req, d).await, Ok(200));
+        assert_eq!(c.body(), b"until close");
+        server.await.unwrap();
+        // Nobody listens any more.
+        assert_eq!(c.round_trip(&req, d).await, Err(Failure::Connect));
+    }
+}

@@ -1,0 +1,346 @@
+//! Tensors read back: raw little-endian bytes as values (perf_analyzer's `{"b64": ..}` inputs,
+//! Triton's binary outputs, gRPC's raw output contents), the outputs of an inference answer in
+//! any of the three encodings, and the check of those outputs against an input-data file's
+//! `validation_data`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+/// The value of IEEE half-precision bits.
+pub fn f16_value(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let man = f32::from(h & 0x3ff);
+    sign * match exp {
+        0 => man * 2f32.powi(-24),
+        0x1f if man == 0.0 => f32::INFINITY,
+        0x1f => f32::NAN,
+        e => (1.0 + man / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+/// The value of bfloat16 bits.
+pub fn bf16_value(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// Raw little-endian, row-major tensor bytes as JSON values (BYTES: 4-byte length prefixes).
+pub fn decode(dt: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
+    let width = match dt {
+        "BOOL" | "UINT8" | "INT8" => 1,
+        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
+        "UINT32" | "INT32" | "FP32" => 4,
+        "UINT64" | "INT64" | "FP64" => 8,
+        "BYTES" => 0,
+        other => return Err(format!("unknown datatype {other}")),
+    };
+    if width == 0 {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < raw.len() {
+            let len = raw
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| format!("BYTES: {} stray bytes at the end", raw.len() - at))?;
+            at += 4;
+            let s = raw.get(at..at + len).ok_or_else(|| {
+                format!(
+                    "BYTES: an element claims {len} bytes, {} are left (is each element's 4-byte length prefix there?)",
+                    raw.len() - at
+                )
+            })?;
+            out.push(json!(std::str::from_utf8(s).map_err(|_| {
+                "BYTES: an element is not UTF-8 text".to_string()
+            })?));
+            at += len;
+        }
+        return Ok(out);
+    }
+    if !raw.len().is_multiple_of(width) {
+        return Err(format!(
+            "{dt}: {} bytes is not a whole number of {width}-byte elements",
+            raw.len()
+        ));
+    }
+    Ok(raw
+        .chunks_exact(width)
+        .map(|c| {
+            let u = |n: usize| {
+                let mut b = [0u8; 8];
+                b[..n].copy_from_slice(&c[..n]);
+                u64::from_le_bytes(b)
+            };
+            match dt {
+                "BOOL" => json!(c[0] != 0),
+                "UINT8" => json!(c[0]),
+                "INT8" => json!(c[0] as i8),
+                "UINT16" => json!(u(2) as u16),
+                "INT16" => json!(u(2) as u16 as i16),
+                "UINT32" => json!(u(4) as u32),
+                "INT32" => json!(u(4) as u32 as i32),
+                "UINT64" => json!(u(8)),
+                "INT64" => json!(u(8) as i64),
+                "FP16" => json!(f16_value(u(2) as u16)),
+                "BF16" => json!(bf16_value(u(2) as u16)),
+                "FP32" => json!(f32::from_bits(u(4) as u32)),
+                _ => json!(f64::from_bits(u(8))),
+            }
+        })
+        .collect())
+}
+
+/// One output of an answer: its datatype and flattened values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub datatype: String,
+    pub data: Vec<Value>,
+}
+
+/// A tensor given in an input-data file: a (nested) list, `{"content": [..], "shape": [..]}`,
+/// or `{"b64": "<raw little-endian bytes>"}`. The values, flattened, and the shape if given.
+pub fn given(dt: &str, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), String> {
+    match v {
+        Value::Array(a) => Ok((flatten(a), None)),
+        Value::Object(o) => {
+            let shape = match o.get("shape") {
+                Some(s) => Some(
+                    serde_json::from_value::<Vec<u64>>(s.clone())
+                        .map_err(|_| "\"shape\" is a list of non-negative integers".to_string())?,
+                ),
+                None => None,
+            };
+            if let Some(b) = o.get("b64") {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_str().ok_or("\"b64\" is a string")?)
+                    .map_err(|e| format!("\"b64\": {e}"))?;
+                return Ok((decode(dt, &raw)?, shape));
+            }
+            match o.get("content") {
+                Some(Value::Array(a)) => Ok((flatten(a), shape)),
+                Some(_) => Err("\"content\" is a list".into()),
+                None => Err("an object needs \"content\" or \"b64\"".into()),
+            }
+        }
+        _ => Err("neither a list, {\"content\", \"shape\"} nor {\"b64\"}".into()),
+    }
+}
+
+pub fn flatten(a: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for v in a {
+        match v {
+            Value::Array(inner) => out.extend(flatten(inner)),
+            other => out.push(other.clone()),
+        }
+    }
+    out
+}
+
+/// The outputs of a JSON answer, or of a binary-extension one (`header_len`: the
+/// `Inference-Header-Content-Length`).
+pub fn http_outputs(
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<BTreeMap<String, Tensor>, String> {
+    let head = match header_len {
+        Some(n) => body
+            .get(..n)
+            .ok_or("the answer is shorter than its Inference-Header-Content-Length")?,
+        None => body,
+    };
+    let v: Value = serde_json::from_slice(head).map_err(|e| format!("the answer: {e}"))?;
+    let mut at = header_len.unwrap_or(0);
+    let mut out = BTreeMap::new();
+    for o in v
+        .get("outputs")
+        .and_then(Value::as_array)
+        .ok_or("the answer has no outputs")?
+    {
+        let name = o["name"]
+            .as_str()
+            .ok_or("an output has no name")?
+            .to_string();
+        let datatype = o["datatype"].as_str().unwrap_or_default().to_string();
+        let data = match o
+            .pointer("/parameters/binary_data_size")
+            .and_then(Value::as_u64)
+        {
+            Some(n) => {
+                let raw = body
+                    .get(at..at + n as usize)
+                    .ok_or_else(|| format!("output {name}: binary data past the answer's end"))?;
+                at += n as usize;
+                decode(&datatype, raw).map_err(|e| format!("output {name}: {e}"))?
+            }
+            None => flatten(o["data"].as_array().map(Vec::as_slice).unwrap_or(&[])),
+        };
+        out.insert(name, Tensor { datatype, data });
+    }
+    Ok(out)
+}
+
+/// What the outputs of one request should be (`validation_data`, one entry per `data` entry).
+pub type Expected = BTreeMap<String, Vec<Value>>;
+
+/// `validation_data` of an input-data file, checked against the model's outputs: `None` when
+/// the file has none.
+pub fn expected(file: &Value, meta: &Value) -> Result<Option<Vec<Expected>>, String> {
+    let Some(v) = file.get("validation_data") else {
+        return Ok(None);
+    };
+    let entries = v
+        .as_array()
+        .ok_or("\"validation_data\" is a list, one entry per \"data\" entry")?;
+    let data_len = file
+        .get("data")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if entries.len() != data_len {
+        return Err(format!(
+            "\"validation_data\" has {} entries and \"data\" {data_len}: there is one per data entry",
+            entries.len()
+        ));
+    }
+    let outputs: BTreeMap<&str, &str> = meta
+        .get("outputs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| Some((o["name"].as_str()?, o["datatype"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (k, e) in entries.iter().enumerate() {
+        let e = e
+            .as_object()
+            .ok_or_else(|| format!("validation_data[{k}] is an object of outputs"))?;
+        let mut want = Expected::new();
+        for (name, v) in e {
+            let dt = outputs.get(name.as_str()).ok_or_else(|| {
+                format!(
+                    "validation_data[{k}]: the model has no output {name} (it has {})",
+                    outputs.keys().copied().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let (values, _) =
+                given(dt, v).map_err(|e| format!("validation_data[{k}].{name}: {e}"))?;
+            want.insert(name.clone(), values);
+        }
+        out.push(want);
+    }
+    Ok(Some(out))
+}
+
+/// Whether `got` holds what `want` expects: integers, booleans and strings exactly, FP32/FP64
+/// within a relative 1e-5, FP16/BF16 within their precision. The first difference otherwise.
+pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), String> {
+    for (name, values) in want {
+        let t = got
+            .get(name)
+            .ok_or_else(|| format!("output {name} is missing"))?;
+        if t.data.len() != values.len() {
+            return Err(format!(
+                "output {name} has {} elements, expected {}",
+                t.data.len(),
+                values.len()
+            ));
+        }
+        let tol = match t.datatype.as_str() {
+            "FP16" => 1e-3,
+            "BF16" => 1e-2,
+            "FP32" => 1e-5,
+            "FP64" => 1e-9,
+            _ => 0.0,
+        };
+        for (k, (g, w)) in t.data.iter().zip(values).enumerate() {
+            let same = match (g.as_f64(), w.as_f64()) {
+                (Some(a), Some(b)) if tol > 0.0 => (a - b).abs() <= tol * b.abs().max(1.0),
+                (Some(a), Some(b)) => a == b,
+                _ => g == w,
+            };
+            if !same {
+                return Err(format!("output {name}[{k}] is {g}, expected {w}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bytes_decode_per_datatype() {
+        let mut raw = Vec::new();
+        crate::bench::encode("FP16", &[json!(1.5), json!(-0.25)], &mut raw).unwrap();
+        assert_eq!(
+            decode("FP16", &raw).unwrap(),
+            vec![json!(1.5), json!(-0.25)]
+        );
+        raw.clear();
+        crate::bench::encode("BF16", &[json!(3.0)], &mut raw).unwrap();
+        assert_eq!(decode("BF16", &raw).unwrap(), vec![json!(3.0)]);
+        raw.clear();
+        crate::bench::encode("INT16", &[json!(-2), json!(7)], &mut raw).unwrap();
+        assert_eq!(decode("INT16", &raw).unwrap(), vec![json!(-2), json!(7)]);
+        raw.clear();
+        crate::bench::encode("BYTES", &[json!("ab"), json!("")], &mut raw).unwrap();
+        assert_eq!(decode("BYTES", &raw).unwrap(), vec![json!("ab"), json!("")]);
+        // perf_analyzer's best-known mistake: BYTES without the length prefixes.
+        let e = decode("BYTES", b"hello world").unwrap_err();
+        assert!(e.contains("length prefix"), "{e}");
+        assert!(decode("FP32", &[0, 0, 0]).is_err());
+        assert_eq!(f16_value(0x7c00), f32::INFINITY);
+        assert_eq!(f16_value(0x0001), 2f32.powi(-24));
+    }
+
+    #[test]
+    fn answers_in_json_and_binary_give_the_same_outputs() {
+        let json_answer =
+            br#"{"outputs":[{"name":"OUT","datatype":"FP32","shape":[1,2],"data":[[1.5,2.0]]}]}"#;
+        let a = http_outputs(json_answer, None).unwrap();
+        let head = br#"{"outputs":[{"name":"OUT","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}"#;
+        let mut bin = head.to_vec();
+        crate::bench::encode("FP32", &[json!(1.5), json!(2.0)], &mut bin).unwrap();
+        let b = http_outputs(&bin, Some(head.len())).unwrap();
+        assert_eq!(a, b);
+        assert!(http_outputs(&bin[..bin.len() - 1], Some(head.len())).is_err());
+    }
+
+    #[test]
+    fn validation_data_is_checked_against_the_model_and_the_answers() {
+        let meta = json!({"outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 2]}]});
+        let file = json!({"data": [{"IN": [1, 2]}],
+                          "validation_data": [{"OUT": {"content": [1.5, 2.0], "shape": [2]}}]});
+        let want = expected(&file, &meta).unwrap().unwrap();
+        let got = |v: Vec<Value>| {
+            BTreeMap::from([(
+                "OUT".to_string(),
+                Tensor {
+                    datatype: "FP32".into(),
+                    data: v,
+                },
+            )])
+        };
+        assert!(check(&want[0], &got(vec![json!(1.5), json!(2.000001)])).is_ok());
+        let e = check(&want[0], &got(vec![json!(1.5), json!(2.5)])).unwrap_err();
+        assert_eq!(e, "output OUT[1] is 2.5, expected 2.0");
+        assert!(check(&want[0], &got(vec![json!(1.5)])).is_err());
+        let e = expected(
+            &json!({"data": [{}], "validation_data": [{"NOPE": [1]}]}),
+            &meta,
+        )
+        .unwrap_err();
+        assert!(e.contains("no output NOPE (it has OUT)"), "{e}");
+        assert!(
+            expected(&json!({"data": [{}, {}], "validation_data": [{}]}), &meta)
+                .unwrap_err()
+                .contains("one per data entry")
+        );
+        assert_eq!(expected(&json!({"data": []}), &meta).unwrap(), None);
+    }
+}
