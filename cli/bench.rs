@@ -673,7 +673,11 @@ impl Transport {
                     .headers()
                     .get("inference-header-content-length")
                     .and_then(|v| v.to_str().ok()?.parse().ok());
-                let bytes = r.bytes().await.map_err(|_| "body".to_string())?;
+                // A failure reading the answer: it timed out, or the connection broke.
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| if e.is_timeout() { "timeout" } else { "reset" }.to_string())?;
                 match want {
                     Some(w) => self.validate(w, crate::tensor::http_outputs(&bytes, header_len)),
                     None => Ok(()),

@@ -802,3 +802,182 @@ async fn the_lean_and_the_general_http_clients_agree() {
     .await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A server that answers metadata properly, then misbehaves on every inference: alternately it
+/// never answers (a timeout) or cuts the answer off halfway (a reset).
+async fn misbehaving_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let turn = turn.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&got).to_string();
+                    if head.starts_with("GET /v2/models/m ") {
+                        let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
+                            "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
+                            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
+                        .to_string();
+                        let _ = s
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                                    meta.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                    } else if head.starts_with("GET ") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    } else if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                        // Never answer; hold the connection until the client gives up.
+                        let _ = s.read(&mut buf).await;
+                        return;
+                    } else {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"outp")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_cut_off_answers_are_counted_not_fatal() {
+    let url = misbehaving_server().await;
+    for client in ["lean", "general"] {
+        let out = bench(&[
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--http-client",
+            client,
+            "--concurrency",
+            "2",
+            "--requests",
+            "10",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "300ms",
+            "--max-error-rate",
+            "1",
+            "--no-server-stats",
+        ])
+        .await;
+        let d = doc(&out);
+        // Every request failed: exit 1, each failure counted by kind.
+        assert_eq!(out.status.code(), Some(1), "{client}: {d}");
+        let by = &d["steps"][0]["errors_by_code"];
+        assert_eq!(d["steps"][0]["errors"], 10, "{client}: {d}");
+        assert!(by["timeout"].as_u64().unwrap() >= 4, "{client}: {by}");
+        assert!(by["reset"].as_u64().unwrap() >= 4, "{client}: {by}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_csv_prints_perf_analyzer_columns_and_is_for_bench_only() {
+    let server = kserve::start().await;
+    let url = server.url.clone();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let out = run(args(&[
+        "--format",
+        "csv",
+        "bench",
+        "--url",
+        &url,
+        "--model",
+        "add_sub",
+        "--concurrency",
+        "1:2:x2",
+        "--requests",
+        "20",
+        "--warmup",
+        "0s",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The test server has Triton's statistics: perf_analyzer's server columns are there.
+    assert_eq!(
+        lines[0],
+        "Concurrency,Inferences/Second,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency",
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+    let mut loads: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    loads.sort();
+    assert_eq!(loads, ["1", "2"], "{text}");
+    // The server's fixed 100 us queue per request.
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.split(',').nth(2) == Some("100")),
+        "{text}"
+    );
+    // `table` is the text table.
+    let out = run(args(&[
+        "--format",
+        "table",
+        "bench",
+        "--url",
+        &url,
+        "--model",
+        "add_sub",
+        "--requests",
+        "5",
+        "--warmup",
+        "0s",
+    ]))
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("infer/s") && text.contains("model config: max_batch_size 8"),
+        "{text}"
+    );
+    let out = run(args(&[
+        "--format",
+        "csv",
+        "validate",
+        "model-repos/simple-onnx",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format csv is for `bench`"));
+}

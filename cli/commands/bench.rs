@@ -114,7 +114,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10.0)]
     pub stability: f64,
 
-    /// Windows per step at the most.
+    /// Windows per step at the most (1: a single window, no stability check).
     #[arg(long, default_value_t = 10)]
     pub max_trials: u32,
 
@@ -440,9 +440,19 @@ pub fn csv(r: &BenchReport) -> String {
     } else {
         "Concurrency"
     };
-    let mut out = format!(
-        "{first},Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency\n"
-    );
+    // perf_analyzer's server columns (microseconds per request) when the server has Triton's
+    // statistics, in its order: after the throughput, before the percentiles.
+    let server = r
+        .steps
+        .iter()
+        .any(|s| s.server["stats"]["available"] == true);
+    let mut out = format!("{first},Inferences/Second");
+    if server {
+        out.push_str(
+            ",Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output",
+        );
+    }
+    out.push_str(",p50 latency,p90 latency,p95 latency,p99 latency,Avg latency\n");
     let mut steps: Vec<&Step> = r.steps.iter().collect();
     steps.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
     for s in steps {
@@ -451,9 +461,22 @@ pub fn csv(r: &BenchReport) -> String {
             .map(|c| c.to_string())
             .or(s.rate.map(|x| x.to_string()))
             .unwrap_or_default();
+        out.push_str(&format!("{load},{:.2}", s.throughput));
+        if server {
+            for k in [
+                "queue_us",
+                "compute_input_us",
+                "compute_infer_us",
+                "compute_output_us",
+            ] {
+                match s.server["stats"][k].as_f64() {
+                    Some(v) => out.push_str(&format!(",{}", v.round())),
+                    None => out.push(','),
+                }
+            }
+        }
         out.push_str(&format!(
-            "{load},{:.2},{},{},{},{},{}\n",
-            s.throughput,
+            ",{},{},{},{},{}\n",
             s.latency_us.p50,
             s.latency_us.p90,
             s.latency_us.p95,

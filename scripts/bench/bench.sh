@@ -115,10 +115,11 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"][0]; print(js
 has_oha=false; command -v oha >/dev/null && has_oha=true
 
 # Alternate the tools, so that drift in the machine's state hits both alike.
-: >"$work/ours.txt"; : >"$work/wrk.txt.all"; : >"$work/oha.txt"
+: >"$work/ours.txt"; : >"$work/general.txt"; : >"$work/wrk.txt.all"; : >"$work/oha.txt"
 for r in $(seq $runs); do
   echo "run $r/$runs..." >&2
   ours --duration "${secs}s" --max-trials 1 >>"$work/ours.txt"; echo >>"$work/ours.txt"
+  ours --duration "${secs}s" --max-trials 1 --http-client general >>"$work/general.txt"; echo >>"$work/general.txt"
   wrk_run >>"$work/wrk.txt.all"; echo >>"$work/wrk.txt.all"
   if $has_oha; then oha_run >>"$work/oha.txt"; echo >>"$work/oha.txt"; fi
 done
@@ -129,6 +130,8 @@ echo
 echo "load generator: JSON infer (2 x FP32[16]) against nginx on loopback, 1 client thread, $conns connections, ${secs} s, median of $runs"
 printf '  %-16s %12s %12s\n' tool 'requests/s' 'peak RSS'
 printf '  %-16s %12.0f %9d KiB\n' triton-deploy "$o_rps" "$o_rss"
+g_rps=$(awk 'NF{print $1}' "$work/general.txt" | median); g_rss=$(awk 'NF{print $2}' "$work/general.txt" | median)
+printf '  %-16s %12.0f %9d KiB   (--http-client general: reqwest)\n' triton-deploy "$g_rps" "$g_rss"
 printf '  %-16s %12.0f %9d KiB\n' wrk "$w_rps" "$w_rss"
 if $has_oha; then
   h_rps=$(awk 'NF{print $1}' "$work/oha.txt" | median); h_rss=$(awk 'NF{print $2}' "$work/oha.txt" | median)
