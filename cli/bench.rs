@@ -640,7 +640,7 @@ impl Transport {
             return match c.round_trip(&requests[k], self.timeout).await {
                 Ok(status) if (200..300).contains(&status) => match want {
                     Some(w) => {
-                        self.validate(w, crate::tensor::http_outputs(c.body(), c.header_len))
+                        self.validate(w, crate::tensor::http_outputs(c.body(), c.header_len()))
                     }
                     None => Ok(()),
                 },

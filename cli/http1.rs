@@ -104,8 +104,20 @@ impl Failure {
     }
 }
 
-/// One connection (opened on first use, reopened after a close) and its read buffer.
+/// One connection (opened on first use, reopened after a close), its read buffer, and its
+/// timeout timer.
+///
+/// The timer is not armed per request (that is a timer-wheel insertion and removal per request,
+/// a real share of a round trip on loopback): it is set to fire a little after the current
+/// request's deadline and only moved when a later request's deadline passes it, so a request
+/// times out between `timeout` and `timeout` plus the slack (half the timeout, at most 1 s).
 pub struct Conn {
+    io: Io,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    timer_at: tokio::time::Instant,
+}
+
+struct Io {
     addrs: std::sync::Arc<[SocketAddr]>,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
@@ -113,8 +125,7 @@ pub struct Conn {
     body: std::ops::Range<usize>,
     chunked: Vec<u8>,
     was_chunked: bool,
-    /// The last answer's `Inference-Header-Content-Length` (Triton's binary tensor extension).
-    pub header_len: Option<usize>,
+    header_len: Option<usize>,
 }
 
 /// How the answer's body is delimited.
@@ -127,6 +138,49 @@ enum Framing {
 impl Conn {
     pub fn new(addrs: std::sync::Arc<[SocketAddr]>) -> Conn {
         Conn {
+            io: Io::new(addrs),
+            timer: None,
+            timer_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The last answer's body.
+    pub fn body(&self) -> &[u8] {
+        self.io.body()
+    }
+
+    /// The last answer's `Inference-Header-Content-Length` (Triton's binary tensor extension).
+    pub fn header_len(&self) -> Option<usize> {
+        self.io.header_len
+    }
+
+    /// Sends `request` and reads the answer; the status code, or why there is none.
+    pub async fn round_trip(&mut self, request: &[u8], timeout: Duration) -> Result<u16, Failure> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.timer.is_none() || self.timer_at < deadline {
+            let at = deadline + (timeout / 2).min(Duration::from_secs(1));
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.timer_at = at;
+        }
+        let timer = self.timer.as_mut().expect("armed");
+        let r = tokio::select! {
+            biased;
+            r = self.io.exchange(request) => r,
+            _ = timer => Err(Failure::Timeout),
+        };
+        if r.is_err() {
+            self.io.stream = None;
+        }
+        r
+    }
+}
+
+impl Io {
+    fn new(addrs: std::sync::Arc<[SocketAddr]>) -> Io {
+        Io {
             addrs,
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
@@ -137,27 +191,11 @@ impl Conn {
         }
     }
 
-    /// The last answer's body.
-    pub fn body(&self) -> &[u8] {
+    fn body(&self) -> &[u8] {
         if self.was_chunked {
             &self.chunked
         } else {
             &self.buf[self.body.clone()]
-        }
-    }
-
-    /// Sends `request` and reads the answer; the status code, or why there is none.
-    pub async fn round_trip(&mut self, request: &[u8], timeout: Duration) -> Result<u16, Failure> {
-        match tokio::time::timeout(timeout, self.exchange(request)).await {
-            Ok(Ok(status)) => Ok(status),
-            Ok(Err(f)) => {
-                self.stream = None;
-                Err(f)
-            }
-            Err(_) => {
-                self.stream = None;
-                Err(Failure::Timeout)
-            }
         }
     }
 
