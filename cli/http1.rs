@@ -239,15 +239,25 @@ impl Io {
                 Ok(n) => n,
             };
             debug_assert!(n > 0);
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf) {
+            // Uninitialised header slots: nothing to clear per answer.
+            let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 32];
+            let mut resp = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf,
+                &mut headers,
+            ) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = resp.code.unwrap_or(0);
                     let mut framing = Framing::Close;
                     let mut close = resp.version == Some(0);
                     for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
+                        // Names by length first: most headers are none of these four.
+                        let name = h.name.as_bytes();
+                        let is = |want: &str| {
+                            name.len() == want.len() && name.eq_ignore_ascii_case(want.as_bytes())
+                        };
+                        if is("content-length") {
                             match std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|v| v.trim().parse().ok())
@@ -255,18 +265,15 @@ impl Io {
                                 Some(n) => framing = Framing::Length(n),
                                 None => return Ok(Err(Failure::Reset)),
                             }
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        } else if is("transfer-encoding") {
                             if h.value.eq_ignore_ascii_case(b"chunked") {
                                 framing = Framing::Chunked;
                             }
-                        } else if h
-                            .name
-                            .eq_ignore_ascii_case("inference-header-content-length")
-                        {
+                        } else if is("inference-header-content-length") {
                             self.header_len = std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|v| v.trim().parse().ok());
-                        } else if h.name.eq_ignore_ascii_case("connection") {
+                        } else if is("connection") {
                             if h.value.eq_ignore_ascii_case(b"close") {
                                 close = true;
                             } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
@@ -297,6 +304,15 @@ impl Io {
                     }
                 }
                 self.body = head_len..end;
+                if self.buf.len() == end && !close {
+                    // The answer is all read and nothing can follow it until the next request:
+                    // forget the socket's readable state now, so the next read waits for the
+                    // answer instead of first trying (and failing) a read. tokio keeps a closed
+                    // state (FIN, reset) through this, so a closed connection is still seen.
+                    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                    });
+                }
             }
             Framing::Chunked => loop {
                 self.chunked.clear();

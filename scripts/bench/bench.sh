@@ -91,25 +91,30 @@ url="http://127.0.0.1:$port"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# Each tool prints "<requests/s> <peak RSS KiB>".
+# Each tool prints "<requests/s> <peak RSS KiB> <CPU us per request>": the CPU time (user +
+# system) it spent per answered request tells the generator's own cost even when the server,
+# not the generator, sets the rate.
+measured() { # requests: the rss/cpu line from GNU time, per request
+  awk -v n="$1" '{printf "%d %.2f\n", $1, ($2 + $3) * 1e6 / n}' "$work/rss"
+}
 ours() { # [extra bench args...]
-  /usr/bin/time -f '%M' -o "$work/rss" "$bin" bench --url "$url" --model add_sub \
+  /usr/bin/time -f '%M %U %S' -o "$work/rss" "$bin" bench --url "$url" --model add_sub \
     --input-data "$work/input.json" --concurrency "$conns" --threads 1 --warmup 0 \
     --no-server-stats --format json "$@" >"$work/ours.json"
-  python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["steps"][0]; assert s["errors"]==0, s; print(s["throughput"])' "$work/ours.json" | tr '\n' ' '
-  cat "$work/rss"
+  read -r rps n < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["steps"][0]; assert s["errors"]==0, s; print(s["throughput"], s["requests"])' "$work/ours.json")
+  printf '%s ' "$rps"; measured "$n"
 }
 wrk_run() {
-  /usr/bin/time -f '%M' -o "$work/rss" wrk -t1 -c"$conns" -d"${secs}s" -s "$work/post.lua" "$url/v2/models/add_sub/infer" >"$work/wrk.txt"
+  /usr/bin/time -f '%M %U %S' -o "$work/rss" wrk -t1 -c"$conns" -d"${secs}s" -s "$work/post.lua" "$url/v2/models/add_sub/infer" >"$work/wrk.txt"
   grep -q 'Non-2xx' "$work/wrk.txt" && { cat "$work/wrk.txt" >&2; exit 1; }
   awk '/^Requests\/sec/ {printf "%s ", $2}' "$work/wrk.txt"
-  cat "$work/rss"
+  measured "$(awk '/requests in/ {print $1}' "$work/wrk.txt")"
 }
 oha_run() {
-  /usr/bin/time -f '%M' -o "$work/rss" oha --no-tui -j -z "${secs}s" -c "$conns" -m POST \
+  /usr/bin/time -f '%M %U %S' -o "$work/rss" oha --no-tui -j -z "${secs}s" -c "$conns" -m POST \
     -H 'content-type: application/json' -D "$work/body.json" "$url/v2/models/add_sub/infer" >"$work/oha.json"
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"], end=" ")' "$work/oha.json"
-  cat "$work/rss"
+  read -r rps n < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["requestsPerSec"], int(s["requestsPerSec"] * s["total"]))' "$work/oha.json")
+  printf '%s ' "$rps"; measured "$n"
 }
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"][0]; print(json.dumps({"inputs":[{"name":k,"datatype":"FP32","shape":[1,16],"data":v} for k,v in d.items()]},separators=(",",":")), end="")' "$work/input.json" >"$work/body.json"
 has_oha=false; command -v oha >/dev/null && has_oha=true
@@ -130,14 +135,15 @@ w_rps=$(awk 'NF{print $1}' "$work/wrk.txt.all" | median); w_rss=$(awk 'NF{print 
 
 echo
 echo "load generator: JSON infer (2 x FP32[16]) against nginx on loopback, 1 client thread, $conns connections, ${secs} s, median of $runs"
-printf '  %-16s %12s %12s\n' tool 'requests/s' 'peak RSS'
-printf '  %-16s %12.0f %9d KiB\n' triton-deploy "$o_rps" "$o_rss"
+cpu() { awk 'NF{print $3}' "$1" | median; }
+printf '  %-16s %12s %12s %14s\n' tool 'requests/s' 'peak RSS' 'CPU us/request'
+printf '  %-16s %12.0f %9d KiB %14s\n' triton-deploy "$o_rps" "$o_rss" "$(cpu "$work/ours.txt")"
 g_rps=$(awk 'NF{print $1}' "$work/general.txt" | median); g_rss=$(awk 'NF{print $2}' "$work/general.txt" | median)
-printf '  %-16s %12.0f %9d KiB   (--http-client general: reqwest)\n' triton-deploy "$g_rps" "$g_rss"
-printf '  %-16s %12.0f %9d KiB\n' wrk "$w_rps" "$w_rss"
+printf '  %-16s %12.0f %9d KiB %14s   (--http-client general: reqwest)\n' triton-deploy "$g_rps" "$g_rss" "$(cpu "$work/general.txt")"
+printf '  %-16s %12.0f %9d KiB %14s\n' wrk "$w_rps" "$w_rss" "$(cpu "$work/wrk.txt.all")"
 if $has_oha; then
   h_rps=$(awk 'NF{print $1}' "$work/oha.txt" | median); h_rss=$(awk 'NF{print $2}' "$work/oha.txt" | median)
-  printf '  %-16s %12.0f %9d KiB\n' oha "$h_rps" "$h_rss"
+  printf '  %-16s %12.0f %9d KiB %14s\n' oha "$h_rps" "$h_rss" "$(cpu "$work/oha.txt")"
 fi
 # The ratio of each back-to-back pair, then the median: drift in the machine between runs (large on
 # a shared VM) cancels out within a pair.
@@ -147,6 +153,8 @@ pairs=$(paste <(awk NF "$work/ours.txt" | awk '{print $1}') <(awk NF "$work/wrk.
   | awk '{printf "%s%.2f", (NR>1?" ":""), $1/$2}')
 printf '  ratio triton-deploy/wrk: %sx, median of the runs'"'"' ratios (%s) (goal >= 1.0x: %s)\n' "$ratio" "$pairs" \
   "$(awk -v r="$ratio" 'BEGIN{print (r>=1.0)?"PASS":"FAIL"}')"
+printf '  CPU per request triton-deploy/wrk: %sx (below 1: lighter than wrk)\n' \
+  "$(awk -v o="$(cpu "$work/ours.txt")" -v w="$(cpu "$work/wrk.txt.all")" 'BEGIN{printf "%.2f", o/w}')"
 
 # Memory against request count: the histograms are fixed-size, nothing is kept per request.
 small=$(ours --requests 100000 | awk '{print $2}')
