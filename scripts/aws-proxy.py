@@ -37,7 +37,9 @@ def main():
             if target:
                 action = target.rsplit(".", 1)[-1]
             else:
-                action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+                action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [None])[0]
+                # REST services (EFS, ...): the method and path name the call.
+                action = action or f"{self.command}:{urllib.parse.urlparse(self.path).path}"
             with lock:
                 count += 1
                 n = count

@@ -51,7 +51,7 @@ first_calls=$(wc -l <"$work/calls")
 : >"$work/calls"
 t2=$(now); "$bin" rollout -f "$work/spec.toml" --yes >/dev/null; t3=$(now)
 calls=$(wc -l <"$work/calls")
-mutations=$(grep -cE '^(Create|Delete|Execute|Update|Put|Register|Deregister|Run|Start|Attach|Authorize|Modify|Tag)' "$work/calls" || true)
+mutations=$(grep -cE '^(Create|Delete|Execute|Update|Put|Register|Deregister|Run|Start|Attach|Authorize|Modify|Tag|POST:|PUT:|DELETE:|PATCH:)' "$work/calls" || true)
 wall=$(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.2f", b-a}')
 first=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
 echo "rollout benchmark (AWS stand-in, no-op rollout of a deployed stack and service):"
