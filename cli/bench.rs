@@ -943,15 +943,7 @@ pub async fn http_config(
     s: &Settings,
 ) -> Result<crate::model_config::ModelConfig, String> {
     let url = format!("{}/config", s.metadata_url());
-    let r = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !r.status().is_success() {
-        return Err(format!("{url}: {}", r.status()));
-    }
-    let text = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let text = get_text(client, &url).await?;
     let mut de = serde_json::Deserializer::from_str(&text);
     let msg = prost_reflect::DynamicMessage::deserialize_with_options(
         crate::model_config::descriptor(),
@@ -1012,15 +1004,8 @@ async fn model_stats(client: &reqwest::Client, s: &Settings) -> Result<Value, St
         return Err("not read (--no-server-stats)".into());
     }
     let url = format!("{}/stats", s.metadata_url());
-    let r = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !r.status().is_success() {
-        return Err(format!("{url} answered {}", r.status()));
-    }
-    let v: Value = r.json().await.map_err(|e| format!("{url}: {e}"))?;
+    let v: Value = serde_json::from_str(&get_text(client, &url).await?)
+        .map_err(|e| format!("{url}: not JSON: {e}"))?;
     v.pointer("/model_stats/0")
         .cloned()
         .ok_or_else(|| format!("{url}: no model_stats"))
@@ -1032,16 +1017,21 @@ async fn gpu_metrics(client: &reqwest::Client, s: &Settings) -> Result<Value, St
     let Some(url) = &s.metrics_url else {
         return Err("not read (--no-server-stats)".into());
     };
-    let text = client
+    Ok(parse_gpu_metrics(&get_text(client, url).await?))
+}
+
+/// A server-side resource (configuration, statistics, metrics) as text; the error says which URL
+/// and what went wrong.
+async fn get_text(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let r = client
         .get(url)
         .send()
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{url}: {e}"))?
-        .text()
-        .await
         .map_err(|e| format!("{url}: {e}"))?;
-    Ok(parse_gpu_metrics(&text))
+    if !r.status().is_success() {
+        return Err(format!("{url} answered {}", r.status()));
+    }
+    r.text().await.map_err(|e| format!("{url}: {e}"))
 }
 
 pub fn parse_gpu_metrics(text: &str) -> Value {
