@@ -111,7 +111,7 @@ wrk_run() {
   measured "$(awk '/requests in/ {print $1}' "$work/wrk.txt")"
 }
 oha_run() {
-  /usr/bin/time -f '%M %U %S' -o "$work/rss" oha --no-tui -j -z "${secs}s" -c "$conns" -m POST \
+  /usr/bin/time -f '%M %U %S' -o "$work/rss" oha --no-tui --output-format json --worker-threads 1 -z "${secs}s" -c "$conns" -m POST \
     -H 'content-type: application/json' -D "$work/body.json" "$url/v2/models/add_sub/infer" >"$work/oha.json"
   read -r rps n < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["requestsPerSec"], int(s["requestsPerSec"] * s["total"]))' "$work/oha.json")
   printf '%s ' "$rps"; measured "$n"
