@@ -258,6 +258,17 @@ pub struct Body {
 }
 
 impl Body {
+    /// The headers that say how the body is encoded.
+    pub fn content_headers(&self) -> Vec<(&'static str, String)> {
+        match self.header_len {
+            None => vec![("content-type", "application/json".into())],
+            Some(n) => vec![
+                ("content-type", "application/octet-stream".into()),
+                ("inference-header-content-length", n.to_string()),
+            ],
+        }
+    }
+
     pub fn json(bytes: Vec<u8>) -> Body {
         Body {
             bytes: bytes.into(),
@@ -563,13 +574,7 @@ impl Transport {
             let requests = bodies
                 .iter()
                 .map(|b| {
-                    let mut h: Vec<(&str, String)> = match b.header_len {
-                        None => vec![("content-type", "application/json".into())],
-                        Some(n) => vec![
-                            ("content-type", "application/octet-stream".into()),
-                            ("inference-header-content-length", n.to_string()),
-                        ],
-                    };
+                    let mut h: Vec<(&str, String)> = b.content_headers();
                     h.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
                     target.post(&h, &b.bytes)
                 })
@@ -656,14 +661,10 @@ impl Transport {
                 None => Ok(()),
             };
         }
-        let mut req = self.client.post(self.url.clone());
-        req = match body.header_len {
-            None => req.header("content-type", "application/json"),
-            Some(n) => req
-                .header("content-type", "application/octet-stream")
-                .header("inference-header-content-length", n),
-        };
-        let mut req = req.body(body.bytes.clone());
+        let mut req = self.client.post(self.url.clone()).body(body.bytes.clone());
+        for (k, v) in body.content_headers() {
+            req = req.header(k, v);
+        }
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }

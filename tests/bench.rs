@@ -786,7 +786,7 @@ async fn the_lean_and_the_general_http_clients_agree() {
             "{client}"
         );
     }
-    // Nobody listening: connection errors counted, not a crash.
+    // Nobody listening: the metadata request cannot connect, said plainly (exit 2, no panic).
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()

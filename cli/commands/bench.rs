@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Format, Global, exit};
+use super::{Format, Global, block_on_threads, exit};
 use crate::bench::{self, InputData, Load, Settings, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -227,25 +227,12 @@ pub struct BenchReport {
 }
 
 pub fn run(args: BenchArgs, global: Global) -> i32 {
-    let mut rt = match args.threads {
-        Some(0) => {
-            eprintln!("error: --threads is at least 1");
-            return exit::USAGE;
-        }
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let result = match rt.enable_all().build() {
-        Ok(rt) => rt.block_on(run_bench(&args, global)),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
+    if args.threads == Some(0) {
+        eprintln!("error: --threads is at least 1");
+        return exit::USAGE;
+    }
+    let Some(result) = block_on_threads(args.threads, run_bench(&args, global)) else {
+        return exit::USAGE;
     };
     match result {
         Ok(r) => {

@@ -59,10 +59,23 @@ pub struct Global {
 /// Runs an async command body on a multi-threaded runtime; `None` (after saying why) when no
 /// runtime can be started.
 pub fn block_on<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on_threads(None, fut)
+}
+
+/// [`block_on`] with `threads` worker threads (1: the calling thread alone; default: one per
+/// CPU).
+pub fn block_on_threads<F: std::future::Future>(
+    threads: Option<usize>,
+    fut: F,
+) -> Option<F::Output> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
         Ok(rt) => Some(rt.block_on(fut)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

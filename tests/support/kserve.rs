@@ -270,9 +270,11 @@ fn flatten(v: &Value, out: &mut Vec<Value>) {
     }
 }
 
-/// An HTTP request's inputs: JSON `data`, or the binary extension's bytes after the header.
-/// Also whether binary outputs were asked for.
-fn http_inputs(body: &[u8], header_len: Option<usize>) -> Result<(Vec<Tensor>, bool), String> {
+/// An HTTP request's inputs (JSON `data`, or the binary extension's bytes after the header),
+/// whether it asked for binary outputs, and its `id`.
+type HttpRequest = (Vec<Tensor>, bool, Option<Value>);
+
+fn http_inputs(body: &[u8], header_len: Option<usize>) -> Result<HttpRequest, String> {
     let n = header_len.unwrap_or(body.len());
     let head = body
         .get(..n)
@@ -320,7 +322,7 @@ fn http_inputs(body: &[u8], header_len: Option<usize>) -> Result<(Vec<Tensor>, b
         return Err(format!("{} bytes after the last binary input", rest.len()));
     }
     let binary_out = v.pointer("/parameters/binary_data_output") == Some(&json!(true));
-    Ok((inputs, binary_out))
+    Ok((inputs, binary_out, v.get("id").cloned()))
 }
 
 fn http_answer(
@@ -506,15 +508,10 @@ impl State {
                 )
             }
             (true, "infer") => {
-                let id = serde_json::from_slice::<Value>(
-                    &body[..header_len.unwrap_or(body.len()).min(body.len())],
-                )
-                .ok()
-                .and_then(|v| v.get("id").cloned());
-                match http_inputs(&body, header_len)
-                    .and_then(|(inputs, binary)| Ok((self.run(m, &inputs, started)?, binary)))
-                {
-                    Ok((out, binary)) => http_answer(m.name, &out, binary, id.as_ref()),
+                match http_inputs(&body, header_len).and_then(|(inputs, binary, id)| {
+                    Ok((self.run(m, &inputs, started)?, binary, id))
+                }) {
+                    Ok((out, binary, id)) => http_answer(m.name, &out, binary, id.as_ref()),
                     Err(e) => reply(StatusCode::BAD_REQUEST, json!({"error": e})),
                 }
             }
@@ -558,16 +555,17 @@ where
 }
 
 impl State {
+    fn grpc_model(&self, name: &str, version: &str) -> Result<&Model, tonic::Status> {
+        self.model(name, version).ok_or_else(|| {
+            tonic::Status::not_found(format!("Request for unknown model: '{name}' is not found"))
+        })
+    }
+
     fn grpc_metadata(
         &self,
         r: proto::ModelMetadataRequest,
     ) -> Result<proto::ModelMetadataResponse, tonic::Status> {
-        let m = self.model(&r.name, &r.version).ok_or_else(|| {
-            tonic::Status::not_found(format!(
-                "Request for unknown model: '{}' is not found",
-                r.name
-            ))
-        })?;
+        let m = self.grpc_model(&r.name, &r.version)?;
         let meta = m.metadata();
         let tensors = |k: &str| {
             meta[k]
@@ -594,12 +592,7 @@ impl State {
         &self,
         r: proto::ModelConfigRequest,
     ) -> Result<proto::ModelConfigResponse, tonic::Status> {
-        let m = self.model(&r.name, &r.version).ok_or_else(|| {
-            tonic::Status::not_found(format!(
-                "Request for unknown model: '{}' is not found",
-                r.name
-            ))
-        })?;
+        let m = self.grpc_model(&r.name, &r.version)?;
         Ok(proto::ModelConfigResponse {
             config: prost::Message::encode_to_vec(&m.config.config),
         })
@@ -611,12 +604,7 @@ impl State {
     ) -> Result<proto::ModelInferResponse, tonic::Status> {
         let started = std::time::Instant::now();
         self.grpc_requests.fetch_add(1, Ordering::SeqCst);
-        let m = self.model(&r.model_name, &r.model_version).ok_or_else(|| {
-            tonic::Status::not_found(format!(
-                "Request for unknown model: '{}' is not found",
-                r.model_name
-            ))
-        })?;
+        let m = self.grpc_model(&r.model_name, &r.model_version)?;
         let raw = !r.raw_input_contents.is_empty();
         if raw && r.raw_input_contents.len() != r.inputs.len() {
             return Err(tonic::Status::invalid_argument(format!(
