@@ -1,26 +1,23 @@
 //! triton-deploy: take a Triton model repository to a load-tested, autoscaled GPU service on ECS.
 //!
-//! Data flows one way, one module per stage:
-//! `model repo → ModelRepo (validated) → layers → ImageRef → DeploymentSpec → Plan → Deployment → Endpoint → BenchReport`.
+//! Data flows one way, one folder per stage, each importing only the stages before it:
+//!
+//! | folder | stage | in → out |
+//! |---|---|---|
+//! | [`triton`] | Triton's own formats | `config.pbtxt`, model directories, ONNX graphs → `ModelConfig`, [`triton::model_repo::ModelRepo`] |
+//! | [`validate`] | 1. lint | `ModelRepo` → [`validate::Report`] |
+//! | [`package`] | 2. package | a validated repository → layers → an image in a registry |
+//! | [`deploy`] | 3. deploy | `triton-deploy.toml` → `DeploymentSpec` → plan → deployment → endpoint |
+//! | [`kserve`] | the protocol | model metadata, datatypes, tensors, gRPC messages (shared by deploy's verify and bench) |
+//! | [`bench`] | 4. measure | endpoint → `BenchReport` |
+//! | [`output`] | the way out | formats, progress, errors → exit codes |
+//! | [`commands`] | the CLI | clap arguments → a stage → a report |
 
 pub mod bench;
-pub mod bench_report;
 pub mod commands;
 pub mod deploy;
-pub mod docker_build;
-pub mod grpc;
-pub mod http1;
-pub mod image;
-pub mod infra;
 pub mod kserve;
-pub mod layers;
-pub mod model_config;
-pub mod model_repo;
-pub mod onnx;
-pub mod pbtxt;
-pub mod registry;
-pub mod spec;
-pub mod taskdef;
-pub mod tensor;
-pub mod terraform;
+pub mod output;
+pub mod package;
+pub mod triton;
 pub mod validate;

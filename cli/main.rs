@@ -1,10 +1,12 @@
-//! The `triton-deploy` command line.
+//! The `triton-deploy` command line: parse, run one command, print its report or error through
+//! [`output::finish`], exit with its code. The one exit path.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use triton_deploy::commands::{self, Format, Global};
+use triton_deploy::commands;
+use triton_deploy::output::{self, CliError, Format, Global, exit};
 
 /// Take a Triton model repository to a load-tested, autoscaled GPU service on Amazon ECS.
 #[derive(Debug, Parser)]
@@ -12,8 +14,8 @@ use triton_deploy::commands::{self, Format, Global};
 struct Cli {
     /// Output format on stdout: human-readable text (`table` is the same), one JSON document, or
     /// (bench only) CSV with perf_analyzer's columns.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
-    format: OutputFormat,
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
 
     /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -25,14 +27,6 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
-    #[value(alias = "table")]
-    Text,
-    Json,
-    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,34 +74,59 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+/// Whether the raw arguments ask for JSON, for errors found before they parse.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--format" && w[1] == "json")
+        || args.iter().any(|a| a == "--format=json")
+}
+
+/// clap's own errors: help and version exit 0, everything else is a usage error (64), with the
+/// JSON error document under `--format json`.
+fn parse_error(e: clap::Error, json: bool) -> u8 {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        let _ = e.print();
+        return exit::OK;
+    }
+    if matches!(e.kind(), K::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return exit::USAGE;
+    }
+    if json {
+        let rendered = e.render().to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        let message = first.trim_start_matches("error: ").to_string();
+        println!("{}", CliError::usage(message).to_json());
+    }
+    let _ = e.print();
+    exit::USAGE
+}
+
+fn run(cli: Cli) -> u8 {
     let color =
         !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-    let csv = cli.format == OutputFormat::Csv;
-    if csv && !matches!(cli.command, Command::Bench(_)) {
-        eprintln!("error: --format csv is for `bench`; the other commands print text or json");
-        return ExitCode::from(commands::exit::USAGE as u8);
-    }
     let global = Global {
-        format: match cli.format {
-            OutputFormat::Json => Format::Json,
-            OutputFormat::Text | OutputFormat::Csv => Format::Text,
-        },
+        format: cli.format,
         color,
-        csv,
     };
-    let code = match cli.command {
-        Command::Validate(args) => commands::validate::run(args, global),
-        Command::Push(args) => commands::push::run(*args, global),
-        Command::Render(args) => commands::render::run(args, global),
-        Command::Rollout(args) => commands::rollout::run(*args, global),
-        Command::Status(args) => commands::status::run(args, global),
-        Command::Rollback(args) => commands::rollback::run(args, global),
-        Command::Destroy(args) => commands::destroy::run(args, global),
-        Command::Logs(args) => commands::logs::run(args, global),
-        Command::Bench(args) => commands::bench::run(*args, global),
+    let g = &global;
+    if cli.format == Format::Csv && !matches!(cli.command, Command::Bench(_)) {
+        return output::fail(
+            &CliError::usage("--format csv is for `bench`; the other commands print text or json"),
+            g,
+        );
+    }
+    match cli.command {
+        Command::Validate(a) => output::finish(commands::validate::run(a, g), g),
+        Command::Push(a) => output::finish(commands::push::run(*a, g), g),
+        Command::Render(a) => output::finish(commands::render::run(a, g), g),
+        Command::Rollout(a) => output::finish(commands::rollout::run(*a, g), g),
+        Command::Status(a) => output::finish(commands::status::run(a, g), g),
+        Command::Rollback(a) => output::finish(commands::rollback::run(a, g), g),
+        Command::Destroy(a) => output::finish(commands::destroy::run(a, g), g),
+        Command::Logs(a) => output::finish(commands::logs::run(a, g), g),
+        Command::Bench(a) => output::finish(commands::bench::run(*a, g), g),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -115,8 +134,19 @@ fn main() -> ExitCode {
                 "triton-deploy",
                 &mut std::io::stdout(),
             );
-            0
+            exit::OK
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let code = match Cli::try_parse_from(&args) {
+        Ok(cli) => {
+            init_logging(cli.verbose);
+            run(cli)
+        }
+        Err(e) => parse_error(e, wants_json(&args)),
     };
-    ExitCode::from(code as u8)
+    ExitCode::from(code)
 }

@@ -222,7 +222,7 @@ async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
         "1",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("input-data for INPUT0 has 3 elements"),
         "{}",
@@ -243,7 +243,7 @@ async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
         "5",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("--batch-size 9 is over model add_sub's max_batch_size 8"),
@@ -279,7 +279,7 @@ async fn inputs_follow_the_metadata_and_bad_input_data_is_refused() {
     assert_eq!(d["steps"][0]["errors_by_code"]["400"], 5, "{d}");
 
     let out = bench(&["--url", &server.url, "--model", "nope", "--requests", "1"]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }
 
@@ -507,7 +507,7 @@ async fn grpc_inference_reaches_mlserver_and_is_counted() {
         "1",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ModelMetadata"),
         "{}",
@@ -603,7 +603,7 @@ async fn answers_are_checked_against_validation_data_in_every_encoding() {
         "1",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.json") && err.contains("no output OUTPUT9"),
@@ -749,7 +749,7 @@ async fn grpc_reads_the_model_configuration_and_the_statistics() {
         "1",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_batch_size 8"));
     assert_eq!(server.grpc_requests.load(Ordering::SeqCst), 30);
 }
@@ -800,7 +800,7 @@ async fn the_lean_and_the_general_http_clients_agree() {
         "1",
     ])
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
 }
 
 /// A server that answers metadata properly, then misbehaves on every inference: alternately it
@@ -978,6 +978,6 @@ async fn format_csv_prints_perf_analyzer_columns_and_is_for_bench_only() {
     ]))
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format csv is for `bench`"));
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use prost_reflect::{Kind, MessageDescriptor};
-use triton_deploy::model_config;
+use triton_deploy::triton::model_config;
 
 fn oracle_python() -> String {
     std::env::var("TD_ORACLE_PYTHON").expect(
@@ -392,7 +392,7 @@ fn is_octal_enum_number(error: &str) -> bool {
 }
 
 /// Our (C++-faithful) rejection of `-0` in an unsigned field.
-fn is_negative_zero_unsigned(e: &triton_deploy::pbtxt::ParseError, text: &str) -> bool {
+fn is_negative_zero_unsigned(e: &triton_deploy::triton::pbtxt::ParseError, text: &str) -> bool {
     let rest = text[e.span.end.min(text.len())..].trim_start();
     e.message == "Expected integer, got: -"
         && rest.trim_start_matches("0x").starts_with('0')

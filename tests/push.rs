@@ -489,12 +489,12 @@ fn bad_input_fails_with_one_clear_message_each() {
     // (moto answers RepositoryNotFoundException for the name, so nothing was created.)
     check(
         Push::new(root().join("no/such/dir"), cache.path()).into_ecr(&name, &base),
-        2,
+        64,
         "is not a directory",
     );
     check(
         Push::new(root().join("model-repos/strings"), cache.path()).into_ecr("Bad Name", &base),
-        2,
+        64,
         "not a valid ECR repository name",
     );
     check(
@@ -520,7 +520,7 @@ fn bad_input_fails_with_one_clear_message_each() {
         Push::new(root().join("model-repos/strings"), cache.path())
             .arg("--output")
             .arg("tarball:x"),
-        2,
+        64,
         "expected oci-layout or docker-archive",
     );
 }
@@ -701,7 +701,7 @@ fn the_docker_builder_says_so_when_no_engine_is_reachable() {
 #[tokio::test]
 #[ignore = "needs the local stack: run ./scripts/test.sh"]
 async fn chunked_uploads_resume_through_faults_and_land_intact() {
-    use triton_deploy::registry::{Registry, sha256_digest};
+    use triton_deploy::package::registry::{Registry, sha256_digest};
     let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::FailEvery(3)).await;
     let mut reg = Registry::new(
         url::Url::parse(&format!("{}/", proxy.url)).unwrap(),
@@ -843,7 +843,7 @@ async fn a_multi_arch_base_resolves_to_its_linux_amd64_manifest() {
         .bytes()
         .await
         .unwrap();
-    let digest = triton_deploy::registry::sha256_digest(&platform);
+    let digest = triton_deploy::package::registry::sha256_digest(&platform);
     // An index listing an arm64 entry first (pointing at the same manifest) and then amd64.
     let index = serde_json::json!({
         "schemaVersion": 2,

@@ -180,3 +180,95 @@ fn bad_specs_fail_with_file_line_and_key_and_write_nothing() {
         assert!(!out_dir.exists(), "nothing is written for a bad spec");
     }
 }
+
+/// Every command's errors: one JSON document on stdout under `--format json`, the documented
+/// exit code, and no panic on absurd values (bounded parsing).
+#[test]
+fn errors_are_one_json_document_with_the_documented_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[service]\nname = \"has space\"\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[service]\nname = \"svc\"\n").unwrap();
+    let (bad, good) = (bad.to_str().unwrap(), good.to_str().unwrap());
+    let url = "http://127.0.0.1:9";
+    let bench = |extra: &[&'static str]| {
+        let mut a = vec!["bench", "--url", url, "--model", "m"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["render", "cloudformation", "-f", bad], 1, "invalid"),
+        (vec!["status", "-f", bad], 1, "invalid"),
+        // No terminal to confirm on: a usage error naming --yes, before any AWS call.
+        (vec!["rollout", "-f", good], 64, "usage"),
+        (vec!["destroy", "-f", good], 64, "usage"),
+        (
+            bench(&["--duration", "100000000000000000000s"]),
+            64,
+            "usage",
+        ),
+        (bench(&["--warmup", "1e400s"]), 64, "usage"),
+        (bench(&["--timeout", "25h"]), 64, "usage"),
+        (bench(&["--latency-budget", "99999999999m"]), 64, "usage"),
+        (bench(&["--shape", "x:99999999,99999999"]), 64, "usage"),
+        (bench(&["--percentile", "101"]), 64, "usage"),
+        (bench(&["--safety-margin", "0"]), 64, "usage"),
+        (bench(&["--header", "no-colon"]), 64, "usage"),
+        (bench(&["--threads", "0"]), 64, "usage"),
+        (
+            vec!["rollout", "-f", good, "--timeout", "99999999999999"],
+            64,
+            "usage",
+        ),
+        (
+            vec!["logs", "-f", good, "--since", "99999999999999999999d"],
+            64,
+            "usage",
+        ),
+        (
+            vec!["validate", "--model-config-name", "", "."],
+            64,
+            "usage",
+        ),
+    ];
+    for (args, code, kind) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .args(["--format", "json"])
+            .args(&args)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stdout}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {stdout}"));
+        assert_eq!(doc["error"]["kind"], kind, "{args:?}: {doc}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // A spec error names its file, line and column in the document.
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "json", "render", "taskdef", "-f", bad])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["file"], bad);
+    assert_eq!(
+        (
+            doc["error"]["line"].as_u64(),
+            doc["error"]["column"].as_u64()
+        ),
+        (Some(2), Some(8))
+    );
+    // CSV is bench's alone.
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "csv", "render", "taskdef", "-f", good])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -161,25 +161,47 @@ fn a_single_model_directory_is_validated_in_its_repository_context() {
 }
 
 #[test]
-fn usage_and_io_errors_exit_2() {
+fn usage_errors_exit_64_with_the_json_error_document() {
     let (code, doc) = run_json(&[], &[root().join("no/such/repository")]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 64);
+    assert_eq!(doc["error"]["kind"], "usage");
     assert!(
-        doc["error"]
+        doc["error"]["message"]
             .as_str()
             .unwrap()
             .contains("not a valid directory")
+    );
+    assert!(
+        doc["error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("no/such/repository")
     );
     let out = cargo_bin_cmd!("triton-deploy")
         .args(["validate", "--bogus-flag", "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     let out = cargo_bin_cmd!("triton-deploy")
         .args(["validate"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
+    // clap's own errors under --format json: one JSON error document on stdout.
+    let out = cargo_bin_cmd!("triton-deploy")
+        .args(["--format", "json", "validate", "--bogus-flag", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "usage");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--bogus-flag"),
+        "{doc}"
+    );
 }
 
 #[test]

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Format, Global, block_on_threads, exit};
+use super::{AwsArgs, SpecArgs, block_on};
+use crate::bench::report::{self, BenchReport, pick};
 use crate::bench::{self, InputData, Load, Settings, Step};
+use crate::deploy::endpoint::Endpoint;
+use crate::output::progress::Mode;
+use crate::output::{CliError, ErrorKind, Global, Render, exit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -53,6 +56,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME", requires = "spec_file")]
     pub env: Option<String>,
 
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
     #[arg(long, value_name = "V")]
     pub model_version: Option<String>,
 
@@ -85,8 +91,8 @@ pub struct BenchArgs {
     pub input_data: String,
 
     /// The size of an input's dynamic dimensions: NAME:D1,D2,...
-    #[arg(long, value_name = "NAME:DIMS")]
-    pub shape: Vec<String>,
+    #[arg(long, value_name = "NAME:DIMS", value_parser = parse_shape)]
+    pub shape: Vec<(String, Vec<i64>)>,
 
     /// HTTP (Triton's :8000), or gRPC (`inference.GRPCInferenceService`, Triton's :8001; tensors
     /// as raw contents).
@@ -103,7 +109,7 @@ pub struct BenchArgs {
     pub batch_size: u32,
 
     /// The latency percentile that stability, the SLA and the report go by.
-    #[arg(long, default_value_t = 99.0)]
+    #[arg(long, default_value_t = 99.0, value_parser = parse_percentile)]
     pub percentile: f64,
 
     /// Find the highest load whose percentile stays under this (e.g. 50ms).
@@ -119,8 +125,8 @@ pub struct BenchArgs {
     pub max_trials: u32,
 
     /// An HTTP header on every request, K:V.
-    #[arg(long, value_name = "K:V")]
-    pub header: Vec<String>,
+    #[arg(long, value_name = "K:V", value_parser = parse_header)]
+    pub header: Vec<(String, String)>,
 
     /// Tasks serving the endpoint: the capacity per task is the measured one divided by this
     /// (default 1; with -f, the service's running tasks).
@@ -128,7 +134,7 @@ pub struct BenchArgs {
     pub tasks: Option<u32>,
 
     /// The autoscaling target is this fraction of the capacity per task.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = parse_fraction)]
     pub safety_margin: f64,
 
     /// The peak request rate to plan for (requests per second): gives the task counts.
@@ -169,8 +175,8 @@ pub struct BenchArgs {
     pub http_client: HttpClient,
 
     /// Threads generating load (default: one per CPU).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 
     /// Per-request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -201,327 +207,143 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" => v / 1e6,
         _ => return Err(format!("`{s}`: the unit is us, ms, s or m")),
     };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[derive(Debug, Serialize)]
-pub struct BenchReport {
-    pub url: String,
-    pub model: String,
-    pub protocol: &'static str,
-    pub percentile: f64,
-    pub batch_size: u32,
-    pub steps: Vec<Step>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sla: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub autoscaling: Option<bench::Autoscaling>,
-    /// The model's configuration as the server reports it (Triton's `/config`), or why not.
-    pub model_config: Value,
-    /// With `validation_data`: how many answers were checked against it and how many differed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validation: Option<Value>,
-    /// Why a sweep or search stopped early, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<String>,
-}
-
-pub fn run(args: BenchArgs, global: Global) -> i32 {
-    if args.threads == Some(0) {
-        eprintln!("error: --threads is at least 1");
-        return exit::USAGE;
+    // At most a day: a benchmark window, warm-up, timeout or budget longer than that is a typo.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= Duration::from_secs(86_400) => Ok(d),
+        _ => Err(format!("`{s}`: at most 24h (86400s)")),
     }
-    let Some(result) = block_on_threads(args.threads, run_bench(&args, global)) else {
-        return exit::USAGE;
+}
+
+/// `--header K:V`: a header name and a value a header can carry.
+pub fn parse_header(h: &str) -> Result<(String, String), String> {
+    let (k, v) = h
+        .split_once(':')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .ok_or_else(|| format!("`{h}`: use K:V"))?;
+    reqwest::header::HeaderName::from_bytes(k.as_bytes())
+        .map_err(|_| format!("`{h}`: `{k}` is not a header name"))?;
+    reqwest::header::HeaderValue::from_str(v)
+        .map_err(|_| format!("`{h}`: the value has characters a header cannot carry"))?;
+    Ok((k.to_ascii_lowercase(), v.to_string()))
+}
+
+/// `--shape NAME:D1,D2`: positive dimensions whose product stays under 2^31 elements.
+pub fn parse_shape(s: &str) -> Result<(String, Vec<i64>), String> {
+    let (name, dims) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: use NAME:D1,D2"))?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<i64>().ok().filter(|d| *d > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("`{s}`: dimensions are positive integers"))?;
+    let elements = dims
+        .iter()
+        .try_fold(1i64, |acc, d| acc.checked_mul(*d))
+        .filter(|n| *n < 1 << 31);
+    if elements.is_none() {
+        return Err(format!("`{s}`: at most 2^31 elements per tensor"));
+    }
+    Ok((name.to_string(), dims))
+}
+
+/// `--percentile`: between 0 and 100.
+pub fn parse_percentile(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("`{s}`: a percentile between 0 and 100"))
+}
+
+/// `--safety-margin`: a fraction in (0, 1].
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0 && *f <= 1.0)
+        .ok_or_else(|| format!("`{s}`: a fraction in (0, 1]"))
+}
+
+/// Runs `bench`: the deployment's endpoint first with `-f`, then the load, then the files asked
+/// for (`--out`, `--report`, `--csv`).
+pub fn run(args: BenchArgs, global: &Global) -> Result<BenchOutcome, CliError> {
+    let deployed = match &args.spec_file {
+        Some(file) => {
+            let spec_args = SpecArgs {
+                file: file.clone(),
+                env: args.env.clone(),
+            };
+            let spec = spec_args.load()?;
+            let aws = args.aws.options(spec.region.as_deref());
+            let dir = spec_args.dir();
+            Some(block_on(
+                None,
+                crate::deploy::endpoint::deployed(spec, &aws, &dir),
+            )??)
+        }
+        None => None,
     };
-    match result {
-        Ok(r) => {
-            let doc = serde_json::to_string_pretty(&r).expect("json");
-            if let Some(p) = &args.out
-                && let Err(e) = std::fs::write(p, &doc)
-            {
-                eprintln!("error: {}: {e}", p.display());
-                return exit::USAGE;
-            }
-            if let Some(p) = &args.report {
-                let page = crate::bench_report::html(&serde_json::to_value(&r).expect("json"));
-                if let Err(e) = std::fs::write(p, page) {
-                    eprintln!("error: {}: {e}", p.display());
-                    return exit::USAGE;
-                }
-            }
-            if let Some(p) = &args.csv
-                && let Err(e) = std::fs::write(p, csv(&r))
-            {
-                eprintln!("error: {}: {e}", p.display());
-                return exit::USAGE;
-            }
-            match global.format {
-                Format::Json => println!("{doc}"),
-                Format::Text if global.csv => print!("{}", csv(&r)),
-                Format::Text => print_table(&r),
-            }
-            if r.steps
-                .iter()
-                .all(|s| s.requests > 0 && s.errors == s.requests)
-            {
-                eprintln!("error: every request failed");
-                return exit::INVALID;
-            }
+    let threads = args.threads.map(usize::from);
+    let report = block_on(threads, run_bench(&args, global, deployed))??;
+    let write = |path: &std::path::Path, body: &str| {
+        std::fs::write(path, body).map_err(|e| {
+            CliError::new(ErrorKind::Io, format!("{}: {e}", path.display())).in_file(path)
+        })
+    };
+    if let Some(p) = &args.out {
+        let doc = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::failed(format!("cannot serialize the report: {e}")))?;
+        write(p, &doc)?;
+    }
+    if let Some(p) = &args.report {
+        let value = serde_json::to_value(&report)
+            .map_err(|e| CliError::failed(format!("cannot serialize the report: {e}")))?;
+        write(p, &crate::bench::html::html(&value))?;
+    }
+    if let Some(p) = &args.csv {
+        write(p, &report::csv(&report))?;
+    }
+    Ok(BenchOutcome(report))
+}
+
+/// A benchmark's report, as `bench` prints it.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct BenchOutcome(pub BenchReport);
+
+impl BenchOutcome {
+    fn all_failed(&self) -> bool {
+        self.0
+            .steps
+            .iter()
+            .all(|s| s.requests > 0 && s.errors == s.requests)
+    }
+}
+
+impl Render for BenchOutcome {
+    fn text(&self, _global: &Global) -> String {
+        report::table(&self.0)
+    }
+
+    fn notes(&self) -> String {
+        if self.all_failed() {
+            "error: every request failed\n".into()
+        } else {
+            String::new()
+        }
+    }
+
+    fn csv(&self) -> Option<String> {
+        Some(report::csv(&self.0))
+    }
+
+    /// 1 when every request failed.
+    fn exit_code(&self) -> u8 {
+        if self.all_failed() {
+            exit::FAILURE
+        } else {
             exit::OK
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::USAGE
-        }
     }
-}
-
-fn print_table(r: &BenchReport) {
-    let p = r.percentile;
-    let extra = ![50.0, 90.0, 99.0].contains(&p);
-    println!(
-        "{:>12} {:>12} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "load",
-        "infer/s",
-        "requests",
-        "errors",
-        "p50 us",
-        "p90 us",
-        "p99 us",
-        if extra {
-            format!("p{p} us")
-        } else {
-            "max us".into()
-        },
-        "stable"
-    );
-    for s in &r.steps {
-        let load = s
-            .concurrency
-            .map(|c| format!("c={c}"))
-            .or(s.rate.map(|x| format!("{x}/s")))
-            .unwrap_or_default();
-        let pv = if extra { pick(s, p) } else { s.latency_us.max };
-        println!(
-            "{:>12} {:>12.1} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
-            load,
-            s.throughput,
-            s.requests,
-            s.errors,
-            s.latency_us.p50,
-            s.latency_us.p90,
-            s.latency_us.p99,
-            pv,
-            if s.stable { "yes" } else { "no" }
-        );
-        if let Some(b) = &s.behind
-            && b.late_requests > 0
-        {
-            println!(
-                "             generator behind: {} request(s) sent over 1 ms late (worst {} us); latency counts from the intended time",
-                b.late_requests, b.max_lag_us
-            );
-        }
-        if !s.errors_by_code.is_empty() {
-            println!("             errors: {:?}", s.errors_by_code);
-        }
-        let st = &s.server["stats"];
-        if st["available"] == true {
-            println!(
-                "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
-                st["queue_us"],
-                st["compute_input_us"],
-                st["compute_infer_us"],
-                st["compute_output_us"],
-                st["avg_batch"]
-                    .as_f64()
-                    .map(|b| format!("{b:.1}"))
-                    .unwrap_or("-".into())
-            );
-        }
-        let g = &s.server["gpu"];
-        if g["available"] == true {
-            println!(
-                "             gpu: utilization {}, memory used {} bytes",
-                g["utilization"], g["memory_used_bytes"]
-            );
-        }
-    }
-    if let Some(sla) = &r.sla {
-        println!("SLA: {sla}");
-    }
-    if let Some(a) = &r.autoscaling {
-        println!(
-            "autoscaling: ALBRequestCountPerTarget target {} requests/min per task ({}% of {:.1} requests/s per task){}{}",
-            a.target_requests_per_task,
-            (a.safety_margin * 100.0).round(),
-            a.capacity_requests_per_second,
-            a.max_tasks
-                .map(|m| format!("; {m} task(s) for the peak"))
-                .unwrap_or_default(),
-            a.cost_per_million_inferences
-                .map(|c| format!("; ${c:.2} per million inferences"))
-                .unwrap_or_default()
-        );
-    }
-    if let Some(v) = &r.validation {
-        println!(
-            "validation: {} of {} answers differed from validation_data{}",
-            v["failed"],
-            v["checked"],
-            v["first_mismatch"]
-                .as_str()
-                .map(|m| format!(" (first: {m})"))
-                .unwrap_or_default()
-        );
-    }
-    if let Some(s) = &r.stopped {
-        println!("stopped early: {s}");
-    }
-    let c = &r.model_config;
-    if c["available"] == true {
-        let dynamic = match &c["dynamic_batching"] {
-            Value::Null => "no dynamic batching".to_string(),
-            d => format!(
-                "dynamic batching (preferred {}, max queue delay {} us)",
-                d["preferred_batch_size"], d["max_queue_delay_us"]
-            ),
-        };
-        let groups = c["instance_group"]
-            .as_array()
-            .map(|g| {
-                g.iter()
-                    .map(|g| format!("{} x {}", g["count"], g["kind"].as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default instances".into());
-        println!(
-            "model config: max_batch_size {}, {dynamic}, {groups}",
-            c["max_batch_size"]
-        );
-    } else {
-        println!(
-            "model config: unavailable ({})",
-            c["reason"].as_str().unwrap_or("")
-        );
-    }
-    if let Some(first) = r.steps.first() {
-        for part in ["stats", "gpu"] {
-            if first.server[part]["available"] == false {
-                println!(
-                    "server {part}: unavailable ({})",
-                    first.server[part]["reason"].as_str().unwrap_or("")
-                );
-            }
-        }
-    }
-}
-
-/// perf_analyzer's CSV columns that this run measures (client-side latencies in microseconds).
-pub fn csv(r: &BenchReport) -> String {
-    let first = if r.steps.iter().any(|s| s.rate.is_some()) {
-        "Request Rate"
-    } else {
-        "Concurrency"
-    };
-    // perf_analyzer's server columns (microseconds per request) when the server has Triton's
-    // statistics, in its order: after the throughput, before the percentiles.
-    let server = r
-        .steps
-        .iter()
-        .any(|s| s.server["stats"]["available"] == true);
-    let mut out = format!("{first},Inferences/Second");
-    if server {
-        out.push_str(
-            ",Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output",
-        );
-    }
-    out.push_str(",p50 latency,p90 latency,p95 latency,p99 latency,Avg latency\n");
-    let mut steps: Vec<&Step> = r.steps.iter().collect();
-    steps.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
-    for s in steps {
-        let load = s
-            .concurrency
-            .map(|c| c.to_string())
-            .or(s.rate.map(|x| x.to_string()))
-            .unwrap_or_default();
-        out.push_str(&format!("{load},{:.2}", s.throughput));
-        if server {
-            for k in [
-                "queue_us",
-                "compute_input_us",
-                "compute_infer_us",
-                "compute_output_us",
-            ] {
-                match s.server["stats"][k].as_f64() {
-                    Some(v) => out.push_str(&format!(",{}", v.round())),
-                    None => out.push(','),
-                }
-            }
-        }
-        out.push_str(&format!(
-            ",{},{},{},{},{}\n",
-            s.latency_us.p50,
-            s.latency_us.p90,
-            s.latency_us.p95,
-            s.latency_us.p99,
-            s.latency_us.mean
-        ));
-    }
-    out
-}
-
-fn pick(s: &Step, p: f64) -> u64 {
-    let l = &s.latency_us;
-    match p {
-        x if x <= 50.0 => l.p50,
-        x if x <= 90.0 => l.p90,
-        x if x <= 95.0 => l.p95,
-        x if x <= 99.0 => l.p99,
-        x if x <= 99.9 => l.p999,
-        _ => l.max,
-    }
-}
-
-/// The endpoint, model and task count of the service a spec deployed.
-async fn from_deployment(
-    args: &BenchArgs,
-) -> Result<(Option<String>, Option<String>, Option<u32>), String> {
-    let Some(file) = &args.spec_file else {
-        return Ok((None, None, None));
-    };
-    let spec_args = super::SpecArgs {
-        file: file.clone(),
-        env: args.env.clone(),
-    };
-    let cx = super::deployment::Context::load(&spec_args, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let infra = cx.infra().map_err(|e| e.to_string())?;
-    let dns = triton_deploy_aws::elbv2::Elb::new(&cx.config)
-        .dns_name(&infra.load_balancer_arn)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the deployed load balancer has no DNS name")?;
-    let url = crate::deploy::endpoint_url(&cx.spec, &dns);
-    let model = cx.spec.model_repository.as_ref().and_then(|dir| {
-        let base = file.parent().unwrap_or(std::path::Path::new("."));
-        crate::model_repo::ModelRepo::read(&base.join(dir), None)
-            .ok()?
-            .models
-            .into_iter()
-            .map(|m| m.name)
-            .next()
-    });
-    let tasks = triton_deploy_aws::ecs::Ecs::new(&cx.config)
-        .describe_service(&infra.cluster, &cx.spec.service)
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|s| s.running.max(1) as u32);
-    Ok((Some(url), model, tasks))
 }
 
 /// Input-data problems name the file.
@@ -532,61 +354,38 @@ fn input_file_error(input: &str, e: String) -> String {
     }
 }
 
-async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, String> {
-    let (dep_url, dep_model, dep_tasks) = from_deployment(args).await?;
+async fn run_bench(
+    args: &BenchArgs,
+    global: &Global,
+    deployed: Option<Endpoint>,
+) -> Result<BenchReport, CliError> {
+    let (dep_url, dep_model, dep_tasks) = match deployed {
+        Some(e) => (Some(e.url), e.model, e.tasks),
+        None => (None, None, None),
+    };
     let url = args
         .url
         .clone()
         .or(dep_url)
-        .ok_or("no endpoint: pass --url or -f SPEC")?;
-    let model = args
-        .model
-        .clone()
-        .or(dep_model)
-        .ok_or("no model: pass --model (the spec has no model repository to take one from)")?;
+        .ok_or_else(|| CliError::usage("no endpoint: pass --url or -f SPEC"))?;
+    let model = args.model.clone().or(dep_model).ok_or_else(|| {
+        CliError::usage(
+            "no model: pass --model (the spec has no model repository to take one from)",
+        )
+    })?;
     let tasks = args.tasks.or(dep_tasks).unwrap_or(1);
-    if !(0.0..=100.0).contains(&args.percentile) {
-        return Err("--percentile is between 0 and 100".into());
-    }
-    if !(0.0..=1.0).contains(&args.safety_margin) || args.safety_margin == 0.0 {
-        return Err("--safety-margin is a fraction in (0, 1]".into());
-    }
-    let headers = args
-        .header
-        .iter()
-        .map(|h| {
-            let (k, v) = h
-                .split_once(':')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| format!("--header {h}: use K:V"))?;
-            reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("--header {h}: `{k}` is not a header name"))?;
-            reqwest::header::HeaderValue::from_str(v).map_err(|_| {
-                format!("--header {h}: the value has characters a header cannot carry")
-            })?;
-            Ok::<_, String>((k.to_ascii_lowercase(), v.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut shapes = BTreeMap::new();
-    for s in &args.shape {
-        let (name, dims) = s
-            .split_once(':')
-            .ok_or_else(|| format!("--shape {s}: use NAME:D1,D2"))?;
-        let dims = dims
-            .split(',')
-            .map(|d| d.trim().parse::<i64>().ok().filter(|d| *d > 0))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| format!("--shape {s}: dimensions are positive integers"))?;
-        shapes.insert(name.to_string(), dims);
-    }
+    let headers = args.header.clone();
+    let shapes: BTreeMap<String, Vec<i64>> = args.shape.iter().cloned().collect();
     let data = match args.input_data.as_str() {
         "random" => InputData::Random,
         "zero" => InputData::Zero,
         file => {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-            InputData::File(
-                serde_json::from_str(&text).map_err(|e| format!("{file}: not JSON: {e}"))?,
-            )
+            let path = std::path::Path::new(file);
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CliError::new(ErrorKind::Io, format!("{file}: {e}")).in_file(path))?;
+            InputData::File(serde_json::from_str(&text).map_err(|e| {
+                CliError::invalid(format!("{file}: not JSON: {e}")).at(path, e.line(), e.column())
+            })?)
         }
     };
     let settings = Arc::new(Settings {
@@ -613,7 +412,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         server_stats: !args.no_server_stats,
         started: std::time::Instant::now(),
         grpc: match args.protocol {
-            Protocol::Grpc => Some(crate::grpc::channel(&url)?),
+            Protocol::Grpc => Some(crate::kserve::grpc::channel(&url)?),
             Protocol::Http => None,
         },
     });
@@ -625,7 +424,8 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         .map_err(|e| e.to_string())?;
     let meta: Value = match &settings.grpc {
         Some(ch) => {
-            crate::grpc::metadata(ch.clone(), &settings.model, settings.version.as_deref()).await?
+            crate::kserve::grpc::metadata(ch.clone(), &settings.model, settings.version.as_deref())
+                .await?
         }
         None => client
             .get(settings.metadata_url())
@@ -641,20 +441,20 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     // Triton also serves the model's configuration: whether it batches, and up to what size.
     let config = match &settings.grpc {
         Some(ch) => {
-            crate::grpc::config(ch.clone(), &settings.model, settings.version.as_deref()).await
+            crate::kserve::grpc::config(ch.clone(), &settings.model, settings.version.as_deref())
+                .await
         }
         None => bench::http_config(&client, &settings).await,
     };
     if let Ok(c) = &config {
-        bench::check_batch(c, args.batch_size)?;
+        bench::check_batch(c, args.batch_size).map_err(CliError::usage)?;
     }
     let batching = config.as_ref().map_or(true, |c| c.max_batch_size > 0);
     let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size, batching)
-        .map_err(|e| input_file_error(&args.input_data, e))?;
+        .map_err(|e| CliError::invalid(input_file_error(&args.input_data, e)))?;
     let expected = match &data {
-        InputData::File(v) => {
-            crate::tensor::expected(v, &meta).map_err(|e| input_file_error(&args.input_data, e))?
-        }
+        InputData::File(v) => crate::kserve::tensor::expected(v, &meta)
+            .map_err(|e| CliError::invalid(input_file_error(&args.input_data, e)))?,
         _ => None,
     };
     let mut bodies: Vec<bench::Body> = match args.tensor_format {
@@ -666,7 +466,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     };
     if args.protocol == Protocol::Grpc {
         for (b, j) in bodies.iter_mut().zip(&json_bodies) {
-            b.grpc = Some(crate::grpc::request(
+            b.grpc = Some(crate::kserve::grpc::request(
                 j,
                 &settings.model,
                 settings.version.as_deref(),
@@ -684,37 +484,23 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
         .await?,
     );
     // On a terminal: a live line (requests answered, the rate over the last half second, time
-    // running) under the lines of finished windows.
-    let live = (global.format == Format::Text
-        && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-    .then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
-                .expect("template"),
-        );
-        bar
-    });
-    let ticker = live.clone().map(|bar| {
-        let t = transport.clone();
+    // running) under the lines of finished windows; plain lines otherwise.
+    let shown = Arc::new(global.progress());
+    let ticker = (shown.mode() == Mode::Terminal).then(|| {
+        let (t, live) = (transport.clone(), shown.clone());
         tokio::spawn(async move {
             let mut last = (t.answered(), std::time::Instant::now());
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let now = (t.answered(), std::time::Instant::now());
                 let rate = (now.0 - last.0) as f64 / now.1.duration_since(last.1).as_secs_f64();
-                bar.set_message(format!("{} answered, {rate:.0} req/s", now.0));
-                bar.tick();
+                live.spin(format!("{} answered, {rate:.0} req/s", now.0));
                 last = now;
             }
         })
     });
-    let bar = live.clone();
-    let progress = move |line: &str| {
-        if let Some(b) = &bar {
-            b.println(format!("  {line}"));
-        }
-    };
+    let lines = shown.clone();
+    let progress = move |line: &str| lines.line(format!("  {line}"));
     let mut report = BenchReport {
         url: url.clone(),
         model: model.clone(),
@@ -885,9 +671,7 @@ async fn run_bench(args: &BenchArgs, global: Global) -> Result<BenchReport, Stri
     if let Some(t) = ticker {
         t.abort();
     }
-    if let Some(b) = live {
-        b.finish_and_clear();
-    }
+    shown.stop_spinner();
     Ok(report)
 }
 

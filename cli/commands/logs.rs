@@ -1,14 +1,17 @@
 //! `triton-deploy logs [--follow] [--since 10m]`: the service's container logs from CloudWatch.
+//! Without `--follow` the lines are one report (`{"lines": [...]}` in JSON); with it they are
+//! printed as they come (JSON: one object per line, a stream cannot be one document).
 
-use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Args;
-use triton_deploy_aws::logs::Logs;
+use serde::Serialize;
+use triton_deploy_aws::logs::LogLine;
 
-use super::deployment::{Context, epoch_ms};
-use super::rollout::{RolloutError, report_error};
-use super::{Format, Global, SpecArgs, block_on, exit};
+use super::{AwsArgs, SpecArgs, block_on};
+use crate::deploy::logs::{self, LogSettings};
+use crate::output::{CliError, Format, Global, Render, short_arn};
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -19,17 +22,17 @@ pub struct LogsArgs {
     #[arg(long)]
     pub follow: bool,
 
-    /// How far back to start: 30s, 10m, 2h, 1d.
+    /// How far back to start: 30s, 10m, 2h, 1d (at most 400d).
     #[arg(long, default_value = "10m", value_parser = parse_since)]
     pub since: Duration,
 
-    /// At most this many lines (before following).
-    #[arg(long, default_value_t = 1000)]
-    pub limit: usize,
+    /// At most this many lines (before following), 1 to 10000.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: u64,
 
-    /// AWS profile.
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `30s`, `10m`, `2h`, `1d`.
@@ -45,57 +48,66 @@ pub fn parse_since(s: &str) -> Result<Duration, String> {
         "d" => 86400,
         _ => return Err(format!("`{s}`: the unit is s, m, h or d")),
     };
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
-}
-
-pub fn run(args: LogsArgs, global: Global) -> i32 {
-    match block_on(logs(&args, global)) {
-        None => exit::USAGE,
-        Some(Ok(())) => exit::OK,
-        Some(Err(e)) => report_error(&e),
+    match n.checked_mul(secs) {
+        Some(t) if t <= 400 * 86400 => Ok(Duration::from_secs(t)),
+        _ => Err(format!("`{s}`: at most 400d")),
     }
 }
 
-fn print(line: &triton_deploy_aws::logs::LogLine, format: Format) {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string(line).expect("json")),
-        Format::Text => {
-            let secs = line.timestamp / 1000;
-            let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-            let task = line.stream.rsplit('/').next().unwrap_or(&line.stream);
-            let task = &task[..task.len().min(8)];
-            println!("{h:02}:{m:02}:{s:02} {task} {}", line.message);
-        }
-    }
+/// The lines read (empty when they were streamed).
+#[derive(Debug, Serialize)]
+pub struct LogsReport {
+    pub lines: Vec<LogLine>,
+    #[serde(skip)]
+    streamed: bool,
 }
 
-async fn logs(args: &LogsArgs, global: Global) -> Result<(), RolloutError> {
-    let cx = Context::load(&args.spec, args.profile.as_deref()).await?;
-    let infra = cx.infra()?;
-    let logs = Logs::new(&cx.config);
-    let mut start = epoch_ms().saturating_sub(args.since.as_millis() as i64);
-    let mut seen = HashSet::new();
-    let mut limit = args.limit;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let lines = logs
-            .read(&infra.task.log_group, Some(&cx.spec.service), start, limit)
-            .await?;
-        for l in &lines {
-            if seen.insert(l.event_id.clone()) {
-                print(l, global.format);
-            }
-            start = start.max(l.timestamp);
-        }
+/// Runs `logs`.
+pub fn run(args: LogsArgs, global: &Global) -> Result<LogsReport, CliError> {
+    let spec = args.spec.load()?;
+    let aws = args.aws.options(spec.region.as_deref());
+    let settings = LogSettings {
+        since: args.since,
+        limit: args.limit as usize,
+        follow: args.follow,
+    };
+    let mut lines = Vec::new();
+    let format = global.format;
+    let mut on_line = |l: &LogLine| {
         if !args.follow {
-            return Ok(());
+            lines.push(l.clone());
+        } else if format == Format::Json {
+            println!("{}", serde_json::to_string(l).unwrap_or_default());
+        } else {
+            println!("{}", line_text(l));
         }
-        limit = 10_000;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = &mut ctrl_c => return Ok(()),
+    };
+    block_on(None, logs::read(spec, &aws, settings, &mut on_line))??;
+    Ok(LogsReport {
+        lines,
+        streamed: args.follow,
+    })
+}
+
+/// `hh:mm:ss <task id's first 8 characters> <message>`.
+fn line_text(line: &LogLine) -> String {
+    let secs = line.timestamp / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let task: String = short_arn(&line.stream).chars().take(8).collect();
+    format!("{h:02}:{m:02}:{s:02} {task} {}", line.message)
+}
+
+impl Render for LogsReport {
+    fn text(&self, _global: &Global) -> String {
+        let mut out = String::new();
+        for l in &self.lines {
+            let _ = writeln!(out, "{}", line_text(l));
         }
+        out
+    }
+
+    fn streamed(&self) -> bool {
+        self.streamed
     }
 }
 
@@ -108,5 +120,7 @@ mod tests {
         assert_eq!(super::parse_since("2h").unwrap().as_secs(), 7200);
         assert!(super::parse_since("ten").is_err());
         assert!(super::parse_since("5w").is_err());
+        assert!(super::parse_since("99999999999999999999d").is_err());
+        assert!(super::parse_since("401d").is_err());
     }
 }

@@ -1,8 +1,12 @@
-//! The subcommands. Each is a clap `Args` struct plus a `run` that returns the process exit code;
-//! the work itself lives in the stage modules.
+//! The subcommands. Each is a clap `Args` struct plus a `run` that turns the arguments into
+//! typed settings, calls its stage and returns a report (`Serialize` + [`Render`]) or a
+//! [`CliError`]; `main` prints either through [`crate::output::finish`]. No command builds an
+//! AWS client or imports another command.
+//!
+//! [`Render`]: crate::output::Render
+//! [`CliError`]: crate::output::CliError
 
 pub mod bench;
-pub mod deployment;
 pub mod destroy;
 pub mod logs;
 pub mod push;
@@ -12,17 +16,7 @@ pub mod rollout;
 pub mod status;
 pub mod validate;
 
-use clap::ValueEnum;
-
-/// `--format`: how results are printed on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
-    /// Human-readable text with source snippets.
-    #[default]
-    Text,
-    /// One JSON document.
-    Json,
-}
+use crate::output::CliError;
 
 /// Which deployment spec a command reads: `-f FILE` and `--env NAME`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,32 +36,49 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    pub fn load(&self) -> Result<crate::spec::DeploymentSpec, crate::spec::SpecError> {
-        crate::spec::load(&self.file, self.env.as_deref())
+    /// Reads and resolves the spec.
+    pub fn load(&self) -> Result<crate::deploy::spec::DeploymentSpec, CliError> {
+        Ok(crate::deploy::spec::load(&self.file, self.env.as_deref())?)
+    }
+
+    /// The directory relative paths in the spec start from.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.file
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
     }
 }
 
-/// Options every command shares.
-#[derive(Debug, Clone, Copy)]
-pub struct Global {
-    pub format: Format,
-    pub color: bool,
-    /// `--format csv` (bench only): CSV on stdout instead of the table.
-    pub csv: bool,
+/// Where and as whom to call AWS, shared by every command that talks to it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AwsArgs {
+    /// AWS profile (default: the standard chain: AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// AWS region (default: the spec's `service.region` where there is a spec, then the standard
+    /// chain: AWS_REGION, the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
-/// Runs an async command body on a multi-threaded runtime; `None` (after saying why) when no
-/// runtime can be started.
-pub fn block_on<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    block_on_threads(None, fut)
+impl AwsArgs {
+    /// The options for [`triton_deploy_aws::load_config`].
+    pub fn options(&self, spec_region: Option<&str>) -> triton_deploy_aws::AwsOptions {
+        triton_deploy_aws::AwsOptions {
+            region: self.region.clone().or(spec_region.map(str::to_string)),
+            profile: self.profile.clone(),
+        }
+    }
 }
 
-/// [`block_on`] with `threads` worker threads (1: the calling thread alone; default: one per
-/// CPU).
-pub fn block_on_threads<F: std::future::Future>(
+/// Runs an async command body on a runtime with `threads` worker threads (1: the calling thread
+/// alone; default: one per CPU).
+pub fn block_on<F: std::future::Future>(
     threads: Option<usize>,
     fut: F,
-) -> Option<F::Output> {
+) -> Result<F::Output, CliError> {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
@@ -75,35 +86,9 @@ pub fn block_on_threads<F: std::future::Future>(
     if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
-    match builder.enable_all().build() {
-        Ok(rt) => Some(rt.block_on(fut)),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
-        }
-    }
-}
-
-/// Process exit codes.
-pub mod exit {
-    /// Success (warnings allowed).
-    pub const OK: i32 = 0;
-    /// The input is invalid (validation errors).
-    pub const INVALID: i32 = 1;
-    /// Usage or I/O error.
-    pub const USAGE: i32 = 2;
-}
-
-/// One CloudFormation stack event as a progress line on stderr.
-pub fn print_stack_event(e: &triton_deploy_aws::cfn::StackEvent) {
-    eprintln!(
-        "  {:<22} {:<40} {}{}",
-        e.status,
-        e.resource_type,
-        e.logical_id,
-        e.reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
+    let rt = builder
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    Ok(rt.block_on(fut))
 }

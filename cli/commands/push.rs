@@ -1,21 +1,18 @@
 //! `triton-deploy push`: package a model repository as a `tritonserver` image and push it to ECR.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use serde::Serialize;
-use triton_deploy_aws::{AwsOptions, Secret, ecr};
 use url::Url;
 
-use super::{Format, Global, block_on, exit};
-use crate::image::{self, DEFAULT_BASE, ImageName, ImageSettings, Progress};
-use crate::layers::{self, Cache, Compression, Layer};
-use crate::model_repo::ModelRepo;
-use crate::registry::Registry;
-use crate::validate::{self, Options};
+use super::{AwsArgs, block_on};
+use crate::output::{CliError, ErrorKind, Global, Render};
+use crate::package::image::DEFAULT_BASE;
+use crate::package::layers::Compression;
+use crate::package::push::{self, Builder, PushError, PushReport, PushSettings};
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -70,13 +67,8 @@ pub struct PushArgs {
     #[arg(long, value_name = "VAR")]
     pub base_credentials_env: Option<String>,
 
-    /// AWS region (default: the standard chain: AWS_REGION, profile).
-    #[arg(long)]
-    pub region: Option<String>,
-
-    /// AWS profile.
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     /// Lifecycle policy of a new repository: keep this many images (0: no policy).
     #[arg(long, default_value_t = 30, value_name = "N")]
@@ -95,596 +87,98 @@ pub struct PushArgs {
     pub jobs: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Builder {
-    Oci,
-    Docker,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("the model repository is invalid ({0} errors); fix it or pass --skip-validate")]
-    Invalid(usize),
-    #[error(transparent)]
-    Validate(#[from] validate::ValidateError),
-    #[error("building the layer of model '{model}': {source}")]
-    Layer {
-        model: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Ecr(#[from] ecr::EcrError),
-    #[error(transparent)]
-    EcrApi(#[from] triton_deploy_aws::ApiError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
-    #[error("{0}")]
-    Other(String),
-}
-
-#[derive(Debug, Serialize)]
-pub struct LayerReport {
-    pub model: String,
-    pub digest: String,
-    pub size: u64,
-    pub uploaded: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PushReport {
-    pub image: String,
-    pub digest: String,
-    pub tag: String,
-    pub layers: Vec<LayerReport>,
-    pub uploaded_bytes: u64,
-    pub reused_bytes: u64,
-    pub seconds: f64,
-    pub base: BaseReport,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BaseReport {
-    pub image: String,
-    pub digest: String,
-    pub layers: usize,
-}
-
-pub fn run(args: PushArgs, global: Global) -> i32 {
+/// Runs `push`.
+pub fn run(args: PushArgs, global: &Global) -> Result<PushReport, CliError> {
     let started = Instant::now();
-    let Some(result) = block_on(push(&args, global)) else {
-        return exit::USAGE;
+    let settings = PushSettings {
+        repo: args.repo,
+        repository: args.repository,
+        tag: args.tag,
+        base: args.base,
+        builder: args.builder,
+        compression: args.compression,
+        registry_endpoint: args.registry_endpoint,
+        insecure_registry: args.insecure_registry,
+        output: args.output,
+        skip_validate: args.skip_validate,
+        triton_args: args.triton_args,
+        base_credentials_env: args.base_credentials_env,
+        keep_images: args.keep_images,
+        mutable_tags: args.mutable_tags,
+        kms_key: args.kms_key,
+        jobs: args.jobs,
+        aws: args.aws.options(None),
     };
-    match result {
-        Ok(mut report) => {
-            report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-            match global.format {
-                Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&report).expect("json"))
-                }
-                Format::Text => {
-                    for l in &report.layers {
-                        let what = if l.uploaded { "uploaded" } else { "reused" };
-                        eprintln!(
-                            "  {:<24} {}  {:>12} bytes  {what}",
-                            l.model,
-                            &l.digest[..19],
-                            l.size
-                        );
-                    }
-                    eprintln!(
-                        "pushed in {:.1}s: {} bytes uploaded, {} bytes reused",
-                        report.seconds, report.uploaded_bytes, report.reused_bytes
-                    );
-                    if let Some(o) = &report.output {
-                        eprintln!("wrote {o}");
-                    }
-                    println!("{}", report.image);
-                }
+    let progress = Arc::new(global.progress());
+    let mut report = match block_on(None, push::push(&settings, progress))? {
+        Ok(r) => r,
+        Err(PushError::Invalid(report)) => {
+            if global.text() {
+                eprint!(
+                    "{}",
+                    crate::validate::render::text(&report, false, global.color)
+                );
             }
-            exit::OK
+            return Err(CliError::invalid(PushError::Invalid(report).to_string()));
         }
-        Err(PushError::Usage(m)) => {
-            eprintln!("error: {m}");
-            exit::USAGE
-        }
-        Err(e) => {
-            if global.format == Format::Json {
-                println!("{}", serde_json::json!({"error": e.to_string()}));
-            }
-            eprintln!("error: {e}");
-            exit::INVALID
-        }
-    }
-}
-
-/// One progress bar per blob on a terminal; nothing otherwise.
-struct Bars {
-    multi: indicatif::MultiProgress,
-    bars: Mutex<BTreeMap<String, indicatif::ProgressBar>>,
-}
-
-impl Progress for Bars {
-    fn start(&self, label: &str, digest: &str, size: u64) {
-        let pb = self.multi.add(indicatif::ProgressBar::new(size));
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>24} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
-            )
-            .expect("template"),
-        );
-        pb.set_prefix(label.to_string());
-        pb.set_message(digest[7..19].to_string());
-        self.bars
-            .lock()
-            .expect("bars")
-            .insert(digest.to_string(), pb);
-    }
-    fn advance(&self, digest: &str, bytes: u64) {
-        if let Some(pb) = self.bars.lock().expect("bars").get(digest) {
-            pb.inc(bytes);
-        }
-    }
-    fn finish(&self, digest: &str, how: &str) {
-        if let Some(pb) = self.bars.lock().expect("bars").get(digest) {
-            pb.finish_with_message(how.to_string());
-        }
-    }
-}
-
-fn registry_url(host: &str) -> Result<Url, PushError> {
-    let local =
-        host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
-    let scheme = if local { "http" } else { "https" };
-    Url::parse(&format!("{scheme}://{host}/"))
-        .map_err(|e| PushError::Usage(format!("bad registry host '{host}': {e}")))
-}
-
-fn credentials_from_env(var: &str) -> Result<(String, Secret), PushError> {
-    let v = std::env::var(var)
-        .map_err(|_| PushError::Usage(format!("environment variable {var} is not set")))?;
-    let (u, p) = v
-        .split_once(':')
-        .ok_or_else(|| PushError::Usage(format!("{var} must hold 'user:password'")))?;
-    Ok((u.to_string(), Secret::new(p)))
-}
-
-/// The last commit that touched `dir` (`-dirty` when it has uncommitted changes), if in git.
-/// Commits elsewhere in the repository do not change it, so they do not change the image.
-fn git_revision(dir: &Path) -> Option<String> {
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Err(e) => return Err(e.into()),
     };
-    let rev = git(&["log", "-1", "--format=%H", "--", "."]).filter(|r| !r.is_empty())?;
-    let dirty = git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
-    Some(if dirty { format!("{rev}-dirty") } else { rev })
+    report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    Ok(report)
 }
 
-/// `--builder docker`: render the Dockerfile, build and push through the engine.
-async fn docker_push(
-    args: &PushArgs,
-    global: Global,
-    repo: &ModelRepo,
-    model_layers: &[Layer],
-    report: &validate::Report,
-    reg: &Registry,
-    repository: &ecr::Repository,
-) -> Result<PushReport, PushError> {
-    use crate::docker_build::{self, ModelSource};
-    let docker = docker_build::connect()
-        .await
-        .map_err(|e| PushError::Other(e.to_string()))?;
-    let models: Vec<ModelSource> = repo
-        .models
-        .iter()
-        .filter(|m| !m.name.starts_with('.'))
-        .map(|m| ModelSource {
-            name: m.name.clone(),
-            dir: m.dir.clone(),
-        })
-        .collect();
-    let mut labels = BTreeMap::new();
-    labels.insert("ai.triton-deploy.models".to_string(), served_label(report));
-    labels.insert(
-        "ai.triton-deploy.version".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    );
-    labels.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        args.base.clone(),
-    );
-    let mut cmd = vec![
-        "tritonserver".to_string(),
-        "--model-repository=/models".to_string(),
-    ];
-    cmd.extend(args.triton_args.iter().cloned());
-    let dockerfile = docker_build::render(&args.base, &models, &cmd, &labels);
-    let tag = args.tag.clone().unwrap_or_else(|| {
-        let mut id = dockerfile.clone();
-        for l in model_layers {
-            id.push_str(&l.diff_id);
-        }
-        format!(
-            "docker-{}",
-            &crate::registry::sha256_digest(id.as_bytes())[7..19]
-        )
-    });
-    let host = reg.host();
-    let name = format!("{host}/{}", repository.name);
-    // The engine's build and push output, streamed to stderr (JSON mode keeps it in the log).
-    let text = global.format == Format::Text;
-    let log = move |line: &str| {
-        if text {
-            eprintln!("  docker: {line}");
-        } else {
-            tracing::info!(target: "triton_deploy::docker", "{line}");
-        }
-    };
-    docker_build::build(
-        &docker,
-        &dockerfile,
-        &models,
-        &format!("{name}:{tag}"),
-        &log,
-    )
-    .await
-    .map_err(|e| PushError::Other(e.to_string()))?;
-    let auth = reg
-        .credentials()
-        .ok_or_else(|| PushError::Other("no registry credentials".into()))?;
-    let digest = docker_build::push(&docker, &name, &tag, &host, (&auth.0, &auth.1), &log)
-        .await
-        .map_err(|e| PushError::Other(e.to_string()))?;
-    Ok(PushReport {
-        image: format!("{}@{digest}", repository.uri),
-        digest,
-        tag,
-        layers: Vec::new(),
-        uploaded_bytes: 0,
-        reused_bytes: 0,
-        seconds: 0.0,
-        base: BaseReport {
-            image: args.base.clone(),
-            digest: String::new(),
-            layers: 0,
+impl From<PushError> for CliError {
+    fn from(e: PushError) -> CliError {
+        let kind = match &e {
+            PushError::Usage(_) => ErrorKind::Usage,
+            PushError::Invalid(_) => ErrorKind::Invalid,
+            PushError::Validate(v) => return CliError::from(clone_validate_error(v)),
+            PushError::Layer { .. } => ErrorKind::Io,
+            PushError::Ecr(_) | PushError::EcrApi(_) => ErrorKind::Aws,
+            PushError::Image(_) | PushError::Registry(_) => ErrorKind::Remote,
+            PushError::Other(_) => ErrorKind::Failed,
+        };
+        CliError::new(kind, e.to_string())
+    }
+}
+
+fn clone_validate_error(e: &crate::validate::ValidateError) -> crate::validate::ValidateError {
+    use crate::validate::ValidateError as V;
+    match e {
+        V::NotADirectory(p) => V::NotADirectory(p.clone()),
+        V::Io { path, source } => V::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
         },
-        output: None,
-    })
-}
-
-fn served_label(report: &validate::Report) -> String {
-    report
-        .models
-        .iter()
-        .map(|m| {
-            format!(
-                "{}={}",
-                m.name,
-                m.versions
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-#[derive(Debug, Clone, Copy)]
-enum OutputKind {
-    OciLayout,
-    DockerArchive,
-}
-
-fn parse_output(o: &str) -> Result<(OutputKind, PathBuf), PushError> {
-    let (kind, path) = o
-        .split_once(':')
-        .filter(|(_, p)| !p.is_empty())
-        .ok_or_else(|| {
-            PushError::Usage(format!(
-                "--output '{o}': expected oci-layout:DIR or docker-archive:FILE"
-            ))
-        })?;
-    let kind = match kind {
-        "oci-layout" => OutputKind::OciLayout,
-        "docker-archive" => OutputKind::DockerArchive,
-        _ => {
-            return Err(PushError::Usage(format!(
-                "--output kind '{kind}': expected oci-layout or docker-archive"
-            )));
-        }
-    };
-    Ok((kind, PathBuf::from(path)))
-}
-
-async fn push(args: &PushArgs, global: Global) -> Result<PushReport, PushError> {
-    if args.builder == Builder::Docker && (args.repository.is_none() || args.output.is_some()) {
-        return Err(PushError::Usage(
-            "--builder docker pushes through the Docker Engine: it needs --repository and cannot write --output".into(),
-        ));
     }
-    if !args.repo.is_dir() {
-        return Err(PushError::Usage(format!(
-            "model repository {} is not a directory",
-            args.repo.display()
-        )));
-    }
-    let output_to = args.output.as_deref().map(parse_output).transpose()?;
-    // 1. Validate.
-    let report = validate::validate(std::slice::from_ref(&args.repo), &Options::default())?;
-    if !report.is_valid(false) {
-        if !args.skip_validate {
-            eprint!(
-                "{}",
-                super::validate::render_text(&report, false, global.color)
+}
+
+impl Render for PushReport {
+    /// The per-layer table and the totals, on stderr.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for l in &self.layers {
+            let what = if l.uploaded { "uploaded" } else { "reused" };
+            let short = l.digest.get(..19).unwrap_or(&l.digest);
+            let _ = writeln!(
+                out,
+                "  {:<24} {short}  {:>12} bytes  {what}",
+                l.model, l.size
             );
-            return Err(PushError::Invalid(report.errors()));
         }
-        tracing::warn!(
-            errors = report.errors(),
-            "pushing an invalid repository (--skip-validate)"
+        let _ = writeln!(
+            out,
+            "pushed in {:.1}s: {} bytes uploaded, {} bytes reused",
+            self.seconds, self.uploaded_bytes, self.reused_bytes
         );
-    }
-    // 2. Layers, one per model.
-    let repo = ModelRepo::read(&args.repo, None)
-        .map_err(|e| PushError::Other(format!("reading {}: {e}", args.repo.display())))?;
-    let cache = Cache::default_location();
-    let mut model_layers: Vec<Layer> = Vec::new();
-    for m in repo.models.iter().filter(|m| !m.name.starts_with('.')) {
-        let (cache, name, dir, c) = (
-            cache.clone(),
-            m.name.clone(),
-            m.dir.clone(),
-            args.compression,
-        );
-        let layer =
-            tokio::task::spawn_blocking(move || layers::build_layer(&cache, &name, &dir, c))
-                .await
-                .map_err(|e| PushError::Other(e.to_string()))?
-                .map_err(|e| PushError::Layer {
-                    model: m.name.clone(),
-                    source: e,
-                })?;
-        tracing::info!(model = %m.name, digest = %layer.digest, cached = layer.cached, "layer ready");
-        model_layers.push(layer);
-    }
-    // ECR refuses layers over 52,000 MiB: say so before anything is created or sent.
-    const ECR_MAX_LAYER: u64 = 52_000 << 20;
-    if let Some(l) = model_layers.iter().find(|l| l.size > ECR_MAX_LAYER) {
-        return Err(PushError::Usage(format!(
-            "the layer of model '{}' is {} MiB, over ECR's limit of 52,000 MiB per layer; split its weights across models or store them on EFS",
-            l.model,
-            l.size >> 20
-        )));
-    }
-    if model_layers.is_empty() {
-        return Err(PushError::Usage(format!(
-            "{} holds no models",
-            args.repo.display()
-        )));
-    }
-
-    // 3. Target registry (ECR), unless only writing locally.
-    let base_name = ImageName::parse(&args.base)?;
-    let mut target: Option<(Registry, ecr::Repository)> = None;
-    // With --registry-endpoint the registry is not ECR's own (a stand-in or a proxy): the ECR API
-    // then learns of the image from us, as ECR's registry would tell it.
-    let mut control_plane: Option<ecr::Ecr> = None;
-    if let Some(name) = &args.repository {
-        ecr::check_repository_name(name).map_err(|e| PushError::Usage(e.to_string()))?;
-        let cfg = triton_deploy_aws::load_config(&AwsOptions {
-            region: args.region.clone(),
-            profile: args.profile.clone(),
-        })
-        .await;
-        let client = ecr::Ecr::new(&cfg);
-        let settings = ecr::RepositorySettings {
-            immutable_tags: !args.mutable_tags,
-            kms_key: args.kms_key.clone(),
-            keep_images: args.keep_images,
-            ..Default::default()
-        };
-        let repository = client.ensure_repository(name, &settings).await?;
-        let auth = client.registry_auth(&repository.registry_id).await?;
-        let endpoint = match &args.registry_endpoint {
-            Some(u) => u.clone(),
-            None => {
-                let host = repository.uri.split('/').next().unwrap_or_default();
-                Url::parse(&format!("https://{host}/")).map_err(|e| {
-                    PushError::Other(format!("bad repository URI {}: {e}", repository.uri))
-                })?
-            }
-        };
-        let reg = Registry::new(
-            endpoint,
-            Some((auth.username, auth.password)),
-            args.insecure_registry,
-        )?;
-        reg.ping().await?;
-        if args.registry_endpoint.is_some() {
-            control_plane = Some(client);
+        if let Some(o) = &self.output {
+            let _ = writeln!(out, "wrote {o}");
         }
-        target = Some((reg, repository));
+        out
     }
 
-    if args.builder == Builder::Docker {
-        let (reg, repository) = target
-            .as_ref()
-            .expect("checked: --builder docker needs --repository");
-        return docker_push(args, global, &repo, &model_layers, &report, reg, repository).await;
+    /// The image reference, on stdout.
+    fn text(&self, _global: &Global) -> String {
+        format!("{}\n", self.image)
     }
-
-    // 4. Base image: from the target registry when it lives there, else from its own.
-    let base_reg = match &target {
-        Some((reg, _)) if reg.host() == base_name.registry => reg.clone(),
-        _ => {
-            let creds = args
-                .base_credentials_env
-                .as_deref()
-                .map(credentials_from_env)
-                .transpose()?;
-            Registry::new(
-                registry_url(&base_name.registry)?,
-                creds,
-                args.insecure_registry,
-            )?
-        }
-    };
-    let base = image::resolve_base(&base_reg, &base_name).await?;
-
-    // 5. Config and manifest.
-    let mut labels = BTreeMap::new();
-    labels.insert("ai.triton-deploy.models".to_string(), served_label(&report));
-    labels.insert(
-        "ai.triton-deploy.version".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    );
-    labels.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        base_name.to_string(),
-    );
-    labels.insert(
-        "org.opencontainers.image.base.digest".to_string(),
-        base.digest.clone(),
-    );
-    if let Some(rev) = git_revision(&args.repo) {
-        labels.insert("org.opencontainers.image.revision".to_string(), rev);
-    }
-    let built = image::build(
-        &base,
-        &model_layers,
-        &ImageSettings {
-            triton_args: args.triton_args.clone(),
-            labels,
-        },
-    );
-    let tag = args
-        .tag
-        .clone()
-        .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
-    if tag.is_empty()
-        || tag.len() > 128
-        || !tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        || tag.starts_with(['.', '-'])
-    {
-        return Err(PushError::Usage(format!(
-            "'{tag}' is not a valid tag: up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-'"
-        )));
-    }
-
-    // 6. Local output.
-    if let Some((kind, path)) = &output_to {
-        let ref_name = match &target {
-            Some((_, r)) => format!("{}:{tag}", r.uri),
-            None => format!(
-                "{}:{tag}",
-                args.repo
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_lowercase())
-                    .unwrap_or_else(|| "models".into())
-            ),
-        };
-        match kind {
-            OutputKind::OciLayout => image::write_oci_layout(&built, &base_reg, path, &tag).await?,
-            OutputKind::DockerArchive => {
-                image::write_docker_archive(&built, &base_reg, path, &ref_name).await?
-            }
-        }
-    }
-    let output = args.output.clone();
-
-    // 7. Push.
-    let mut layer_reports: Vec<LayerReport> = model_layers
-        .iter()
-        .map(|l| LayerReport {
-            model: l.model.clone(),
-            digest: l.digest.clone(),
-            size: l.size,
-            uploaded: false,
-        })
-        .collect();
-    let (mut uploaded_bytes, mut reused_bytes) = (0, 0);
-    let image_ref = match &target {
-        Some((reg, repository)) => {
-            let progress: Arc<dyn Progress> = if global.format == Format::Text
-                && std::io::IsTerminal::is_terminal(&std::io::stderr())
-            {
-                Arc::new(Bars {
-                    multi: indicatif::MultiProgress::new(),
-                    bars: Mutex::new(BTreeMap::new()),
-                })
-            } else {
-                Arc::new(image::Quiet)
-            };
-            let scratch = tempfile::tempdir().map_err(|e| PushError::Other(e.to_string()))?;
-            let dest = image::Destination {
-                registry: reg,
-                repo: &repository.name,
-                tag: &tag,
-                immutable: repository.immutable_tags,
-            };
-            let outcome = image::push(
-                &built,
-                &dest,
-                &base_reg,
-                args.jobs,
-                progress,
-                scratch.path(),
-            )
-            .await?;
-            for b in &outcome.blobs {
-                if b.uploaded {
-                    uploaded_bytes += b.size;
-                } else {
-                    reused_bytes += b.size;
-                }
-                for l in layer_reports.iter_mut().filter(|l| l.digest == b.digest) {
-                    l.uploaded = b.uploaded;
-                }
-            }
-            if let Some(c) = &control_plane {
-                c.put_image(
-                    &repository.name,
-                    &tag,
-                    &String::from_utf8_lossy(&built.manifest_bytes),
-                    &built.manifest_media_type,
-                )
-                .await?;
-            }
-            format!("{}@{}", repository.uri, built.digest)
-        }
-        None => format!("{}@{}", args.repo.display(), built.digest),
-    };
-    Ok(PushReport {
-        image: image_ref,
-        digest: built.digest.clone(),
-        tag,
-        layers: layer_reports,
-        uploaded_bytes,
-        reused_bytes,
-        seconds: 0.0,
-        base: BaseReport {
-            image: base_name.to_string(),
-            digest: base.digest.clone(),
-            layers: base.layers.len(),
-        },
-        output,
-    })
 }

@@ -5,8 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{Global, SpecArgs, exit};
-use crate::taskdef::{self, InfraOutputs};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::SpecArgs;
+use crate::deploy::render::taskdef::{self, InfraOutputs};
+use crate::deploy::render::{cloudformation, terraform};
+use crate::output::{CliError, ErrorKind, Global, Render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Document {
@@ -36,17 +41,25 @@ pub struct RenderArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(args: RenderArgs, _global: Global) -> i32 {
-    let spec = match args.spec.load() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
-    let (text, file) = match args.what {
+/// What `render` produced: the document itself (a JSON document as it is, the Terraform module
+/// as `{"terraform": "..."}` under `--format json`), or where it was written.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RenderReport {
+    /// A JSON document (template or task definition).
+    Json(Value),
+    /// The Terraform module's HCL.
+    Hcl { terraform: String },
+    /// Written into `--out`.
+    Written { wrote: PathBuf },
+}
+
+/// Runs `render`: nothing is written for a bad spec.
+pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError> {
+    let spec = args.spec.load()?;
+    let (report, file) = match args.what {
         Document::Cloudformation => (
-            serde_json::to_string_pretty(&crate::infra::template(&spec)).expect("json"),
+            RenderReport::Json(cloudformation::template(&spec)),
             "infra.template.json",
         ),
         Document::Taskdef => {
@@ -56,32 +69,50 @@ pub fn run(args: RenderArgs, _global: Global) -> i32 {
                 .or_else(|| spec.image_uri.clone())
                 .unwrap_or_else(|| "<the newest image pushed to the spec's repository>".into());
             let td = taskdef::task_definition(&spec, &image, &InfraOutputs::placeholders(&spec));
-            (
-                serde_json::to_string_pretty(&td).expect("json"),
-                "taskdef.json",
-            )
+            (RenderReport::Json(td), "taskdef.json")
         }
-        Document::Terraform => (crate::terraform::module(&spec), "main.tf"),
+        Document::Terraform => (
+            RenderReport::Hcl {
+                terraform: terraform::module(&spec),
+            },
+            "main.tf",
+        ),
     };
-    match &args.out {
-        None => {
-            println!("{}", text.trim_end());
-            exit::OK
+    let Some(dir) = &args.out else {
+        return Ok(report);
+    };
+    let path = dir.join(file);
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&path, report.document() + "\n"))
+        .map_err(|e| {
+            CliError::new(ErrorKind::Io, format!("writing {}: {e}", path.display())).in_file(&path)
+        })?;
+    Ok(RenderReport::Written { wrote: path })
+}
+
+impl RenderReport {
+    /// The document as text, without a trailing newline.
+    fn document(&self) -> String {
+        match self {
+            RenderReport::Json(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+            RenderReport::Hcl { terraform } => terraform.trim_end().to_string(),
+            RenderReport::Written { .. } => String::new(),
         }
-        Some(dir) => {
-            let path = dir.join(file);
-            match std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::write(&path, text.trim_end().to_string() + "\n"))
-            {
-                Ok(()) => {
-                    eprintln!("wrote {}", path.display());
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("error: writing {}: {e}", path.display());
-                    exit::USAGE
-                }
-            }
+    }
+}
+
+impl Render for RenderReport {
+    fn text(&self, _global: &Global) -> String {
+        match self {
+            RenderReport::Written { .. } => String::new(),
+            other => other.document() + "\n",
+        }
+    }
+
+    fn notes(&self) -> String {
+        match self {
+            RenderReport::Written { wrote } => format!("wrote {}\n", wrote.display()),
+            _ => String::new(),
         }
     }
 }

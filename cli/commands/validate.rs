@@ -1,15 +1,13 @@
 //! `triton-deploy validate`: lint model repositories the way Triton would load them.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use super::{Format, Global, exit};
+use crate::output::{CliError, Global, Render, exit};
 use crate::validate::diagnostic::JsonDiagnostic;
-use crate::validate::{self, Diagnostic, ModelSummary, Options, Report, Severity, rules};
+use crate::validate::{self, ModelSummary, Options, Report, rules};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -44,6 +42,14 @@ pub struct ValidateArgs {
     pub list_rules: bool,
 }
 
+/// What `validate` found, or the rule catalogue (`--list-rules`).
+pub enum ValidateOutput {
+    /// The verdict on the repositories.
+    Verdict { report: Report, strict: bool },
+    /// The rule catalogue.
+    Rules,
+}
+
 #[derive(Serialize)]
 struct JsonReport<'a> {
     valid: bool,
@@ -51,9 +57,68 @@ struct JsonReport<'a> {
     diagnostics: Vec<JsonDiagnostic<'a>>,
 }
 
-pub fn run(args: ValidateArgs, global: Global) -> i32 {
+#[derive(Serialize)]
+struct JsonRule {
+    id: &'static str,
+    name: &'static str,
+    summary: &'static str,
+}
+
+impl Serialize for ValidateOutput {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ValidateOutput::Verdict { report, strict } => JsonReport {
+                valid: report.is_valid(*strict),
+                models: &report.models,
+                diagnostics: report
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.to_json(report.source_of(d)))
+                    .collect(),
+            }
+            .serialize(s),
+            ValidateOutput::Rules => s.collect_seq(rules::ALL.iter().map(|r| JsonRule {
+                id: r.id,
+                name: r.name,
+                summary: r.summary,
+            })),
+        }
+    }
+}
+
+impl Render for ValidateOutput {
+    fn text(&self, global: &Global) -> String {
+        match self {
+            ValidateOutput::Verdict { report, strict } => {
+                validate::render::text(report, *strict, global.color)
+            }
+            ValidateOutput::Rules => rules::ALL
+                .iter()
+                .map(|r| format!("{}  {:<26} {}\n", r.id, r.name, r.summary))
+                .collect(),
+        }
+    }
+
+    /// 1 when the repository is invalid.
+    fn exit_code(&self) -> u8 {
+        match self {
+            ValidateOutput::Verdict { report, strict } if !report.is_valid(*strict) => {
+                exit::FAILURE
+            }
+            _ => exit::OK,
+        }
+    }
+}
+
+/// Runs `validate`.
+pub fn run(args: ValidateArgs, _global: &Global) -> Result<ValidateOutput, CliError> {
     if args.list_rules {
-        return list_rules(global);
+        return Ok(ValidateOutput::Rules);
+    }
+    if args.model_config_name.as_deref() == Some("") {
+        return Err(CliError::usage(
+            "--model-config-name: give a name (configs/<NAME>.pbtxt), not an empty string",
+        ));
     }
     let mut opts = Options {
         model_config_name: args.model_config_name.clone(),
@@ -62,168 +127,9 @@ pub fn run(args: ValidateArgs, global: Global) -> i32 {
         ..Options::default()
     };
     opts.backends.extend(args.backends.iter().cloned());
-    if opts.model_config_name.as_deref() == Some("") {
-        eprintln!("Error: empty argument for --model-config-name");
-        return exit::USAGE;
-    }
-    let report = match validate::validate(&args.paths, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            if global.format == Format::Json {
-                let doc = serde_json::json!({"valid": false, "models": [], "diagnostics": [], "error": e.to_string()});
-                println!("{doc}");
-            }
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let valid = report.is_valid(args.strict);
-    match global.format {
-        Format::Json => {
-            let doc = JsonReport {
-                valid,
-                models: &report.models,
-                diagnostics: report
-                    .diagnostics
-                    .iter()
-                    .map(|d| d.to_json(report.source_of(d)))
-                    .collect(),
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&doc).expect("serializable")
-            );
-        }
-        Format::Text => print!("{}", render_text(&report, args.strict, global.color)),
-    }
-    if valid { exit::OK } else { exit::INVALID }
-}
-
-fn list_rules(global: Global) -> i32 {
-    match global.format {
-        Format::Json => {
-            let v: Vec<_> = rules::ALL
-                .iter()
-                .map(|r| serde_json::json!({"id": r.id, "name": r.name, "summary": r.summary}))
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).expect("serializable")
-            );
-        }
-        Format::Text => {
-            for r in rules::ALL {
-                println!("{}  {:<26} {}", r.id, r.name, r.summary);
-            }
-        }
-    }
-    exit::OK
-}
-
-/// Renders the report as text: each diagnostic with its source snippet, then a summary line.
-pub fn render_text(report: &Report, strict: bool, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    let mut out = String::new();
-    for d in &report.diagnostics {
-        let sev = if strict || d.severity == Severity::Error {
-            "error"
-        } else {
-            "warning"
-        };
-        let location = match (&d.file, d.line_col(report.source_of(d))) {
-            (Some(f), Some((l, c))) => format!("{}:{l}:{c}", f.display()),
-            (Some(f), None) => f.display().to_string(),
-            (None, _) => String::new(),
-        };
-        let _ = writeln!(out, "{sev}[{}]: {}: {}", d.rule.id, location, d.message);
-        if let (Some(span), Some(src), Some(file)) = (d.span, report.source_of(d), &d.file) {
-            let _ = handler.render_report(&mut out, &snippet(d, span, src, file));
-        } else if let Some(help) = &d.help {
-            let _ = writeln!(out, "  help: {help}");
-        }
-        out.push('\n');
-    }
-    let n = report.models.len();
-    let (e, w) = (report.errors(), report.warnings());
-    let plural = |k: usize, s: &str| format!("{k} {s}{}", if k == 1 { "" } else { "s" });
-    if report.is_valid(strict) {
-        let _ = writeln!(
-            out,
-            "ok: {} valid ({})",
-            plural(n, "model"),
-            plural(w, "warning")
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "invalid: {}, {} in {}",
-            plural(e, "error"),
-            plural(w, "warning"),
-            plural(n, "model")
-        );
-    }
-    out
-}
-
-fn snippet(
-    d: &Diagnostic,
-    span: crate::pbtxt::Span,
-    src: &str,
-    file: &std::path::Path,
-) -> SnippetReport {
-    let len = span.len().max(1).min(src.len().saturating_sub(span.start));
-    let mut diag = MietteDiagnostic::new(d.rule.name.to_string())
-        .with_severity(match d.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
-        })
-        .with_label(LabeledSpan::at(span.start..span.start + len, "here"));
-    if let Some(h) = &d.help {
-        diag = diag.with_help(h.clone());
-    }
-    SnippetReport {
-        diag,
-        src: NamedSource::new(file.display().to_string(), src.to_string()),
-    }
-}
-
-/// A diagnostic paired with its source text, for miette's renderer.
-#[derive(Debug)]
-struct SnippetReport {
-    diag: MietteDiagnostic,
-    src: NamedSource<String>,
-}
-
-impl std::fmt::Display for SnippetReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.diag.message)
-    }
-}
-
-impl std::error::Error for SnippetReport {}
-
-impl miette::Diagnostic for SnippetReport {
-    fn severity(&self) -> Option<miette::Severity> {
-        self.diag.severity
-    }
-    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.diag
-            .help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
-    }
-    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.diag
-            .labels
-            .as_ref()
-            .map(|l| Box::new(l.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
-    }
-    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&self.src)
-    }
+    let report = validate::validate(&args.paths, &opts)?;
+    Ok(ValidateOutput::Verdict {
+        report,
+        strict: args.strict,
+    })
 }

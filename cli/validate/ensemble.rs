@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::rules::*;
 use super::{Cx, Resolved, fs};
-use crate::model_config::ModelConfig;
-use crate::model_config::inference::model_config::SchedulingChoice;
-use crate::model_repo::ModelRepo;
+use crate::triton::model_config::ModelConfig;
+use crate::triton::model_config::inference::model_config::SchedulingChoice;
+use crate::triton::model_repo::ModelRepo;
 
 use super::model::{dtype_name, fmt_dims};
 
-fn steps(cfg: &ModelConfig) -> &[crate::model_config::inference::model_ensembling::Step] {
+fn steps(cfg: &ModelConfig) -> &[crate::triton::model_config::inference::model_ensembling::Step] {
     match &cfg.scheduling_choice {
         Some(SchedulingChoice::EnsembleScheduling(e)) => &e.step,
         _ => &[],
@@ -216,13 +216,14 @@ fn cross_model(
 
     let own_batching = cfg.max_batch_size > 0;
     let mut shapes: BTreeMap<String, Vec<(Shape, String)>> = BTreeMap::new();
-    let reshaped = |dims: &[i64],
-                    reshape: Option<&crate::model_config::inference::ModelTensorReshape>|
-     -> Vec<i64> {
-        reshape
-            .map(|r| r.shape.clone())
-            .unwrap_or_else(|| dims.to_vec())
-    };
+    let reshaped =
+        |dims: &[i64],
+         reshape: Option<&crate::triton::model_config::inference::ModelTensorReshape>|
+         -> Vec<i64> {
+            reshape
+                .map(|r| r.shape.clone())
+                .unwrap_or_else(|| dims.to_vec())
+        };
     for (i, t) in cfg.input.iter().enumerate() {
         shapes.entry(t.name.clone()).or_default().push((
             Shape {
@@ -354,7 +355,7 @@ fn cross_model(
 /// cannot be matched up. Origins flow through non-decoupled steps.
 fn decoupled_origins(
     cx: &mut Cx,
-    steps: &[crate::model_config::inference::model_ensembling::Step],
+    steps: &[crate::triton::model_config::inference::model_ensembling::Step],
     repo: &ModelRepo,
     m: &str,
 ) {

@@ -7,10 +7,10 @@ use std::path::Path;
 use super::diagnostic::{Diagnostic, Severity};
 use super::rules::*;
 use super::{Cx, Resolved, resolve};
-use crate::model_config::ModelConfig;
-use crate::model_config::inference::model_version_policy::PolicyChoice;
-use crate::model_repo::{ModelDir, ModelRepo, VersionName};
-use crate::pbtxt::{NoteKind, ParseErrorKind};
+use crate::triton::model_config::ModelConfig;
+use crate::triton::model_config::inference::model_version_policy::PolicyChoice;
+use crate::triton::model_repo::{ModelDir, ModelRepo, VersionName};
+use crate::triton::pbtxt::{NoteKind, ParseErrorKind};
 
 /// Root directories that are not models but that Triton still tries to load.
 pub fn is_system_dir(name: &str) -> bool {
@@ -259,7 +259,7 @@ fn config_file_rules(cx: &mut Cx) {
         }
         Some(Err(e)) => {
             let src = m.config_source.as_deref().unwrap_or("");
-            let (line, col) = crate::pbtxt::line_col(src, e.span.start);
+            let (line, col) = crate::triton::pbtxt::line_col(src, e.span.start);
             let rule = match e.kind {
                 ParseErrorKind::Syntax => PARSE,
                 ParseErrorKind::UnknownField => UNKNOWN_FIELD,

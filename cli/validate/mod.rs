@@ -1,6 +1,6 @@
 //! `validate`: judge a model repository the way Triton would load it, before it ships.
 //!
-//! [`validate`] reads the repositories ([`crate::model_repo`]), applies every rule of
+//! [`validate`] reads the repositories ([`crate::triton::model_repo`]), applies every rule of
 //! [`rules::ALL`] and returns a [`Report`]: the models Triton would load and the diagnostics.
 
 pub mod diagnostic;
@@ -8,6 +8,7 @@ mod ensemble;
 mod fs;
 mod model;
 mod onnx;
+pub mod render;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -17,9 +18,9 @@ use serde::Serialize;
 
 pub use diagnostic::{Diagnostic, Severity};
 
-use crate::model_config::ModelConfig;
-use crate::model_repo::{ModelDir, ModelRepo};
-use crate::pbtxt::Span;
+use crate::triton::model_config::ModelConfig;
+use crate::triton::model_repo::{ModelDir, ModelRepo};
+use crate::triton::pbtxt::Span;
 
 /// How to validate.
 #[derive(Debug, Clone)]

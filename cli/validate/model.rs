@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::rules::*;
 use super::{Cx, PLATFORMS, Resolved};
-use crate::model_config::ModelConfig;
-use crate::model_config::inference::{
+use crate::triton::model_config::ModelConfig;
+use crate::triton::model_config::inference::{
     DataType, ModelDynamicBatching, ModelQueuePolicy, ModelSequenceBatching,
     model_config::SchedulingChoice,
     model_input::Format,
@@ -409,7 +409,7 @@ fn batch_io(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
     }
     for (i, bi) in cfg.batch_input.iter().enumerate() {
         let path = format!("batch_input[{i}]");
-        let kind = crate::model_config::inference::batch_input::Kind::try_from(bi.kind)
+        let kind = crate::triton::model_config::inference::batch_input::Kind::try_from(bi.kind)
             .map(|k| k.as_str_name().to_string())
             .unwrap_or_else(|_| bi.kind.to_string());
         if bi.source_input.len() != 1 {
@@ -885,7 +885,7 @@ fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
                 }
                 Some(_) => {}
             }
-            use crate::model_config::inference::model_metrics::metric_control::MetricOptions;
+            use crate::triton::model_config::inference::model_metrics::metric_control::MetricOptions;
             match &mc.metric_options {
                 None => {
                     cx.error(

@@ -3,8 +3,8 @@
 
 use super::rules::*;
 use super::{Cx, fs};
-use crate::model_config::ModelConfig;
-use crate::onnx::{OnnxTensor, read_io, triton_dtype};
+use crate::triton::model_config::ModelConfig;
+use crate::triton::onnx::{OnnxTensor, read_io, triton_dtype};
 
 use super::model::{dtype_name, fmt_dims};
 

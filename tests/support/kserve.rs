@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use triton_deploy::grpc::proto;
+use triton_deploy::kserve::grpc::proto;
 
 pub struct Server {
     pub url: String,
@@ -51,7 +51,7 @@ struct Tensor {
 
 struct Model {
     name: &'static str,
-    config: triton_deploy::model_config::ParsedConfig,
+    config: triton_deploy::triton::model_config::ParsedConfig,
     meta: Value,
 }
 
@@ -64,7 +64,7 @@ impl Model {
         let text = std::fs::read_to_string(&path).unwrap();
         let mut m = Model {
             name,
-            config: triton_deploy::model_config::parse(&text).unwrap(),
+            config: triton_deploy::triton::model_config::parse(&text).unwrap(),
             meta: Value::Null,
         };
         m.meta = m.describe();
@@ -83,7 +83,7 @@ impl Model {
     fn describe(&self) -> Value {
         let c = &self.config.config;
         let dt = |t: i32| {
-            let name = triton_deploy::model_config::inference::DataType::try_from(t)
+            let name = triton_deploy::triton::model_config::inference::DataType::try_from(t)
                 .unwrap()
                 .as_str_name()
                 .trim_start_matches("TYPE_")
@@ -485,7 +485,7 @@ impl State {
             (false, "ready") => reply(StatusCode::BAD_REQUEST, json!({})),
             (false, "config") => reply(
                 StatusCode::OK,
-                triton_deploy::model_config::to_canonical_json(&m.config.source),
+                triton_deploy::triton::model_config::to_canonical_json(&m.config.source),
             ),
             (false, "stats") => {
                 let st = &self.stats[m.name];

@@ -31,11 +31,7 @@ pub struct Scaling {
 }
 
 fn invalid_policy(e: impl std::fmt::Display) -> ApiError {
-    ApiError {
-        service: SVC,
-        action: "PutScalingPolicy",
-        detail: format!("invalid policy: {e}"),
-    }
+    ApiError::local(SVC, "PutScalingPolicy", format!("invalid policy: {e}"))
 }
 
 pub struct AppScaling {
@@ -178,7 +174,7 @@ impl AppScaling {
             .await
             .map_err(api(SVC, "DeregisterScalableTarget"))
         {
-            Err(e) if !e.is_not_found() && !e.detail.contains("No scalable target") => Err(e),
+            Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }
     }

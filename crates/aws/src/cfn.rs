@@ -89,8 +89,9 @@ impl Cfn {
         let out = match self.client.describe_stacks().stack_name(name).send().await {
             Ok(o) => o,
             Err(e) => {
+                let code = crate::error_code(&e);
                 let msg = describe_sdk_error(&e);
-                if msg.contains("does not exist") {
+                if crate::quirks::says_not_found(code.as_deref(), &msg) {
                     return Ok(None);
                 }
                 return Err(CfnError::Api {
@@ -391,8 +392,9 @@ impl Cfn {
         {
             Ok(o) => o,
             Err(e) => {
+                let code = crate::error_code(&e);
                 let msg = describe_sdk_error(&e);
-                if msg.contains("does not exist") {
+                if crate::quirks::says_not_found(code.as_deref(), &msg) {
                     return Ok(Vec::new());
                 }
                 return Err(CfnError::Api {

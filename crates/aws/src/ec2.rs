@@ -50,11 +50,10 @@ impl Ec2 {
         let out = match req.send().await {
             Ok(o) => o,
             Err(e) => {
-                let msg = describe_sdk_error(&e);
-                if msg.contains("InvalidVpcID.NotFound") {
+                if crate::error_code(&e).as_deref() == Some("InvalidVpcID.NotFound") {
                     return Ok(None);
                 }
-                return Err(err("DescribeVpcs")(msg));
+                return Err(err("DescribeVpcs")(describe_sdk_error(&e)));
             }
         };
         let Some(vpc) = out.vpcs().first() else {
@@ -110,11 +109,10 @@ impl Ec2 {
                     .unwrap_or(0)
             })),
             Err(e) => {
-                let msg = describe_sdk_error(&e);
-                if msg.contains("InvalidInstanceType") {
+                if crate::error_code(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) {
                     Ok(None)
                 } else {
-                    Err(err("DescribeInstanceTypes")(msg))
+                    Err(err("DescribeInstanceTypes")(describe_sdk_error(&e)))
                 }
             }
         }
@@ -149,11 +147,11 @@ impl Ec2 {
         match self.client.describe_images().image_ids(ami).send().await {
             Ok(out) => Ok(!out.images().is_empty()),
             Err(e) => {
-                let msg = describe_sdk_error(&e);
-                if msg.contains("InvalidAMIID") {
+                // InvalidAMIID.NotFound, .Malformed, .Unavailable: no such image here.
+                if crate::error_code(&e).is_some_and(|c| c.starts_with("InvalidAMIID")) {
                     Ok(false)
                 } else {
-                    Err(err("DescribeImages")(msg))
+                    Err(err("DescribeImages")(describe_sdk_error(&e)))
                 }
             }
         }

@@ -291,7 +291,7 @@ impl Ecr {
                 Ok(o) => o,
                 Err(e) => {
                     let e = crate::api("ECR", "DescribeImages")(e);
-                    if e.detail.contains("NotFound") {
+                    if e.is_not_found() {
                         return Ok(Vec::new());
                     }
                     return Err(e);
@@ -334,7 +334,16 @@ impl Ecr {
             .await
             .map_err(crate::api("ECR", "PutImage"))
         {
-            Err(e) if !e.detail.contains("AlreadyExists") => Err(e),
+            // The emulator answers ImageAlreadyExistsException where AWS answers
+            // ImageTagAlreadyExistsException for an immutable tag: either means "already there".
+            Err(e)
+                if !e
+                    .code
+                    .as_deref()
+                    .is_some_and(|c| c.ends_with("AlreadyExistsException")) =>
+            {
+                Err(e)
+            }
             _ => Ok(()),
         }
     }
@@ -350,7 +359,7 @@ impl Ecr {
             .await
             .map_err(crate::api("ECR", "DeleteRepository"))
         {
-            Err(e) if !e.detail.contains("NotFound") => Err(e),
+            Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }
     }

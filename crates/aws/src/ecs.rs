@@ -21,11 +21,11 @@ const SVC: &str = "ECS";
 
 /// A task definition in the API's JSON shape did not map onto the API's types.
 fn bad(what: impl std::fmt::Display) -> ApiError {
-    ApiError {
-        service: SVC,
-        action: "RegisterTaskDefinition",
-        detail: format!("invalid task definition: {what}"),
-    }
+    ApiError::local(
+        SVC,
+        "RegisterTaskDefinition",
+        format!("invalid task definition: {what}"),
+    )
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -454,7 +454,7 @@ impl Ecs {
     ) -> Result<Option<TaskDefinition>, ApiError> {
         match self.describe_task_definition(family).await {
             Ok(t) => Ok(Some(t)),
-            Err(e) if e.is_not_found() || e.detail.contains("Unable to describe") => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -469,10 +469,12 @@ impl Ecs {
             .send()
             .await
             .map_err(api(SVC, "DescribeTaskDefinition"))?;
-        let td = out.task_definition().ok_or_else(|| ApiError {
-            service: SVC,
-            action: "DescribeTaskDefinition",
-            detail: format!("no task definition {id}"),
+        let td = out.task_definition().ok_or_else(|| {
+            ApiError::local(
+                SVC,
+                "DescribeTaskDefinition",
+                format!("no task definition {id}"),
+            )
         })?;
         let mut def = json!({
             "family": td.family(),
@@ -537,10 +539,12 @@ impl Ecs {
             .send()
             .await
             .map_err(api(SVC, "RegisterTaskDefinition"))?;
-        let td = out.task_definition().ok_or_else(|| ApiError {
-            service: SVC,
-            action: "RegisterTaskDefinition",
-            detail: "no task definition in the answer".into(),
+        let td = out.task_definition().ok_or_else(|| {
+            ApiError::local(
+                SVC,
+                "RegisterTaskDefinition",
+                "no task definition in the answer",
+            )
         })?;
         Ok(TaskDefinition {
             arn: td.task_definition_arn().unwrap_or_default().to_string(),
@@ -601,7 +605,7 @@ impl Ecs {
             Ok(o) => o,
             Err(e) => {
                 let e = api(SVC, "DescribeServices")(e);
-                if e.detail.contains("ClusterNotFound") {
+                if e.has_code("ClusterNotFoundException") {
                     return Ok(None);
                 }
                 return Err(e);
@@ -753,11 +757,7 @@ impl Ecs {
                     .set_subnets(Some(c.subnets.clone()))
                     .set_security_groups(Some(c.security_groups.clone()))
                     .build()
-                    .map_err(|e| ApiError {
-                        service: SVC,
-                        action: "CreateService",
-                        detail: e.to_string(),
-                    })?,
+                    .map_err(|e| ApiError::local(SVC, "CreateService", e.to_string()))?,
             )
             .build())
     }

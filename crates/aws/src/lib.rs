@@ -24,16 +24,52 @@ pub struct AwsOptions {
     pub profile: Option<String>,
 }
 
-/// Loads the SDK configuration for `opts`.
+/// The region used when neither the options nor the standard chain (`AWS_REGION`, the profile)
+/// name one.
+pub const FALLBACK_REGION: &str = "us-east-1";
+
+/// Loads the SDK configuration for `opts`: the one place it is built. The region is resolved
+/// once (the option, else the standard chain, else [`FALLBACK_REGION`]), so that
+/// `config.region()` is always set; retries use the SDK's standard mode with 3 attempts
+/// (exponential backoff with jitter on throttling, 5xx and transient network errors).
 pub async fn load_config(opts: &AwsOptions) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = &opts.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }
-    loader.load().await
+    let region = aws_config::meta::region::RegionProviderChain::first_try(
+        opts.region.clone().map(aws_config::Region::new),
+    )
+    .or_else({
+        let chain = aws_config::default_provider::region::DefaultRegionChain::builder();
+        match &opts.profile {
+            Some(p) => chain.profile_name(p).build(),
+            None => chain.build(),
+        }
+    })
+    .or_else(aws_config::Region::from_static(FALLBACK_REGION));
+    loader.region(region).load().await
+}
+
+/// The region of a configuration built by [`load_config`].
+pub fn region_of(config: &aws_config::SdkConfig) -> String {
+    config
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| FALLBACK_REGION.to_string())
+}
+
+/// The service error code of an SDK error (`ParameterNotFound`, `InvalidVpcID.NotFound`...), when
+/// AWS answered with one.
+pub fn error_code<E, R>(err: &aws_sdk_ecr::error::SdkError<E, R>) -> Option<String>
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata,
+{
+    match err {
+        aws_sdk_ecr::error::SdkError::ServiceError(e) => e.err().code().map(str::to_string),
+        _ => None,
+    }
 }
 
 /// Renders an SDK error with its service code and message, without the request's internals.
@@ -67,23 +103,71 @@ where
     }
 }
 
-/// A failed AWS call: the action and what AWS (or the network) said.
+/// A failed AWS call: the action, the service's error code and what AWS (or the network) said.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{service} {action} failed: {detail}")]
 pub struct ApiError {
     pub service: &'static str,
     pub action: &'static str,
+    /// The service error code, when AWS answered with one.
+    pub code: Option<String>,
     pub detail: String,
 }
 
 impl ApiError {
-    /// Whether AWS answered that the thing asked about does not exist.
+    /// An error made here rather than answered by AWS (an answer that could not be used).
+    pub fn local(service: &'static str, action: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            service,
+            action,
+            code: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether AWS answered with the error code `code`.
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// Whether AWS answered that the thing asked about does not exist: decided by the error
+    /// code, plus the emulator's answers named in [`quirks`].
     pub fn is_not_found(&self) -> bool {
-        let d = self.detail.to_ascii_lowercase();
-        d.contains("not found")
-            || d.contains("notfound")
-            || d.contains("does not exist")
-            || d.contains("servicenotactive")
+        self.code.as_deref().is_some_and(quirks::is_not_found_code)
+            || quirks::says_not_found(self.code.as_deref(), &self.detail)
+    }
+}
+
+/// The few places where an error can only be recognized by its message, each with the reason.
+pub mod quirks {
+    /// Error codes that mean "does not exist", across the services used.
+    pub fn is_not_found_code(code: &str) -> bool {
+        code.ends_with("NotFoundException")
+            || code.ends_with("NotFound")
+            || code.ends_with(".NotFound")
+            || matches!(
+                code,
+                "NoSuchEntity" | "ServiceNotActiveException" | "ParameterNotFound"
+            )
+    }
+
+    /// Answers whose code is generic and whose message says "not found":
+    /// - CloudFormation's `DescribeStacks` of a missing stack answers `ValidationError` "Stack
+    ///   with id X does not exist" (AWS does this too: there is no dedicated code);
+    /// - ECS `DescribeTaskDefinition` of a missing family answers `ClientException` "Unable to
+    ///   describe task definition" (AWS and the emulator alike);
+    /// - Application Auto Scaling answers the emulator's `ValidationException` "No scalable
+    ///   target registered" where AWS answers `ObjectNotFoundException`;
+    /// - the emulator's unparsed error bodies (XML on a JSON protocol) carry no code at all.
+    pub fn says_not_found(code: Option<&str>, detail: &str) -> bool {
+        let generic = matches!(
+            code,
+            None | Some("ValidationError" | "ClientException" | "ValidationException")
+        );
+        generic
+            && (detail.contains("does not exist")
+                || detail.contains("Unable to describe task definition")
+                || detail.contains("No scalable target"))
     }
 }
 
@@ -98,6 +182,7 @@ where
     move |e| ApiError {
         service,
         action,
+        code: error_code(&e),
         detail: describe_sdk_error(&e),
     }
 }

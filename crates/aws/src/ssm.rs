@@ -24,11 +24,10 @@ impl Ssm {
         match self.client.get_parameter().name(name).send().await {
             Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
             Err(e) => {
-                let msg = describe_sdk_error(&e);
-                if msg.contains("ParameterNotFound") {
+                if crate::error_code(&e).as_deref() == Some("ParameterNotFound") {
                     Ok(None)
                 } else {
-                    Err(SsmError(msg))
+                    Err(SsmError(describe_sdk_error(&e)))
                 }
             }
         }

@@ -12,8 +12,8 @@ use triton_deploy_aws::cfn::StackInfo;
 use triton_deploy_aws::ecs::{Deployment, ServiceConfig, ServiceState};
 use triton_deploy_aws::elbv2::TargetHealth;
 
-use crate::spec::DeploymentSpec;
-use crate::taskdef::InfraOutputs;
+use crate::deploy::render::taskdef::InfraOutputs;
+use crate::deploy::spec::DeploymentSpec;
 
 /// What the service needs from the infra stack.
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +72,7 @@ pub fn infra_from_stack(
             .outputs
             .get("CapacityProviderName")
             .cloned()
-            .unwrap_or_else(|| crate::infra::capacity_provider_name(spec)),
+            .unwrap_or_else(|| crate::deploy::render::cloudformation::capacity_provider_name(spec)),
         auto_scaling_group: get("AutoScalingGroupName", "AutoScalingGroup")?,
         load_balancer_arn: get("LoadBalancerArn", "LoadBalancer")?,
         target_group_arn: target_group_arn.clone(),
@@ -121,7 +121,7 @@ pub fn service_config(
         subnets: infra.subnets.clone(),
         security_groups: vec![infra.task_security_group.clone()],
         enable_execute_command: spec.enable_exec,
-        tags: crate::infra::tags(spec),
+        tags: crate::deploy::render::cloudformation::tags(spec),
     }
 }
 
@@ -147,7 +147,7 @@ pub fn service_fields(c: &ServiceConfig) -> Value {
 /// where `DescribeServices` does not report a field.
 pub fn service_hash(c: &ServiceConfig) -> String {
     let text = serde_json::to_string(&service_fields(c)).expect("json");
-    crate::registry::sha256_digest(text.as_bytes())[7..23].to_string()
+    crate::package::registry::sha256_digest(text.as_bytes())[7..23].to_string()
 }
 
 /// Where the autoscaling target comes from.
@@ -350,7 +350,7 @@ pub fn service_diff(observed: &ServiceState, desired: &ServiceConfig) -> Vec<Fie
 
 /// Where a deployment stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub enum Assessment {
     /// Still going; what it waits for.
     Waiting(String),
     Done,
@@ -365,10 +365,10 @@ fn short(arn: &str) -> &str {
 /// Judges a service's deployment of `revision` from one `DescribeServices` answer and the target
 /// group's health. Never calls a rolled-back deployment a success: the PRIMARY deployment must run
 /// `revision` and be COMPLETED with running = desired and no unhealthy target.
-pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) -> Progress {
+pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) -> Assessment {
     let primary: Option<&Deployment> = service.deployments.iter().find(|d| d.status == "PRIMARY");
     let Some(p) = primary else {
-        return Progress::Waiting("no primary deployment yet".into());
+        return Assessment::Waiting("no primary deployment yet".into());
     };
     if p.task_definition != revision {
         let ours = service
@@ -379,7 +379,7 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
             .and_then(|d| d.rollout_state_reason.clone())
             .or_else(|| p.rollout_state_reason.clone())
             .unwrap_or_default();
-        return Progress::Failed(format!(
+        return Assessment::Failed(format!(
             "the primary deployment runs {}, not {}: the deployment was rolled back{}",
             short(&p.task_definition),
             short(revision),
@@ -391,7 +391,7 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
         ));
     }
     if p.rollout_state.as_deref() == Some("FAILED") {
-        return Progress::Failed(format!(
+        return Assessment::Failed(format!(
             "deployment {} failed: {}",
             p.id,
             p.rollout_state_reason.clone().unwrap_or_default()
@@ -407,7 +407,7 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
         None => others == 0,
     };
     if !completed || others > 0 {
-        return Progress::Waiting(format!(
+        return Assessment::Waiting(format!(
             "rollout {} ({}/{} running, {} pending{})",
             p.rollout_state
                 .as_deref()
@@ -424,14 +424,14 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
         ));
     }
     if p.running < p.desired || service.running < service.desired {
-        return Progress::Waiting(format!("{}/{} tasks running", p.running, p.desired));
+        return Assessment::Waiting(format!("{}/{} tasks running", p.running, p.desired));
     }
     let unhealthy: Vec<&TargetHealth> = targets
         .iter()
         .filter(|t| t.state != "healthy" && t.state != "draining")
         .collect();
     if let Some(t) = unhealthy.first() {
-        return Progress::Waiting(format!(
+        return Assessment::Waiting(format!(
             "target {} is {}{}",
             t.id,
             t.state,
@@ -441,7 +441,7 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
                 .unwrap_or_default()
         ));
     }
-    Progress::Done
+    Assessment::Done
 }
 
 /// Counts of target states, for progress lines and `status`.
@@ -508,7 +508,7 @@ mod tests {
         );
         let p = assess(&s, "td:2", &[target("healthy")]);
         assert!(
-            matches!(&p, Progress::Failed(m) if m.contains("rolled back") && m.contains("td:1")),
+            matches!(&p, Assessment::Failed(m) if m.contains("rolled back") && m.contains("td:1")),
             "{p:?}"
         );
     }
@@ -522,20 +522,23 @@ mod tests {
             ],
             3,
         );
-        assert!(matches!(assess(&going, "td:2", &[]), Progress::Waiting(_)));
+        assert!(matches!(
+            assess(&going, "td:2", &[]),
+            Assessment::Waiting(_)
+        ));
         let done = svc(vec![dep("PRIMARY", "td:2", Some("COMPLETED"), 2)], 2);
         assert!(matches!(
             assess(&done, "td:2", &[target("initial")]),
-            Progress::Waiting(m) if m.contains("initial")
+            Assessment::Waiting(m) if m.contains("initial")
         ));
         assert_eq!(
             assess(&done, "td:2", &[target("healthy"), target("draining")]),
-            Progress::Done
+            Assessment::Done
         );
         let failed = svc(vec![dep("PRIMARY", "td:2", Some("FAILED"), 0)], 0);
         assert!(matches!(
             assess(&failed, "td:2", &[]),
-            Progress::Failed(m) if m.contains("tasks failed to start")
+            Assessment::Failed(m) if m.contains("tasks failed to start")
         ));
     }
 
@@ -548,7 +551,7 @@ mod tests {
             json!({"steps": [], "autoscaling": a}).to_string(),
         )
         .unwrap();
-        let spec = crate::spec::parse(
+        let spec = crate::deploy::spec::parse(
             std::path::Path::new("t.toml"),
             "[service]\nname = \"x\"\n[autoscaling]\nbench_result = \"bench.json\"\n",
             None,

@@ -5,6 +5,10 @@
 //! percentage (perf_analyzer's rule) or the trials run out. An SLA search finds the highest load
 //! whose percentile stays under a budget, and turns it into the autoscaling target `rollout` reads.
 
+pub mod html;
+pub mod http1;
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +17,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::kserve::tensor::encode;
+#[cfg(test)]
+use crate::kserve::tensor::{bf16_bits, f16_bits};
 
 /// The load of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -158,7 +166,7 @@ pub fn build_requests(
                 .collect::<Result<_, _>>()?;
             let (content, explicit_shape) = match entry.get(name) {
                 Some(v) => {
-                    let (values, shape) = crate::tensor::given(dt, v)
+                    let (values, shape) = crate::kserve::tensor::given(dt, v)
                         .map_err(|e| format!("input-data entry for {name}: {e}"))?;
                     (Some(values), shape)
                 }
@@ -254,7 +262,7 @@ pub struct Body {
     pub bytes: bytes::Bytes,
     pub header_len: Option<usize>,
     /// The same request for the gRPC protocol.
-    pub grpc: Option<crate::grpc::proto::ModelInferRequest>,
+    pub grpc: Option<crate::kserve::grpc::proto::ModelInferRequest>,
 }
 
 impl Body {
@@ -276,80 +284,6 @@ impl Body {
             grpc: None,
         }
     }
-}
-
-/// IEEE half precision, round to nearest even.
-pub fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    let round = |v: u32, rem: u32| -> u32 {
-        if rem > 0x1000 || (rem == 0x1000 && v & 1 == 1) {
-            v + 1
-        } else {
-            v
-        }
-    };
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = (man | 0x80_0000) >> (1 - e);
-        return sign | round(m >> 13, m & 0x1fff) as u16;
-    }
-    // A carry out of the mantissa correctly bumps the exponent.
-    sign | round(((e as u32) << 10) | (man >> 13), man & 0x1fff) as u16
-}
-
-/// bfloat16: the upper half of an f32, round to nearest even.
-pub fn bf16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-/// Tensor data as the binary forms want it: little-endian, row-major, BYTES length-prefixed.
-pub fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
-    let f = |v: &Value| {
-        v.as_f64()
-            .ok_or_else(|| format!("{dt} data must be numbers"))
-    };
-    let i = |v: &Value| {
-        v.as_i64()
-            .or_else(|| v.as_u64().map(|u| u as i64))
-            .ok_or_else(|| format!("{dt} data must be integers"))
-    };
-    for v in data {
-        match dt {
-            "BOOL" => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
-            "UINT8" | "INT8" => out.push(i(v)? as u8),
-            "UINT16" | "INT16" => out.extend((i(v)? as u16).to_le_bytes()),
-            "UINT32" | "INT32" => out.extend((i(v)? as u32).to_le_bytes()),
-            "UINT64" | "INT64" => out.extend((i(v)? as u64).to_le_bytes()),
-            "FP16" => out.extend(f16_bits(f(v)? as f32).to_le_bytes()),
-            "BF16" => out.extend(bf16_bits(f(v)? as f32).to_le_bytes()),
-            "FP32" => out.extend((f(v)? as f32).to_le_bytes()),
-            "FP64" => out.extend(f(v)?.to_le_bytes()),
-            // Each element: a 4-byte little-endian length, then the bytes.
-            "BYTES" => {
-                let b = v.as_str().ok_or("BYTES data must be strings")?.as_bytes();
-                out.extend((b.len() as u32).to_le_bytes());
-                out.extend(b);
-            }
-            other => return Err(format!("unknown datatype {other}")),
-        }
-    }
-    Ok(())
 }
 
 /// A JSON inference request turned into the binary tensor extension's framing, asking for binary
@@ -533,16 +467,16 @@ impl Window {
 pub struct Transport {
     bodies: Vec<Body>,
     /// Plain `http://`: the lean HTTP/1.1 client, each body already a whole request.
-    lean: Option<(crate::http1::Target, Vec<bytes::Bytes>)>,
+    lean: Option<(crate::bench::http1::Target, Vec<bytes::Bytes>)>,
     /// Idle lean connections for the open loop's request tasks.
-    pool: std::sync::Mutex<Vec<crate::http1::Conn>>,
+    pool: std::sync::Mutex<Vec<crate::bench::http1::Conn>>,
     client: reqwest::Client,
     url: reqwest::Url,
     grpc: Option<tonic::transport::Channel>,
     headers: Vec<(String, String)>,
     timeout: Duration,
     /// `validation_data`: what each body's answer must hold (same order as `bodies`).
-    expected: Option<Vec<crate::tensor::Expected>>,
+    expected: Option<Vec<crate::kserve::tensor::Expected>>,
     /// The first answer that failed validation, and why.
     pub first_mismatch: std::sync::OnceLock<String>,
     /// Answers received so far, ok or not (for the live progress line).
@@ -556,7 +490,7 @@ impl Transport {
         s: &Settings,
         client: reqwest::Client,
         bodies: Vec<Body>,
-        expected: Option<Vec<crate::tensor::Expected>>,
+        expected: Option<Vec<crate::kserve::tensor::Expected>>,
         general: bool,
     ) -> Result<Transport, String> {
         if let Some(e) = &expected
@@ -570,7 +504,7 @@ impl Transport {
         }
         let url = reqwest::Url::parse(&s.infer_url()).map_err(|e| format!("{}: {e}", s.url))?;
         let lean = if s.grpc.is_none() && !general && url.scheme() == "http" {
-            let target = crate::http1::Target::new(&url).await?;
+            let target = crate::bench::http1::Target::new(&url).await?;
             let requests = bodies
                 .iter()
                 .map(|b| {
@@ -609,18 +543,18 @@ impl Transport {
     }
 
     /// A connection for one request task (the lean client's; none otherwise).
-    fn conn(&self) -> Option<crate::http1::Conn> {
+    fn conn(&self) -> Option<crate::bench::http1::Conn> {
         let (target, _) = self.lean.as_ref()?;
         Some(
             self.pool
                 .lock()
                 .expect("lock")
                 .pop()
-                .unwrap_or_else(|| crate::http1::Conn::new(target.addrs.clone())),
+                .unwrap_or_else(|| crate::bench::http1::Conn::new(target.addrs.clone())),
         )
     }
 
-    fn put_back(&self, conn: Option<crate::http1::Conn>) {
+    fn put_back(&self, conn: Option<crate::bench::http1::Conn>) {
         if let Some(c) = conn {
             self.pool.lock().expect("lock").push(c);
         }
@@ -628,7 +562,11 @@ impl Transport {
 
     /// Sends request `i` (round-robin over the bodies) and reads the whole answer: its transfer
     /// is part of the latency. `Err` is the error code the report counts.
-    async fn send(&self, conn: &mut Option<crate::http1::Conn>, i: usize) -> Result<(), String> {
+    async fn send(
+        &self,
+        conn: &mut Option<crate::bench::http1::Conn>,
+        i: usize,
+    ) -> Result<(), String> {
         let r = self.exchange(conn, i).await;
         self.answered.fetch_add(1, Ordering::Relaxed);
         r
@@ -636,7 +574,7 @@ impl Transport {
 
     async fn exchange(
         &self,
-        conn: &mut Option<crate::http1::Conn>,
+        conn: &mut Option<crate::bench::http1::Conn>,
         i: usize,
     ) -> Result<(), String> {
         let k = i % self.bodies.len();
@@ -644,9 +582,10 @@ impl Transport {
         if let (Some((_, requests)), Some(c)) = (&self.lean, conn.as_mut()) {
             return match c.round_trip(&requests[k], self.timeout).await {
                 Ok(status) if (200..300).contains(&status) => match want {
-                    Some(w) => {
-                        self.validate(w, crate::tensor::http_outputs(c.body(), c.header_len()))
-                    }
+                    Some(w) => self.validate(
+                        w,
+                        crate::kserve::tensor::http_outputs(c.body(), c.header_len()),
+                    ),
                     None => Ok(()),
                 },
                 Ok(status) => Err(status.to_string()),
@@ -655,9 +594,9 @@ impl Transport {
         }
         let body = &self.bodies[k];
         if let (Some(channel), Some(req)) = (&self.grpc, &body.grpc) {
-            let resp = crate::grpc::infer(channel.clone(), req.clone()).await?;
+            let resp = crate::kserve::grpc::infer(channel.clone(), req.clone()).await?;
             return match want {
-                Some(w) => self.validate(w, crate::grpc::outputs(&resp)),
+                Some(w) => self.validate(w, crate::kserve::grpc::outputs(&resp)),
                 None => Ok(()),
             };
         }
@@ -680,7 +619,9 @@ impl Transport {
                     .await
                     .map_err(|e| if e.is_timeout() { "timeout" } else { "reset" }.to_string())?;
                 match want {
-                    Some(w) => self.validate(w, crate::tensor::http_outputs(&bytes, header_len)),
+                    Some(w) => {
+                        self.validate(w, crate::kserve::tensor::http_outputs(&bytes, header_len))
+                    }
                     None => Ok(()),
                 }
             }
@@ -699,10 +640,10 @@ impl Transport {
     /// `validation` (the first one's reason is kept for the report).
     fn validate(
         &self,
-        want: &crate::tensor::Expected,
-        got: Result<std::collections::BTreeMap<String, crate::tensor::Tensor>, String>,
+        want: &crate::kserve::tensor::Expected,
+        got: Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, String>,
     ) -> Result<(), String> {
-        match got.and_then(|g| crate::tensor::check(want, &g)) {
+        match got.and_then(|g| crate::kserve::tensor::check(want, &g)) {
             Ok(()) => Ok(()),
             Err(why) => {
                 let _ = self.first_mismatch.set(why);
@@ -942,12 +883,12 @@ pub async fn measure(
 pub async fn http_config(
     client: &reqwest::Client,
     s: &Settings,
-) -> Result<crate::model_config::ModelConfig, String> {
+) -> Result<crate::triton::model_config::ModelConfig, String> {
     let url = format!("{}/config", s.metadata_url());
     let text = get_text(client, &url).await?;
     let mut de = serde_json::Deserializer::from_str(&text);
     let msg = prost_reflect::DynamicMessage::deserialize_with_options(
-        crate::model_config::descriptor(),
+        crate::triton::model_config::descriptor(),
         &mut de,
         &prost_reflect::DeserializeOptions::new().deny_unknown_fields(false),
     )
@@ -957,13 +898,13 @@ pub async fn http_config(
 }
 
 /// What the load depends on in a model's configuration: batching and instances.
-pub fn config_summary(c: &crate::model_config::ModelConfig) -> Value {
+pub fn config_summary(c: &crate::triton::model_config::ModelConfig) -> Value {
     let instances: Vec<Value> = c
         .instance_group
         .iter()
         .map(|g| {
             json!({"count": g.count.max(1),
-                   "kind": crate::model_config::inference::model_instance_group::Kind::try_from(g.kind)
+                   "kind": crate::triton::model_config::inference::model_instance_group::Kind::try_from(g.kind)
                        .map(|k| k.as_str_name())
                        .unwrap_or("KIND_AUTO")})
         })
@@ -972,7 +913,7 @@ pub fn config_summary(c: &crate::model_config::ModelConfig) -> Value {
         "available": true,
         "max_batch_size": c.max_batch_size,
         "dynamic_batching": match &c.scheduling_choice {
-            Some(crate::model_config::inference::model_config::SchedulingChoice::DynamicBatching(d)) => Some(json!({
+            Some(crate::triton::model_config::inference::model_config::SchedulingChoice::DynamicBatching(d)) => Some(json!({
             "preferred_batch_size": d.preferred_batch_size,
             "max_queue_delay_us": d.max_queue_delay_microseconds,
             })),
@@ -983,7 +924,7 @@ pub fn config_summary(c: &crate::model_config::ModelConfig) -> Value {
 }
 
 /// Whether `batch` suits the model's configuration.
-pub fn check_batch(c: &crate::model_config::ModelConfig, batch: u32) -> Result<(), String> {
+pub fn check_batch(c: &crate::triton::model_config::ModelConfig, batch: u32) -> Result<(), String> {
     if c.max_batch_size == 0 && batch > 1 {
         return Err(format!(
             "model {} does not batch (max_batch_size 0 in its configuration): --batch-size must be 1",

@@ -80,7 +80,7 @@ pub async fn config(
     channel: Channel,
     model: &str,
     version: Option<&str>,
-) -> Result<crate::model_config::ModelConfig, String> {
+) -> Result<crate::triton::model_config::ModelConfig, String> {
     let r: proto::ModelConfigResponse = unary(
         channel,
         CONFIG,
@@ -109,7 +109,7 @@ pub fn request(
     for t in v["inputs"].as_array().ok_or("no inputs")? {
         let datatype = t["datatype"].as_str().unwrap_or_default().to_string();
         let mut raw = Vec::new();
-        crate::bench::encode(
+        super::tensor::encode(
             &datatype,
             t["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
             &mut raw,
@@ -138,11 +138,11 @@ pub async fn infer(channel: Channel, req: ModelInferRequest) -> Result<ModelInfe
 /// contents.
 pub fn outputs(
     resp: &ModelInferResponse,
-) -> Result<std::collections::BTreeMap<String, crate::tensor::Tensor>, String> {
+) -> Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, String> {
     let mut out = std::collections::BTreeMap::new();
     for (k, o) in resp.outputs.iter().enumerate() {
         let data = match (resp.raw_output_contents.get(k), &o.contents) {
-            (Some(raw), _) => crate::tensor::decode(&o.datatype, raw)
+            (Some(raw), _) => crate::kserve::tensor::decode(&o.datatype, raw)
                 .map_err(|e| format!("output {}: {e}", o.name))?,
             (None, Some(c)) => match o.datatype.as_str() {
                 "BOOL" => c.bool_contents.iter().map(|x| json!(x)).collect(),
@@ -163,7 +163,7 @@ pub fn outputs(
         };
         out.insert(
             o.name.clone(),
-            crate::tensor::Tensor {
+            crate::kserve::tensor::Tensor {
                 datatype: o.datatype.clone(),
                 data,
             },

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use triton_deploy_aws::Secret;
 
 /// The Dockerfile template (`templates/Dockerfile`).
-pub const TEMPLATE: &str = include_str!("../templates/Dockerfile");
+pub const TEMPLATE: &str = include_str!("../../templates/Dockerfile");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -116,7 +116,7 @@ impl Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model_config;
+    use crate::triton::model_config;
 
     fn err(src: &str) -> ParseError {
         model_config::parse(src).expect_err("should fail")
@@ -268,7 +268,7 @@ mod tests {
         let cfg = model_config::parse(src).unwrap().config;
         assert!(cfg.response_cache.unwrap().enable);
         assert_eq!(cfg.input[0].data_type, 11);
-        use crate::model_config::inference::model_metrics::metric_control::MetricOptions;
+        use crate::triton::model_config::inference::model_metrics::metric_control::MetricOptions;
         let Some(MetricOptions::HistogramOptions(h)) =
             &cfg.model_metrics.unwrap().metric_control[0].metric_options
         else {

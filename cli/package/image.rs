@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::layers::Layer;
-use crate::registry::{Registry, RegistryError, sha256_digest};
+use crate::package::layers::Layer;
+use crate::package::registry::{Registry, RegistryError, sha256_digest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::spec::{Ami, DeploymentSpec};
+use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// Tags on every resource.
 pub fn tags(spec: &DeploymentSpec) -> Vec<(String, String)> {
@@ -517,7 +517,7 @@ mod tests {
     use std::path::Path;
 
     fn spec(extra: &str) -> DeploymentSpec {
-        crate::spec::parse(
+        crate::deploy::spec::parse(
             Path::new("t.toml"),
             &format!("[service]\nname = \"clf\"\ncluster = \"ml\"\n{extra}"),
             None,

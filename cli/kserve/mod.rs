@@ -1,6 +1,9 @@
 //! The KServe v2 inference protocol, the parts the CLI speaks itself: model metadata and requests
 //! built from it.
 
+pub mod grpc;
+pub mod tensor;
+
 use serde_json::{Value, json};
 
 /// The dims of a tensor from its metadata shape, `-1` (dynamic) taken as 1.

@@ -13,8 +13,10 @@ use triton_deploy_aws::ecs::{Ecs, ServiceState};
 use triton_deploy_aws::elbv2::Elb;
 use triton_deploy_aws::logs::Logs;
 
-use crate::deploy::{self, FieldChange, Infra, Progress};
-use crate::spec::DeploymentSpec;
+use crate::deploy::error::DeployError;
+use crate::deploy::plan::{self, Assessment, FieldChange, Infra};
+use crate::deploy::spec::DeploymentSpec;
+use crate::output::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -65,7 +67,7 @@ pub async fn resolve_image(
         .map(|i| (i.to_string(), "--image".to_string()))
         .or_else(|| spec.image_uri.clone().map(|i| (i, "spec".to_string())));
     if let Some((uri, source)) = given {
-        let name = crate::image::ImageName::parse(&uri)
+        let name = crate::package::image::ImageName::parse(&uri)
             .map_err(|e| ServiceError::Image(format!("{source}: {e}")))?;
         if !ecr_repository(&name.registry) {
             return Ok(ImageRef {
@@ -123,7 +125,7 @@ pub struct ServicePlan {
     pub service: Option<ChangeOf>,
     pub autoscaling: Option<ChangeOf>,
     /// The scaling target and where it came from.
-    pub scaling_target: Option<deploy::ScalingTarget>,
+    pub scaling_target: Option<plan::ScalingTarget>,
     /// The revision the service runs after the rollout.
     pub revision: Option<String>,
 }
@@ -166,12 +168,12 @@ pub async fn plan_and_apply(
         image: Some(image.clone()),
         ..ServicePlan::default()
     };
-    let def = crate::taskdef::task_definition(spec, &image.uri, &infra.task);
-    let family = crate::taskdef::family(spec);
+    let def = crate::deploy::render::taskdef::task_definition(spec, &image.uri, &infra.task);
+    let family = crate::deploy::render::taskdef::family(spec);
     let active = ecs.latest_task_definition(&family).await?;
     let mut revision = match &active {
         Some(a) => {
-            let changes = deploy::diff(&deploy::normalize(&a.definition), &deploy::normalize(&def));
+            let changes = plan::diff(&plan::normalize(&a.definition), &plan::normalize(&def));
             if !changes.is_empty() {
                 plan.task_definition = Some(TaskDefinitionChange {
                     family: family.clone(),
@@ -185,7 +187,7 @@ pub async fn plan_and_apply(
             plan.task_definition = Some(TaskDefinitionChange {
                 family: family.clone(),
                 from: None,
-                changes: deploy::diff(&Value::Null, &deploy::normalize(&def)),
+                changes: plan::diff(&Value::Null, &plan::normalize(&def)),
             });
             String::new()
         }
@@ -196,14 +198,14 @@ pub async fn plan_and_apply(
         match &existing {
             None => Some(ChangeOf {
                 action: "create".into(),
-                changes: deploy::diff(
+                changes: plan::diff(
                     &Value::Null,
-                    &deploy::service_fields(&deploy::service_config(spec, infra, rev, true)),
+                    &plan::service_fields(&plan::service_config(spec, infra, rev, true)),
                 ),
             }),
             Some(s) => {
-                let desired = deploy::service_config(spec, infra, rev, false);
-                let mut changes = deploy::service_diff(s, &desired);
+                let desired = plan::service_config(spec, infra, rev, false);
+                let mut changes = plan::service_diff(s, &desired);
                 if s.task_definition != rev || rev.is_empty() {
                     changes.push(FieldChange {
                         path: "taskDefinition".into(),
@@ -223,8 +225,8 @@ pub async fn plan_and_apply(
         }
     };
     let target =
-        deploy::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
-    let scalings = deploy::scaling(spec, infra, &target);
+        plan::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
+    let scalings = plan::scaling(spec, infra, &target);
     plan.scaling_target = Some(target);
     let scaler = AppScaling::new(config);
     let mut changed_policies = Vec::new();
@@ -236,7 +238,7 @@ pub async fn plan_and_apply(
             let deployed = scaler.get(&s.resource_id, &s.policy_name).await?;
             scaling_exists |= deployed.is_some();
             if deployed.as_ref() != Some(s) {
-                autoscaling_changes.extend(deploy::diff(
+                autoscaling_changes.extend(plan::diff(
                     &deployed.as_ref().map(as_json).unwrap_or(Value::Null),
                     &as_json(s),
                 ));
@@ -244,7 +246,7 @@ pub async fn plan_and_apply(
             }
         }
         if spec.cpu_target.is_none() {
-            let cpu = deploy::cpu_policy_name(spec);
+            let cpu = plan::cpu_policy_name(spec);
             stale_cpu_policy = scaler
                 .get(&scalings[0].resource_id, &cpu)
                 .await?
@@ -268,7 +270,7 @@ pub async fn plan_and_apply(
             } else {
                 scalings
                     .iter()
-                    .flat_map(|s| deploy::diff(&Value::Null, &as_json(s)))
+                    .flat_map(|s| plan::diff(&Value::Null, &as_json(s)))
                     .collect()
             },
         });
@@ -290,8 +292,8 @@ pub async fn plan_and_apply(
     plan.revision = Some(revision.clone());
     if let Some(change) = &plan.service {
         let creating = change.action == "create";
-        let mut c = deploy::service_config(spec, infra, &revision, creating);
-        let hash = deploy::service_hash(&c);
+        let mut c = plan::service_config(spec, infra, &revision, creating);
+        let hash = plan::service_hash(&c);
         if creating {
             c.tags.push(("triton-deploy:service-hash".into(), hash));
             ecs.create_service(&c).await?;
@@ -316,7 +318,7 @@ pub async fn plan_and_apply(
         }
         if stale_cpu_policy {
             scaler
-                .delete_policy(&scalings[0].resource_id, &deploy::cpu_policy_name(spec))
+                .delete_policy(&scalings[0].resource_id, &plan::cpu_policy_name(spec))
                 .await?;
         }
     }
@@ -341,10 +343,10 @@ pub async fn wait(
     infra: &Infra,
     revision: &str,
     config: &triton_deploy_aws::SdkConfig,
-    timeout: Duration,
-    poll: Duration,
-    text: bool,
+    timing: super::Timing,
+    progress: &Progress,
 ) -> Result<WaitReport, ServiceError> {
+    let (timeout, poll) = (timing.timeout, timing.poll);
     let ecs = Ecs::new(config);
     let elb = Elb::new(config);
     let started = Instant::now();
@@ -360,26 +362,25 @@ pub async fn wait(
             .await?
             .ok_or_else(|| ServiceError::Failed(format!("service {} disappeared", spec.service)))?;
         for e in svc.events.iter().rev() {
-            if seen_events.insert(e.id.clone()) && !first && text {
-                eprintln!("  event: {}", e.message);
+            if seen_events.insert(e.id.clone()) && !first {
+                progress.line(format!("  event: {}", e.message));
             }
         }
         first = false;
         let targets = elb.target_health(&infra.target_group_arn).await?;
-        let progress = deploy::assess(&svc, revision, &targets);
-        let line = match &progress {
-            Progress::Waiting(w) => format!(
-                "waiting: {w}; targets {:?}",
-                deploy::target_summary(&targets)
-            ),
+        let assessment = plan::assess(&svc, revision, &targets);
+        let line = match &assessment {
+            Assessment::Waiting(w) => {
+                format!("waiting: {w}; targets {:?}", plan::target_summary(&targets))
+            }
             _ => String::new(),
         };
-        if text && !line.is_empty() && line != last_line {
-            eprintln!("  {line}");
+        if !line.is_empty() && line != last_line {
+            progress.line(format!("  {line}"));
         }
         last_line = line;
-        match progress {
-            Progress::Done => {
+        match assessment {
+            Assessment::Done => {
                 if targets.is_empty() && svc.desired > 0 {
                     // ECS registers tasks before it calls a rollout COMPLETED; give it a few polls.
                     empty_polls += 1;
@@ -390,13 +391,13 @@ pub async fn wait(
                 }
                 return Ok(WaitReport {
                     seconds: started.elapsed().as_secs_f64(),
-                    targets: deploy::target_summary(&targets),
+                    targets: plan::target_summary(&targets),
                     note: (targets.is_empty() && svc.desired > 0).then(|| {
                         "the target group has no registered target although ECS reports the tasks running".to_string()
                     }),
                 });
             }
-            Progress::Failed(why) => {
+            Assessment::Failed(why) => {
                 let mut msg = why;
                 if let Ok(stopped) = ecs.stopped_tasks(&infra.cluster, &spec.service).await {
                     for t in stopped.iter().take(3) {
@@ -430,7 +431,7 @@ pub async fn wait(
                 }
                 return Err(ServiceError::Failed(msg));
             }
-            Progress::Waiting(_) => {}
+            Assessment::Waiting(_) => {}
         }
         if started.elapsed() > timeout {
             return Err(ServiceError::Timeout(timeout.as_secs() / 60));
@@ -570,22 +571,16 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of `spec`: the SDK configuration for `aws` (the spec's region unless `aws`
+    /// names one) and the deployed stack.
     pub async fn load(
-        spec: &super::SpecArgs,
-        profile: Option<&str>,
-    ) -> Result<Context, super::rollout::RolloutError> {
-        let spec = spec.load()?;
-        let config = triton_deploy_aws::load_config(&triton_deploy_aws::AwsOptions {
-            region: spec.region.clone(),
-            profile: profile.map(str::to_string),
-        })
-        .await;
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "us-east-1".into());
+        spec: DeploymentSpec,
+        aws: &triton_deploy_aws::AwsOptions,
+    ) -> Result<Context, DeployError> {
+        let config = triton_deploy_aws::load_config(aws).await;
+        let region = triton_deploy_aws::region_of(&config);
         let mut stack = triton_deploy_aws::cfn::Cfn::new(&config)
-            .describe(&crate::infra::stack_name(&spec))
+            .describe(&crate::deploy::render::cloudformation::stack_name(&spec))
             .await?
             .filter(|s| s.status != "REVIEW_IN_PROGRESS");
         if let Some(s) = stack.as_mut() {
@@ -600,15 +595,15 @@ impl Context {
     }
 
     /// The stack's resources the service uses; an error naming the missing stack when there is none.
-    pub fn infra(&self) -> Result<Infra, super::rollout::RolloutError> {
+    pub fn infra(&self) -> Result<Infra, DeployError> {
         let stack = self.stack.as_ref().ok_or_else(|| {
-            super::rollout::RolloutError::NotDeployed(format!(
+            DeployError::NotDeployed(format!(
                 "stack {} does not exist: nothing is deployed (run `triton-deploy rollout`)",
-                crate::infra::stack_name(&self.spec)
+                crate::deploy::render::cloudformation::stack_name(&self.spec)
             ))
         })?;
-        deploy::infra_from_stack(&self.spec, stack, Vec::new(), &self.region)
-            .map_err(super::rollout::RolloutError::Usage)
+        plan::infra_from_stack(&self.spec, stack, Vec::new(), &self.region)
+            .map_err(DeployError::State)
     }
 }
 

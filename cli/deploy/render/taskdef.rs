@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::spec::DeploymentSpec;
+use crate::deploy::spec::DeploymentSpec;
 
 /// Values that come from the infra stack's outputs. Offline rendering uses placeholders.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct InfraOutputs {
 impl InfraOutputs {
     /// Placeholders naming the stack output each value comes from.
     pub fn placeholders(spec: &DeploymentSpec) -> InfraOutputs {
-        let stack = crate::infra::stack_name(spec);
+        let stack = crate::deploy::render::cloudformation::stack_name(spec);
         let p = |o: &str| format!("<{stack}:{o}>");
         InfraOutputs {
             task_execution_role_arn: p("TaskExecutionRoleArn"),
@@ -87,7 +87,7 @@ pub fn task_definition(spec: &DeploymentSpec, image: &str, out: &InfraOutputs) -
         "taskRoleArn": out.task_role_arn,
         "containerDefinitions": [],
         "volumes": [],
-        "tags": crate::infra::tags(spec).into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()
+        "tags": crate::deploy::render::cloudformation::tags(spec).into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()
     });
     if let (true, Some(fs), Some(ap)) = (spec.efs, &out.file_system_id, &out.access_point_id) {
         container["mountPoints"] = json!([{"sourceVolume": "efs", "containerPath": spec.efs_mount_path, "readOnly": false}]);
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_task_definition_has_what_triton_needs() {
-        let spec = crate::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\nregion = \"us-east-1\"\n[compute]\ninstance_type = \"g5.12xlarge\"\n[task]\ngpus = 2\nshm_size_mib = 2048\n", None).unwrap();
+        let spec = crate::deploy::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\nregion = \"us-east-1\"\n[compute]\ninstance_type = \"g5.12xlarge\"\n[task]\ngpus = 2\nshm_size_mib = 2048\n", None).unwrap();
         let td = task_definition(
             &spec,
             "x.dkr.ecr.us-east-1.amazonaws.com/m@sha256:ab",

@@ -1,4 +1,5 @@
-//! Tensors read back: raw little-endian bytes as values (perf_analyzer's `{"b64": ..}` inputs,
+//! Tensors both ways: values encoded as the binary forms want them (little-endian, BYTES
+//! length-prefixed, FP16/BF16 rounded to nearest even), and raw little-endian bytes read back as values (perf_analyzer's `{"b64": ..}` inputs,
 //! Triton's binary outputs, gRPC's raw output contents), the outputs of an inference answer in
 //! any of the three encodings, and the check of those outputs against an input-data file's
 //! `validation_data`.
@@ -269,6 +270,80 @@ pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), Stri
     Ok(())
 }
 
+/// IEEE half precision, round to nearest even.
+pub fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let round = |v: u32, rem: u32| -> u32 {
+        if rem > 0x1000 || (rem == 0x1000 && v & 1 == 1) {
+            v + 1
+        } else {
+            v
+        }
+    };
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = (man | 0x80_0000) >> (1 - e);
+        return sign | round(m >> 13, m & 0x1fff) as u16;
+    }
+    // A carry out of the mantissa correctly bumps the exponent.
+    sign | round(((e as u32) << 10) | (man >> 13), man & 0x1fff) as u16
+}
+
+/// bfloat16: the upper half of an f32, round to nearest even.
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Tensor data as the binary forms want it: little-endian, row-major, BYTES length-prefixed.
+pub fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+    let f = |v: &Value| {
+        v.as_f64()
+            .ok_or_else(|| format!("{dt} data must be numbers"))
+    };
+    let i = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_u64().map(|u| u as i64))
+            .ok_or_else(|| format!("{dt} data must be integers"))
+    };
+    for v in data {
+        match dt {
+            "BOOL" => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
+            "UINT8" | "INT8" => out.push(i(v)? as u8),
+            "UINT16" | "INT16" => out.extend((i(v)? as u16).to_le_bytes()),
+            "UINT32" | "INT32" => out.extend((i(v)? as u32).to_le_bytes()),
+            "UINT64" | "INT64" => out.extend((i(v)? as u64).to_le_bytes()),
+            "FP16" => out.extend(f16_bits(f(v)? as f32).to_le_bytes()),
+            "BF16" => out.extend(bf16_bits(f(v)? as f32).to_le_bytes()),
+            "FP32" => out.extend((f(v)? as f32).to_le_bytes()),
+            "FP64" => out.extend(f(v)?.to_le_bytes()),
+            // Each element: a 4-byte little-endian length, then the bytes.
+            "BYTES" => {
+                let b = v.as_str().ok_or("BYTES data must be strings")?.as_bytes();
+                out.extend((b.len() as u32).to_le_bytes());
+                out.extend(b);
+            }
+            other => return Err(format!("unknown datatype {other}")),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,19 +351,19 @@ mod tests {
     #[test]
     fn raw_bytes_decode_per_datatype() {
         let mut raw = Vec::new();
-        crate::bench::encode("FP16", &[json!(1.5), json!(-0.25)], &mut raw).unwrap();
+        encode("FP16", &[json!(1.5), json!(-0.25)], &mut raw).unwrap();
         assert_eq!(
             decode("FP16", &raw).unwrap(),
             vec![json!(1.5), json!(-0.25)]
         );
         raw.clear();
-        crate::bench::encode("BF16", &[json!(3.0)], &mut raw).unwrap();
+        encode("BF16", &[json!(3.0)], &mut raw).unwrap();
         assert_eq!(decode("BF16", &raw).unwrap(), vec![json!(3.0)]);
         raw.clear();
-        crate::bench::encode("INT16", &[json!(-2), json!(7)], &mut raw).unwrap();
+        encode("INT16", &[json!(-2), json!(7)], &mut raw).unwrap();
         assert_eq!(decode("INT16", &raw).unwrap(), vec![json!(-2), json!(7)]);
         raw.clear();
-        crate::bench::encode("BYTES", &[json!("ab"), json!("")], &mut raw).unwrap();
+        encode("BYTES", &[json!("ab"), json!("")], &mut raw).unwrap();
         assert_eq!(decode("BYTES", &raw).unwrap(), vec![json!("ab"), json!("")]);
         // perf_analyzer's best-known mistake: BYTES without the length prefixes.
         let e = decode("BYTES", b"hello world").unwrap_err();
@@ -305,7 +380,7 @@ mod tests {
         let a = http_outputs(json_answer, None).unwrap();
         let head = br#"{"outputs":[{"name":"OUT","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}"#;
         let mut bin = head.to_vec();
-        crate::bench::encode("FP32", &[json!(1.5), json!(2.0)], &mut bin).unwrap();
+        encode("FP32", &[json!(1.5), json!(2.0)], &mut bin).unwrap();
         let b = http_outputs(&bin, Some(head.len())).unwrap();
         assert_eq!(a, b);
         assert!(http_outputs(&bin[..bin.len() - 1], Some(head.len())).is_err());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::pbtxt::line_col;
+use crate::triton::pbtxt::line_col;
 
 /// A spec error: the file, line, column and key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

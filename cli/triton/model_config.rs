@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, MessageDescriptor, SerializeOptions};
 
-use crate::pbtxt::{self, ParseError, Parsed};
+use crate::triton::pbtxt::{self, ParseError, Parsed};
 
 /// Types generated from `proto/model_config.proto`.
 pub mod inference {

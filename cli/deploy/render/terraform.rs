@@ -1,10 +1,10 @@
 //! DeploymentSpec → an equivalent Terraform module (HCL) of the infra stack, for teams that keep their
-//! infrastructure in Terraform. Same resources, same settings, same tags as [`crate::infra`].
+//! infrastructure in Terraform. Same resources, same settings, same tags as [`crate::deploy::render::cloudformation`].
 
 use std::fmt::Write as _;
 
-use crate::infra::user_data;
-use crate::spec::{Ami, DeploymentSpec};
+use crate::deploy::render::cloudformation::user_data;
+use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// An HCL value.
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ fn block(out: &mut String, kind: &str, labels: &[&str], body: Body) {
 
 fn tag_map(spec: &DeploymentSpec) -> V {
     V::M(
-        crate::infra::tags(spec)
+        crate::deploy::render::cloudformation::tags(spec)
             .into_iter()
             .map(|(k, v)| (k, s(v)))
             .collect(),
@@ -429,7 +429,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("value", s("true"))
             .a("propagate_at_launch", V::B(true)),
     );
-    for (k, v) in crate::infra::tags(spec) {
+    for (k, v) in crate::deploy::render::cloudformation::tags(spec) {
         asg = asg.b(
             "tag",
             Body::default()
@@ -444,7 +444,10 @@ pub fn module(spec: &DeploymentSpec) -> String {
         "resource",
         &["aws_ecs_capacity_provider", "gpu"],
         Body::default()
-            .a("name", s(crate::infra::capacity_provider_name(spec)))
+            .a(
+                "name",
+                s(crate::deploy::render::cloudformation::capacity_provider_name(spec)),
+            )
             .b(
                 "auto_scaling_group_provider",
                 Body::default()
@@ -568,7 +571,14 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("tags", tags()),
     );
     // The dashboard body is JSON with Terraform references interpolated into it.
-    let body = crate::infra::dashboard_body(spec, "@LB@", "@TG@", "@CLUSTER@", "@CP@", "@REGION@");
+    let body = crate::deploy::render::cloudformation::dashboard_body(
+        spec,
+        "@LB@",
+        "@TG@",
+        "@CLUSTER@",
+        "@CP@",
+        "@REGION@",
+    );
     let mut body = quote(&body);
     for (marker, reference) in [
         ("@LB@", "aws_lb.this.arn_suffix"),
@@ -584,7 +594,10 @@ pub fn module(spec: &DeploymentSpec) -> String {
         "resource",
         &["aws_cloudwatch_dashboard", "triton"],
         Body::default()
-            .a("dashboard_name", s(crate::infra::dashboard_name(spec)))
+            .a(
+                "dashboard_name",
+                s(crate::deploy::render::cloudformation::dashboard_name(spec)),
+            )
             .a("dashboard_body", e(body)),
     );
     if spec.efs {
@@ -696,7 +709,7 @@ mod tests {
 
     #[test]
     fn the_module_parses_as_hcl_with_the_expected_resources() {
-        let spec = crate::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\n[compute]\nspot = true\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/${x}\"\n", None).unwrap();
+        let spec = crate::deploy::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\n[compute]\nspot = true\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/${x}\"\n", None).unwrap();
         let text = module(&spec);
         let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let resources: Vec<String> = body

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model_config::{self, ParsedConfig};
-use crate::pbtxt::ParseError;
+use crate::triton::model_config::{self, ParsedConfig};
+use crate::triton::pbtxt::ParseError;
 
 /// A model repository as found on disk.
 #[derive(Debug)]

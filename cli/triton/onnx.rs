@@ -8,9 +8,9 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::model_config::onnx_proto::ValueInfoProto;
-use crate::model_config::onnx_proto::tensor_shape_proto::dimension::Value as DimValue;
-use crate::model_config::onnx_proto::type_proto::Value as TypeValue;
+use crate::triton::model_config::onnx_proto::ValueInfoProto;
+use crate::triton::model_config::onnx_proto::tensor_shape_proto::dimension::Value as DimValue;
+use crate::triton::model_config::onnx_proto::type_proto::Value as TypeValue;
 
 /// One graph input or output: name, ONNX element type, and dims (`None` for a symbolic or
 /// unknown dimension; `dims` itself `None` when the graph records no shape).
@@ -224,7 +224,7 @@ pub fn read_io(path: &Path) -> std::io::Result<OnnxIo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model_config::onnx_proto::{
+    use crate::triton::model_config::onnx_proto::{
         GraphProto, ModelProto, TensorName, TensorShapeProto, TypeProto,
         tensor_shape_proto::Dimension, type_proto,
     };

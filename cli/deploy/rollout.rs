@@ -1,0 +1,210 @@
+//! The whole `rollout`: the cluster stack ([`super::stack`]), then the service phase
+//! ([`super::service`]: image, task definition, ECS service, autoscaling), then the wait for the
+//! deployment, the verification through the endpoint and, on request, an instance refresh.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use triton_deploy_aws::AwsOptions;
+use triton_deploy_aws::cfn::Cfn;
+
+use super::error::DeployError;
+use super::plan::{self, Assessment};
+use super::service::{self, ServicePlan, WaitReport};
+use super::spec::DeploymentSpec;
+use super::stack::{self, StackReport, StackSettings};
+use super::{Timing, refresh};
+use crate::output::{Progress, short_arn};
+
+/// What a rollout is asked to do (from `rollout`'s flags).
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    /// Only show what would change.
+    pub plan: bool,
+    /// The image to deploy instead of the spec's.
+    pub image: Option<String>,
+    /// Verify through this URL instead of the load balancer's DNS name.
+    pub endpoint: Option<String>,
+    /// Do not wait for the deployment.
+    pub no_wait: bool,
+    /// One real inference after the deployment.
+    pub smoke: bool,
+    /// Replace the GPU hosts.
+    pub refresh_instances: bool,
+    /// How long to wait, how often to look.
+    pub timing: Timing,
+    /// The directory of the spec file (relative paths in the spec start there).
+    pub spec_dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RolloutReport {
+    /// The cluster stack phase.
+    #[serde(flatten)]
+    pub infra: StackReport,
+    /// The service phase: image, task definition, service, autoscaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitReport>,
+    /// The endpoint the service answers on (the load balancer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `ready`, `ready+smoke:<model>`, or why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_refresh: Option<triton_deploy_aws::autoscaling::InstanceRefresh>,
+}
+
+impl RolloutReport {
+    /// The report of a rollout that got as far as the stack phase.
+    pub fn new(infra: StackReport) -> RolloutReport {
+        RolloutReport {
+            infra,
+            service: None,
+            wait: None,
+            endpoint: None,
+            verified: None,
+            instance_refresh: None,
+        }
+    }
+
+    /// Whether anything changed (or, planning, would change).
+    pub fn has_changes(&self) -> bool {
+        !self.infra.changes.is_empty() || self.service.as_ref().is_some_and(|s| !s.is_empty())
+    }
+}
+
+/// A newer AMI behind the spec's AMI parameter than the one the hosts were launched with.
+#[derive(Debug, Clone, Serialize)]
+pub struct AmiUpdate {
+    pub from: String,
+    pub to: String,
+}
+
+/// Rolls `spec` out: the cluster stack, then the service, then (unless told not to) the wait and
+/// the verification. With `settings.plan` it only shows what would change.
+pub async fn rollout(
+    mut spec: DeploymentSpec,
+    aws: &AwsOptions,
+    settings: &RolloutSettings,
+    progress: &Progress,
+) -> Result<RolloutReport, DeployError> {
+    let config = triton_deploy_aws::load_config(aws).await;
+    let phase = stack::apply(
+        &mut spec,
+        &config,
+        &StackSettings {
+            plan: settings.plan,
+            timeout_minutes: settings.timing.timeout.as_secs() / 60,
+        },
+        progress,
+    )
+    .await?;
+    let pf = phase.preflight;
+    let unchanged = phase.unchanged;
+    let mut report = RolloutReport::new(phase.report);
+    let cfn = Cfn::new(&config);
+    // The infra phase's description still holds when it applied nothing.
+    let stack = match unchanged {
+        Some(s) => Some(s),
+        None => cfn.describe(&report.infra.stack).await?,
+    };
+    let Some(mut stack) = stack else {
+        // Planning a new cluster: the service comes with it.
+        return Ok(report);
+    };
+    if stack.status == "REVIEW_IN_PROGRESS" {
+        return Ok(report);
+    }
+    service::complete_stack(&spec, &mut stack, &config).await?;
+    let region = triton_deploy_aws::region_of(&config);
+    let infra = plan::infra_from_stack(&spec, &stack, pf.subnets.clone(), &region)
+        .map_err(DeployError::State)?;
+    let image = service::resolve_image(&spec, settings.image.as_deref(), &config).await?;
+    let (plan, existing) = service::plan_and_apply(
+        &spec,
+        &infra,
+        image,
+        &settings.spec_dir,
+        &config,
+        settings.plan,
+    )
+    .await?;
+    let deployed = !settings.plan && (plan.service.is_some() || plan.task_definition.is_some());
+    // Nothing to change, but an earlier rollout's deployment still going (it was interrupted, or
+    // another client started it): wait for it too.
+    let in_progress = !deployed
+        && match (&existing, &plan.revision) {
+            (Some(s), Some(rev)) => matches!(plan::assess(s, rev, &[]), Assessment::Waiting(_)),
+            _ => false,
+        };
+    let revision = plan.revision.clone();
+    report.service = Some(plan);
+    if let Some(dns) = triton_deploy_aws::elbv2::Elb::new(&config)
+        .dns_name(&infra.load_balancer_arn)
+        .await?
+    {
+        report.endpoint = Some(plan::endpoint_url(&spec, &dns));
+    }
+    if settings.plan {
+        return Ok(report);
+    }
+    if settings.refresh_instances {
+        report.instance_refresh = Some(
+            refresh::refresh_instances(&spec, &infra, &config, settings.timing, progress).await?,
+        );
+    }
+    if settings.no_wait {
+        return Ok(report);
+    }
+    let Some(revision) = revision else {
+        return Ok(report);
+    };
+    if deployed || in_progress || settings.smoke || settings.endpoint.is_some() {
+        if deployed || in_progress {
+            progress.line(format!(
+                "waiting for {} to run {}",
+                spec.service,
+                short_arn(&revision)
+            ));
+        }
+        report.wait = Some(
+            service::wait(&spec, &infra, &revision, &config, settings.timing, progress).await?,
+        );
+        report.verified = Some(verify(&spec, settings, report.endpoint.as_deref()).await?);
+    }
+    Ok(report)
+}
+
+/// `GET /v2/health/ready` through the load balancer (or `--endpoint`), and with `--smoke` one
+/// inference. An internal load balancer is not reachable from outside its VPC: said, not failed.
+async fn verify(
+    spec: &DeploymentSpec,
+    settings: &RolloutSettings,
+    alb: Option<&str>,
+) -> Result<String, DeployError> {
+    let endpoint = match (&settings.endpoint, alb) {
+        (Some(e), _) => e.clone(),
+        (None, Some(a)) if spec.internet_facing => a.to_string(),
+        (None, Some(_)) => {
+            return Ok("skipped: the load balancer is internal (pass --endpoint through a tunnel or from inside the VPC)".into());
+        }
+        (None, None) => return Ok("skipped: no load balancer DNS name".into()),
+    };
+    service::verify_ready(&endpoint, std::time::Duration::from_secs(60)).await?;
+    if !settings.smoke {
+        return Ok(format!("ready at {endpoint}"));
+    }
+    let models = match &spec.model_repository {
+        Some(dir) => crate::triton::model_repo::ModelRepo::read(&settings.spec_dir.join(dir), None)
+            .map(|r| r.models.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let model = service::smoke(&endpoint, &models).await?;
+    Ok(format!(
+        "ready at {endpoint}; inference on {model} answered"
+    ))
+}

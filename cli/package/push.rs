@@ -1,0 +1,526 @@
+//! The push pipeline: validate the repository, build one layer per model, make the target ECR
+//! repository and its credentials ready, resolve the base image, write the config and manifest,
+//! then upload what the registry lacks and put the manifest last (or build through the Docker
+//! Engine with `Builder::Docker`, or write an OCI layout / docker archive).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use triton_deploy_aws::{AwsOptions, Secret, ecr};
+use url::Url;
+
+use super::docker;
+use super::image::{self, ImageName, ImageSettings};
+use super::layers::{self, Cache, Compression, Layer};
+use super::registry::Registry;
+use crate::output::Progress;
+use crate::triton::model_repo::ModelRepo;
+use crate::validate::{self, Options};
+
+/// What `push` is asked to do (from its flags).
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub repo: PathBuf,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub base: String,
+    pub builder: Builder,
+    pub compression: Compression,
+    pub registry_endpoint: Option<Url>,
+    pub insecure_registry: bool,
+    pub output: Option<String>,
+    pub skip_validate: bool,
+    pub triton_args: Vec<String>,
+    pub base_credentials_env: Option<String>,
+    pub keep_images: u32,
+    pub mutable_tags: bool,
+    pub kms_key: Option<String>,
+    pub jobs: usize,
+    /// Where and as whom to call AWS.
+    pub aws: AwsOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Builder {
+    Oci,
+    Docker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("the model repository is invalid ({} errors); fix it or pass --skip-validate", .0.errors())]
+    Invalid(Box<validate::Report>),
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+    #[error("building the layer of model '{model}': {source}")]
+    Layer {
+        model: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ecr(#[from] ecr::EcrError),
+    #[error(transparent)]
+    EcrApi(#[from] triton_deploy_aws::ApiError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Registry(#[from] crate::package::registry::RegistryError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerReport {
+    pub model: String,
+    pub digest: String,
+    pub size: u64,
+    pub uploaded: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub image: String,
+    pub digest: String,
+    pub tag: String,
+    pub layers: Vec<LayerReport>,
+    pub uploaded_bytes: u64,
+    pub reused_bytes: u64,
+    pub seconds: f64,
+    pub base: BaseReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaseReport {
+    pub image: String,
+    pub digest: String,
+    pub layers: usize,
+}
+
+fn registry_url(host: &str) -> Result<Url, PushError> {
+    let local =
+        host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
+    let scheme = if local { "http" } else { "https" };
+    Url::parse(&format!("{scheme}://{host}/"))
+        .map_err(|e| PushError::Usage(format!("bad registry host '{host}': {e}")))
+}
+
+fn credentials_from_env(var: &str) -> Result<(String, Secret), PushError> {
+    let v = std::env::var(var)
+        .map_err(|_| PushError::Usage(format!("environment variable {var} is not set")))?;
+    let (u, p) = v
+        .split_once(':')
+        .ok_or_else(|| PushError::Usage(format!("{var} must hold 'user:password'")))?;
+    Ok((u.to_string(), Secret::new(p)))
+}
+
+/// The last commit that touched `dir` (`-dirty` when it has uncommitted changes), if in git.
+/// Commits elsewhere in the repository do not change it, so they do not change the image.
+fn git_revision(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let rev = git(&["log", "-1", "--format=%H", "--", "."]).filter(|r| !r.is_empty())?;
+    let dirty = git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+/// `--builder docker`: render the Dockerfile, build and push through the engine.
+async fn docker_push(
+    s: &PushSettings,
+    progress: &Progress,
+    repo: &ModelRepo,
+    model_layers: &[Layer],
+    report: &validate::Report,
+    reg: &Registry,
+    repository: &ecr::Repository,
+) -> Result<PushReport, PushError> {
+    use super::docker::ModelSource;
+    let engine = docker::connect()
+        .await
+        .map_err(|e| PushError::Other(e.to_string()))?;
+    let models: Vec<ModelSource> = repo
+        .models
+        .iter()
+        .filter(|m| !m.name.starts_with('.'))
+        .map(|m| ModelSource {
+            name: m.name.clone(),
+            dir: m.dir.clone(),
+        })
+        .collect();
+    let mut labels = BTreeMap::new();
+    labels.insert("ai.triton-deploy.models".to_string(), served_label(report));
+    labels.insert(
+        "ai.triton-deploy.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.name".to_string(),
+        s.base.clone(),
+    );
+    let mut cmd = vec![
+        "tritonserver".to_string(),
+        "--model-repository=/models".to_string(),
+    ];
+    cmd.extend(s.triton_args.iter().cloned());
+    let dockerfile = docker::render(&s.base, &models, &cmd, &labels);
+    let tag = s.tag.clone().unwrap_or_else(|| {
+        let mut id = dockerfile.clone();
+        for l in model_layers {
+            id.push_str(&l.diff_id);
+        }
+        format!(
+            "docker-{}",
+            &crate::package::registry::sha256_digest(id.as_bytes())[7..19]
+        )
+    });
+    let host = reg.host();
+    let name = format!("{host}/{}", repository.name);
+    // The engine's build and push output, streamed to stderr (JSON mode keeps it in the log).
+    let log = |line: &str| {
+        if progress.is_shown() {
+            progress.line(format!("  docker: {line}"));
+        } else {
+            tracing::info!(target: "triton_deploy::docker", "{line}");
+        }
+    };
+    docker::build(
+        &engine,
+        &dockerfile,
+        &models,
+        &format!("{name}:{tag}"),
+        &log,
+    )
+    .await
+    .map_err(|e| PushError::Other(e.to_string()))?;
+    let auth = reg
+        .credentials()
+        .ok_or_else(|| PushError::Other("no registry credentials".into()))?;
+    let digest = docker::push(&engine, &name, &tag, &host, (&auth.0, &auth.1), &log)
+        .await
+        .map_err(|e| PushError::Other(e.to_string()))?;
+    Ok(PushReport {
+        image: format!("{}@{digest}", repository.uri),
+        digest,
+        tag,
+        layers: Vec::new(),
+        uploaded_bytes: 0,
+        reused_bytes: 0,
+        seconds: 0.0,
+        base: BaseReport {
+            image: s.base.clone(),
+            digest: String::new(),
+            layers: 0,
+        },
+        output: None,
+    })
+}
+
+fn served_label(report: &validate::Report) -> String {
+    report
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                "{}={}",
+                m.name,
+                m.versions
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutputKind {
+    OciLayout,
+    DockerArchive,
+}
+
+fn parse_output(o: &str) -> Result<(OutputKind, PathBuf), PushError> {
+    let (kind, path) = o
+        .split_once(':')
+        .filter(|(_, p)| !p.is_empty())
+        .ok_or_else(|| {
+            PushError::Usage(format!(
+                "--output '{o}': expected oci-layout:DIR or docker-archive:FILE"
+            ))
+        })?;
+    let kind = match kind {
+        "oci-layout" => OutputKind::OciLayout,
+        "docker-archive" => OutputKind::DockerArchive,
+        _ => {
+            return Err(PushError::Usage(format!(
+                "--output kind '{kind}': expected oci-layout or docker-archive"
+            )));
+        }
+    };
+    Ok((kind, PathBuf::from(path)))
+}
+
+/// Validates, layers, packages and pushes (or writes) the model repository of `s`.
+pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushReport, PushError> {
+    if s.builder == Builder::Docker && (s.repository.is_none() || s.output.is_some()) {
+        return Err(PushError::Usage(
+            "--builder docker pushes through the Docker Engine: it needs --repository and cannot write --output".into(),
+        ));
+    }
+    if !s.repo.is_dir() {
+        return Err(PushError::Usage(format!(
+            "model repository {} is not a directory",
+            s.repo.display()
+        )));
+    }
+    let output_to = s.output.as_deref().map(parse_output).transpose()?;
+    // 1. Validate.
+    let report = validate::validate(std::slice::from_ref(&s.repo), &Options::default())?;
+    if !report.is_valid(false) {
+        if !s.skip_validate {
+            return Err(PushError::Invalid(Box::new(report)));
+        }
+        tracing::warn!(
+            errors = report.errors(),
+            "pushing an invalid repository (--skip-validate)"
+        );
+    }
+    // 2. Layers, one per model.
+    let repo = ModelRepo::read(&s.repo, None)
+        .map_err(|e| PushError::Other(format!("reading {}: {e}", s.repo.display())))?;
+    let cache = Cache::default_location();
+    let mut model_layers: Vec<Layer> = Vec::new();
+    for m in repo.models.iter().filter(|m| !m.name.starts_with('.')) {
+        let (cache, name, dir, c) = (cache.clone(), m.name.clone(), m.dir.clone(), s.compression);
+        let layer =
+            tokio::task::spawn_blocking(move || layers::build_layer(&cache, &name, &dir, c))
+                .await
+                .map_err(|e| PushError::Other(e.to_string()))?
+                .map_err(|e| PushError::Layer {
+                    model: m.name.clone(),
+                    source: e,
+                })?;
+        tracing::info!(model = %m.name, digest = %layer.digest, cached = layer.cached, "layer ready");
+        model_layers.push(layer);
+    }
+    // ECR refuses layers over 52,000 MiB: say so before anything is created or sent.
+    const ECR_MAX_LAYER: u64 = 52_000 << 20;
+    if let Some(l) = model_layers.iter().find(|l| l.size > ECR_MAX_LAYER) {
+        return Err(PushError::Usage(format!(
+            "the layer of model '{}' is {} MiB, over ECR's limit of 52,000 MiB per layer; split its weights across models or store them on EFS",
+            l.model,
+            l.size >> 20
+        )));
+    }
+    if model_layers.is_empty() {
+        return Err(PushError::Usage(format!(
+            "{} holds no models",
+            s.repo.display()
+        )));
+    }
+
+    // 3. Target registry (ECR), unless only writing locally.
+    let base_name = ImageName::parse(&s.base)?;
+    let mut target: Option<(Registry, ecr::Repository)> = None;
+    // With --registry-endpoint the registry is not ECR's own (a stand-in or a proxy): the ECR API
+    // then learns of the image from us, as ECR's registry would tell it.
+    let mut control_plane: Option<ecr::Ecr> = None;
+    if let Some(name) = &s.repository {
+        ecr::check_repository_name(name).map_err(|e| PushError::Usage(e.to_string()))?;
+        let cfg = triton_deploy_aws::load_config(&s.aws).await;
+        let client = ecr::Ecr::new(&cfg);
+        let settings = ecr::RepositorySettings {
+            immutable_tags: !s.mutable_tags,
+            kms_key: s.kms_key.clone(),
+            keep_images: s.keep_images,
+            ..Default::default()
+        };
+        let repository = client.ensure_repository(name, &settings).await?;
+        let auth = client.registry_auth(&repository.registry_id).await?;
+        let endpoint = match &s.registry_endpoint {
+            Some(u) => u.clone(),
+            None => {
+                let host = repository.uri.split('/').next().unwrap_or_default();
+                Url::parse(&format!("https://{host}/")).map_err(|e| {
+                    PushError::Other(format!("bad repository URI {}: {e}", repository.uri))
+                })?
+            }
+        };
+        let reg = Registry::new(
+            endpoint,
+            Some((auth.username, auth.password)),
+            s.insecure_registry,
+        )?;
+        reg.ping().await?;
+        if s.registry_endpoint.is_some() {
+            control_plane = Some(client);
+        }
+        target = Some((reg, repository));
+    }
+
+    if s.builder == Builder::Docker {
+        let (reg, repository) = target
+            .as_ref()
+            .expect("checked: --builder docker needs --repository");
+        return docker_push(s, &progress, &repo, &model_layers, &report, reg, repository).await;
+    }
+
+    // 4. Base image: from the target registry when it lives there, else from its own.
+    let base_reg = match &target {
+        Some((reg, _)) if reg.host() == base_name.registry => reg.clone(),
+        _ => {
+            let creds = s
+                .base_credentials_env
+                .as_deref()
+                .map(credentials_from_env)
+                .transpose()?;
+            Registry::new(
+                registry_url(&base_name.registry)?,
+                creds,
+                s.insecure_registry,
+            )?
+        }
+    };
+    let base = image::resolve_base(&base_reg, &base_name).await?;
+
+    // 5. Config and manifest.
+    let mut labels = BTreeMap::new();
+    labels.insert("ai.triton-deploy.models".to_string(), served_label(&report));
+    labels.insert(
+        "ai.triton-deploy.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.name".to_string(),
+        base_name.to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.digest".to_string(),
+        base.digest.clone(),
+    );
+    if let Some(rev) = git_revision(&s.repo) {
+        labels.insert("org.opencontainers.image.revision".to_string(), rev);
+    }
+    let built = image::build(
+        &base,
+        &model_layers,
+        &ImageSettings {
+            triton_args: s.triton_args.clone(),
+            labels,
+        },
+    );
+    let tag = s
+        .tag
+        .clone()
+        .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
+    if tag.is_empty()
+        || tag.len() > 128
+        || !tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        || tag.starts_with(['.', '-'])
+    {
+        return Err(PushError::Usage(format!(
+            "'{tag}' is not a valid tag: up to 128 letters, digits, '_', '.', '-', not starting with '.' or '-'"
+        )));
+    }
+
+    // 6. Local output.
+    if let Some((kind, path)) = &output_to {
+        let ref_name = match &target {
+            Some((_, r)) => format!("{}:{tag}", r.uri),
+            None => format!(
+                "{}:{tag}",
+                s.repo
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_lowercase())
+                    .unwrap_or_else(|| "models".into())
+            ),
+        };
+        match kind {
+            OutputKind::OciLayout => image::write_oci_layout(&built, &base_reg, path, &tag).await?,
+            OutputKind::DockerArchive => {
+                image::write_docker_archive(&built, &base_reg, path, &ref_name).await?
+            }
+        }
+    }
+    let output = s.output.clone();
+
+    // 7. Push.
+    let mut layer_reports: Vec<LayerReport> = model_layers
+        .iter()
+        .map(|l| LayerReport {
+            model: l.model.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            uploaded: false,
+        })
+        .collect();
+    let (mut uploaded_bytes, mut reused_bytes) = (0, 0);
+    let image_ref = match &target {
+        Some((reg, repository)) => {
+            let progress: Arc<dyn image::Progress> = progress.clone();
+            let scratch = tempfile::tempdir().map_err(|e| PushError::Other(e.to_string()))?;
+            let dest = image::Destination {
+                registry: reg,
+                repo: &repository.name,
+                tag: &tag,
+                immutable: repository.immutable_tags,
+            };
+            let outcome =
+                image::push(&built, &dest, &base_reg, s.jobs, progress, scratch.path()).await?;
+            for b in &outcome.blobs {
+                if b.uploaded {
+                    uploaded_bytes += b.size;
+                } else {
+                    reused_bytes += b.size;
+                }
+                for l in layer_reports.iter_mut().filter(|l| l.digest == b.digest) {
+                    l.uploaded = b.uploaded;
+                }
+            }
+            if let Some(c) = &control_plane {
+                c.put_image(
+                    &repository.name,
+                    &tag,
+                    &String::from_utf8_lossy(&built.manifest_bytes),
+                    &built.manifest_media_type,
+                )
+                .await?;
+            }
+            format!("{}@{}", repository.uri, built.digest)
+        }
+        None => format!("{}@{}", s.repo.display(), built.digest),
+    };
+    Ok(PushReport {
+        image: image_ref,
+        digest: built.digest.clone(),
+        tag,
+        layers: layer_reports,
+        uploaded_bytes,
+        reused_bytes,
+        seconds: 0.0,
+        base: BaseReport {
+            image: base_name.to_string(),
+            digest: base.digest.clone(),
+            layers: base.layers.len(),
+        },
+        output,
+    })
+}
