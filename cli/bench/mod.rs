@@ -1,4 +1,10 @@
-//! Endpoint → BenchReport: a KServe v2 load generator. Requests are built from the model's
+//! Stage 4, measurement: endpoint → [`report::BenchReport`].
+//!
+//! In: a KServe v2 endpoint and model (given, or the one [`crate::deploy::endpoint`] found) and
+//! the load to offer. Out: a `BenchReport` (steps, SLA, autoscaling target, server statistics),
+//! rendered as a table, CSV ([`report`]) or an HTML page ([`html`]).
+//!
+//! A KServe v2 load generator. Requests are built from the model's
 //! metadata; load is closed-loop (fixed concurrency) or open-loop (a constant or Poisson rate,
 //! latency measured from the *intended* send time, so queueing the generator cannot hide is
 //! counted); every step runs measurement windows until the last three agree within the stability

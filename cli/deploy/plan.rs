@@ -359,7 +359,7 @@ pub enum Assessment {
 }
 
 fn short(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
+    triton_deploy_aws::short_arn(arn)
 }
 
 /// Judges a service's deployment of `revision` from one `DescribeServices` answer and the target

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use triton_deploy_aws::AwsOptions;
 use triton_deploy_aws::cfn::Cfn;
+use triton_deploy_aws::short_arn;
 
 use super::error::DeployError;
 use super::plan::{self, Assessment};
@@ -14,7 +15,7 @@ use super::service::{self, ServicePlan, WaitReport};
 use super::spec::DeploymentSpec;
 use super::stack::{self, StackReport, StackSettings};
 use super::{Timing, refresh};
-use crate::output::{Progress, short_arn};
+use crate::output::Progress;
 
 /// What a rollout is asked to do (from `rollout`'s flags).
 #[derive(Debug, Clone)]

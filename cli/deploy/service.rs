@@ -403,7 +403,7 @@ pub async fn wait(
                     for t in stopped.iter().take(3) {
                         msg.push_str(&format!(
                             "\n  stopped task {}: {}",
-                            t.arn.rsplit('/').next().unwrap_or(&t.arn),
+                            triton_deploy_aws::short_arn(&t.arn),
                             t.stopped_reason.as_deref().unwrap_or("no reason given")
                         ));
                         for c in &t.container_reasons {

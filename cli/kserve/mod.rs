@@ -1,5 +1,8 @@
-//! The KServe v2 inference protocol, the parts the CLI speaks itself: model metadata and requests
-//! built from it.
+//! The KServe v2 inference protocol, the parts the CLI speaks itself, shared by deploy's verify
+//! (`rollout --smoke`) and bench.
+//!
+//! In: model metadata and configuration as a server reports them. Out: requests built from them
+//! (here), tensors encoded and decoded ([`tensor`]), the gRPC messages and calls ([`grpc`]).
 
 pub mod grpc;
 pub mod tensor;

@@ -168,12 +168,4 @@ pub fn confirm(question: &str, flag: &str) -> Result<(), CliError> {
     }
 }
 
-/// The last `/`-separated part of an ARN or path (`.../task-definition/name:3` → `name:3`).
-pub fn short_arn(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-/// A serializable value as a JSON string, for text renderings that show JSON.
-pub fn json_line<T: Serialize>(t: &T) -> String {
-    serde_json::to_string(t).unwrap_or_default()
-}
+pub use triton_deploy_aws::short_arn;

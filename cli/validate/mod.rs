@@ -1,4 +1,8 @@
-//! `validate`: judge a model repository the way Triton would load it, before it ships.
+//! Stage 1, validation: judge a model repository the way Triton would load it, before it ships.
+//!
+//! In: model repository paths (read through [`crate::triton::model_repo`]). Out: a [`Report`]
+//! (the models Triton would load and every diagnostic with its file, line and column), rendered
+//! as text by [`render`].
 //!
 //! [`validate`] reads the repositories ([`crate::triton::model_repo`]), applies every rule of
 //! [`rules::ALL`] and returns a [`Report`]: the models Triton would load and the diagnostics.

@@ -52,6 +52,11 @@ pub async fn load_config(opts: &AwsOptions) -> aws_config::SdkConfig {
     loader.region(region).load().await
 }
 
+/// The last `/`-separated part of an ARN (`.../task-definition/name:3` → `name:3`).
+pub fn short_arn(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
 /// The region of a configuration built by [`load_config`].
 pub fn region_of(config: &aws_config::SdkConfig) -> String {
     config
