@@ -112,10 +112,8 @@ fn run(cli: Cli) -> u8 {
     };
     let g = &global;
     if cli.format == Format::Csv && !matches!(cli.command, Command::Bench(_)) {
-        return output::fail(
-            &CliError::usage("--format csv is for `bench`; the other commands print text or json"),
-            g,
-        );
+        // Refused before any work: a command must not run only to find it cannot print.
+        return output::fail(&CliError::usage(output::CSV_IS_FOR_BENCH), g);
     }
     match cli.command {
         Command::Validate(a) => output::finish(commands::validate::run(a, g), g),

@@ -119,7 +119,7 @@ pub fn run(args: PushArgs, global: &Global) -> Result<PushReport, CliError> {
                     crate::validate::render::text(&report, false, global.color)
                 );
             }
-            return Err(CliError::invalid(PushError::Invalid(report).to_string()));
+            return Err(PushError::Invalid(report).into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -129,27 +129,16 @@ pub fn run(args: PushArgs, global: &Global) -> Result<PushReport, CliError> {
 
 impl From<PushError> for CliError {
     fn from(e: PushError) -> CliError {
-        let kind = match &e {
+        let kind = match e {
+            PushError::Validate(v) => return v.into(),
             PushError::Usage(_) => ErrorKind::Usage,
             PushError::Invalid(_) => ErrorKind::Invalid,
-            PushError::Validate(v) => return CliError::from(clone_validate_error(v)),
             PushError::Layer { .. } => ErrorKind::Io,
             PushError::Ecr(_) | PushError::EcrApi(_) => ErrorKind::Aws,
             PushError::Image(_) | PushError::Registry(_) => ErrorKind::Remote,
             PushError::Other(_) => ErrorKind::Failed,
         };
         CliError::new(kind, e.to_string())
-    }
-}
-
-fn clone_validate_error(e: &crate::validate::ValidateError) -> crate::validate::ValidateError {
-    use crate::validate::ValidateError as V;
-    match e {
-        V::NotADirectory(p) => V::NotADirectory(p.clone()),
-        V::Io { path, source } => V::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use clap::Args;
 
 use super::{AwsArgs, SpecArgs, block_on};
+use crate::deploy::plan;
 use crate::deploy::status::{self, StatusReport};
 use crate::output::{CliError, Global, Render, exit, short_arn};
 
@@ -94,19 +95,10 @@ impl Render for StatusReport {
                     .unwrap_or_default()
             );
         }
-        let summary = crate::deploy::plan::target_summary(&s.targets);
+        let summary = plan::target_summary(&s.targets);
         let _ = writeln!(out, "targets  {summary:?}");
         for t in s.targets.iter().filter(|t| t.state != "healthy") {
-            let _ = writeln!(
-                out,
-                "  {} {}{}",
-                t.id,
-                t.state,
-                t.description
-                    .as_deref()
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default()
-            );
+            let _ = writeln!(out, "  {}", plan::target_line(t));
         }
         if let Some(a) = &s.autoscaling {
             let _ = writeln!(

@@ -41,10 +41,3 @@ pub enum DeployError {
     #[error("{0}")]
     Usage(String),
 }
-
-impl DeployError {
-    /// Whether the user interrupted a wait (Ctrl-C).
-    pub fn is_interrupted(&self) -> bool {
-        matches!(self, DeployError::Service(ServiceError::Interrupted))
-    }
-}

@@ -431,17 +431,19 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
         .filter(|t| t.state != "healthy" && t.state != "draining")
         .collect();
     if let Some(t) = unhealthy.first() {
-        return Assessment::Waiting(format!(
-            "target {} is {}{}",
-            t.id,
-            t.state,
-            t.description
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        ));
+        return Assessment::Waiting(format!("target {}", target_line(t)));
     }
     Assessment::Done
+}
+
+/// One target as `<id> is <state>[: <why>]`, for progress lines and `status`.
+pub fn target_line(t: &TargetHealth) -> String {
+    let why = t
+        .description
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    format!("{} is {}{why}", t.id, t.state)
 }
 
 /// Counts of target states, for progress lines and `status`.

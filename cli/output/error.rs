@@ -143,13 +143,13 @@ impl From<crate::validate::ValidateError> for CliError {
 impl From<crate::deploy::error::DeployError> for CliError {
     fn from(e: crate::deploy::error::DeployError) -> CliError {
         use crate::deploy::error::DeployError as E;
-        let kind = match &e {
-            E::Spec(s) => return CliError::from(s.clone()),
+        let kind = match e {
+            E::Spec(s) => return s.into(),
             E::Usage(_) => ErrorKind::Usage,
             E::Preflight(_) | E::State(_) | E::Failed(_) => ErrorKind::Failed,
             E::Cfn(_) | E::Ec2(_) | E::Ssm(_) | E::Api(_) => ErrorKind::Aws,
             E::NotDeployed(_) => ErrorKind::NotDeployed,
-            E::Service(_) if e.is_interrupted() => ErrorKind::Interrupted,
+            E::Service(crate::deploy::service::ServiceError::Interrupted) => ErrorKind::Interrupted,
             E::Service(crate::deploy::service::ServiceError::Api(_)) => ErrorKind::Aws,
             E::Service(_) => ErrorKind::Failed,
         };

@@ -43,6 +43,10 @@ pub enum Format {
     Csv,
 }
 
+/// Why `--format csv` is refused for a command without a CSV form.
+pub const CSV_IS_FOR_BENCH: &str =
+    "--format csv is for `bench`; the other commands print text or json";
+
 /// The options every command shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Global {

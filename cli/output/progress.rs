@@ -51,11 +51,6 @@ impl Progress {
         Progress::new(mode)
     }
 
-    /// A progress that shows nothing.
-    pub fn quiet() -> Progress {
-        Progress::new(Mode::Quiet)
-    }
-
     /// How it shows progress.
     pub fn mode(&self) -> Mode {
         self.mode

@@ -423,10 +423,6 @@ pub trait Progress: Send + Sync {
     fn finish(&self, _digest: &str, _how: &str) {}
 }
 
-/// No progress display.
-pub struct Quiet;
-impl Progress for Quiet {}
-
 enum Source<'a> {
     File(&'a Path),
     Base,
