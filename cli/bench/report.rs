@@ -3,10 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::{Autoscaling, Availability, ConfigSummary, Sla, Step};
 use serde::Serialize;
-use serde_json::Value;
-
-use super::{Autoscaling, Step};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -17,17 +15,33 @@ pub struct BenchReport {
     pub batch_size: u32,
     pub steps: Vec<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sla: Option<Value>,
+    pub sla: Option<Sla>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
     /// The model's configuration as the server reports it (Triton's `/config`), or why not.
-    pub model_config: Value,
+    pub model_config: Availability<ConfigSummary>,
     /// With `validation_data`: how many answers were checked against it and how many differed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub validation: Option<Value>,
+    pub validation: Option<Validation>,
     /// Why a sweep or search stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+}
+
+/// Answers checked against an input file's `validation_data`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validation {
+    /// Answers checked.
+    pub checked: u64,
+    /// Answers that differed.
+    pub failed: u64,
+    /// The first difference, if any.
+    pub first_mismatch: Option<String>,
+}
+
+/// A number as the table shows it: `-` when the server did not say.
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// The report as a table with the SLA, autoscaling and server lines.
@@ -84,27 +98,25 @@ pub fn table(r: &BenchReport) -> String {
         if !s.errors_by_code.is_empty() {
             let _ = writeln!(out, "             errors: {:?}", s.errors_by_code);
         }
-        let st = &s.server["stats"];
-        if st["available"] == true {
+        if let Some(st) = s.server.stats.get() {
             let _ = writeln!(
                 out,
                 "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
-                st["queue_us"],
-                st["compute_input_us"],
-                st["compute_infer_us"],
-                st["compute_output_us"],
-                st["avg_batch"]
-                    .as_f64()
+                num(st.queue_us),
+                num(st.compute_input_us),
+                num(st.compute_infer_us),
+                num(st.compute_output_us),
+                st.avg_batch
                     .map(|b| format!("{b:.1}"))
                     .unwrap_or("-".into())
             );
         }
-        let g = &s.server["gpu"];
-        if g["available"] == true {
+        if let Some(g) = s.server.gpu.get() {
             let _ = writeln!(
                 out,
                 "             gpu: utilization {}, memory used {} bytes",
-                g["utilization"], g["memory_used_bytes"]
+                num(g.utilization),
+                g.memory_used_bytes
             );
         }
     }
@@ -130,10 +142,10 @@ pub fn table(r: &BenchReport) -> String {
         let _ = writeln!(
             out,
             "validation: {} of {} answers differed from validation_data{}",
-            v["failed"],
-            v["checked"],
-            v["first_mismatch"]
-                .as_str()
+            v.failed,
+            v.checked,
+            v.first_mismatch
+                .as_deref()
                 .map(|m| format!(" (first: {m})"))
                 .unwrap_or_default()
         );
@@ -141,45 +153,42 @@ pub fn table(r: &BenchReport) -> String {
     if let Some(s) = &r.stopped {
         let _ = writeln!(out, "stopped early: {s}");
     }
-    let c = &r.model_config;
-    if c["available"] == true {
-        let dynamic = match &c["dynamic_batching"] {
-            Value::Null => "no dynamic batching".to_string(),
-            d => format!(
-                "dynamic batching (preferred {}, max queue delay {} us)",
-                d["preferred_batch_size"], d["max_queue_delay_us"]
-            ),
-        };
-        let groups = c["instance_group"]
-            .as_array()
-            .map(|g| {
-                g.iter()
-                    .map(|g| format!("{} x {}", g["count"], g["kind"].as_str().unwrap_or("")))
+    match &r.model_config {
+        Availability::Available(c) => {
+            let dynamic = match &c.dynamic_batching {
+                None => "no dynamic batching".to_string(),
+                Some(d) => format!(
+                    "dynamic batching (preferred {:?}, max queue delay {} us)",
+                    d.preferred_batch_size, d.max_queue_delay_us
+                ),
+            };
+            let groups = if c.instance_group.is_empty() {
+                "default instances".to_string()
+            } else {
+                c.instance_group
+                    .iter()
+                    .map(|g| format!("{} x {}", g.count, g.kind))
                     .collect::<Vec<_>>()
                     .join(", ")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default instances".into());
-        let _ = writeln!(
-            out,
-            "model config: max_batch_size {}, {dynamic}, {groups}",
-            c["max_batch_size"]
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "model config: unavailable ({})",
-            c["reason"].as_str().unwrap_or("")
-        );
+            };
+            let _ = writeln!(
+                out,
+                "model config: max_batch_size {}, {dynamic}, {groups}",
+                c.max_batch_size
+            );
+        }
+        Availability::Unavailable { reason } => {
+            let _ = writeln!(out, "model config: unavailable ({reason})");
+        }
     }
     if let Some(first) = r.steps.first() {
-        for part in ["stats", "gpu"] {
-            if first.server[part]["available"] == false {
-                let _ = writeln!(
-                    out,
-                    "server {part}: unavailable ({})",
-                    first.server[part]["reason"].as_str().unwrap_or("")
-                );
+        let parts = [
+            ("stats", first.server.stats.reason()),
+            ("gpu", first.server.gpu.reason()),
+        ];
+        for (part, reason) in parts {
+            if let Some(reason) = reason {
+                let _ = writeln!(out, "server {part}: unavailable ({reason})");
             }
         }
     }
@@ -195,10 +204,7 @@ pub fn csv(r: &BenchReport) -> String {
     };
     // perf_analyzer's server columns (microseconds per request) when the server has Triton's
     // statistics, in its order: after the throughput, before the percentiles.
-    let server = r
-        .steps
-        .iter()
-        .any(|s| s.server["stats"]["available"] == true);
+    let server = r.steps.iter().any(|s| s.server.stats.get().is_some());
     let mut out = format!("{first},Inferences/Second");
     if server {
         out.push_str(
@@ -216,13 +222,14 @@ pub fn csv(r: &BenchReport) -> String {
             .unwrap_or_default();
         out.push_str(&format!("{load},{:.2}", s.throughput));
         if server {
-            for k in [
-                "queue_us",
-                "compute_input_us",
-                "compute_infer_us",
-                "compute_output_us",
+            let st = s.server.stats.get();
+            for v in [
+                st.and_then(|t| t.queue_us),
+                st.and_then(|t| t.compute_input_us),
+                st.and_then(|t| t.compute_infer_us),
+                st.and_then(|t| t.compute_output_us),
             ] {
-                match s.server["stats"][k].as_f64() {
+                match v {
                     Some(v) => out.push_str(&format!(",{}", v.round())),
                     None => out.push(','),
                 }

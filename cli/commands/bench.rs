@@ -1,19 +1,17 @@
 //! `triton-deploy bench`: load-test a KServe v2 endpoint over HTTP (JSON tensors), closed or open
 //! loop, with stability windows, an optional SLA search, and the autoscaling target it implies.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::{Value, json};
 
 use super::{AwsArgs, SpecArgs, block_on};
-use crate::bench::report::{self, BenchReport, pick};
-use crate::bench::{self, InputData, Load, Settings, Step};
+use crate::bench::report::{self, BenchReport};
+use crate::bench::run::{Run, Sizing, Wire};
+use crate::bench::search::{Budget, LoadKind, Plan};
+use crate::bench::{self, InputData, Settings};
 use crate::deploy::endpoint::Endpoint;
-use crate::output::progress::Mode;
 use crate::output::{CliError, ErrorKind, Global, Render, exit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,12 +61,12 @@ pub struct BenchArgs {
     pub model_version: Option<String>,
 
     /// Closed loop: requests in flight, a value or a sweep START:END:STEP (1:64:x2).
-    #[arg(long, conflicts_with = "rate")]
-    pub concurrency: Option<String>,
+    #[arg(long, conflicts_with = "rate", value_parser = parse_load_range)]
+    pub concurrency: Option<LoadRange>,
 
     /// Open loop: requests per second, a value or a sweep (100:2000:100).
-    #[arg(long)]
-    pub rate: Option<String>,
+    #[arg(long, value_parser = parse_load_range)]
+    pub rate: Option<LoadRange>,
 
     /// With --rate: exponential gaps (a Poisson process) instead of even spacing.
     #[arg(long, requires = "rate")]
@@ -183,6 +181,14 @@ pub struct BenchArgs {
     pub timeout: Duration,
 }
 
+/// A `--concurrency` or `--rate` value or sweep, expanded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadRange(pub Vec<f64>);
+
+fn parse_load_range(s: &str) -> Result<LoadRange, String> {
+    bench::parse_range(s).map(LoadRange)
+}
+
 /// Triton's metrics port on the endpoint's host.
 fn default_metrics_url(url: &str) -> Option<String> {
     let u = reqwest::Url::parse(url).ok()?;
@@ -282,8 +288,9 @@ pub fn run(args: BenchArgs, global: &Global) -> Result<BenchOutcome, CliError> {
         }
         None => None,
     };
+    let run = settle(&args, deployed)?;
     let threads = args.threads.map(usize::from);
-    let report = block_on(threads, run_bench(&args, global, deployed))??;
+    let report = block_on(threads, bench::run::run(run, global.progress()))??;
     let write = |path: &std::path::Path, body: &str| {
         std::fs::write(path, body).map_err(|e| {
             CliError::new(ErrorKind::Io, format!("{}: {e}", path.display())).in_file(path)
@@ -346,19 +353,36 @@ impl Render for BenchOutcome {
     }
 }
 
-/// Input-data problems name the file.
-fn input_file_error(input: &str, e: String) -> String {
-    match input {
-        "random" | "zero" => e,
-        file => format!("{file}: {e}"),
+impl From<bench::run::BenchError> for CliError {
+    fn from(e: bench::run::BenchError) -> CliError {
+        use bench::run::BenchError;
+        match e {
+            BenchError::Usage(m) => CliError::usage(m),
+            BenchError::Input(m) => CliError::invalid(m),
+            BenchError::Server(m) => CliError::failed(m),
+        }
     }
 }
 
-async fn run_bench(
-    args: &BenchArgs,
-    global: &Global,
-    deployed: Option<Endpoint>,
-) -> Result<BenchReport, CliError> {
+/// The input data as the run takes it: the file read and parsed here, so that its problems
+/// name it.
+fn input_data(source: &str) -> Result<InputData, CliError> {
+    Ok(match source {
+        "random" => InputData::Random,
+        "zero" => InputData::Zero,
+        file => {
+            let path = std::path::Path::new(file);
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CliError::new(ErrorKind::Io, format!("{file}: {e}")).in_file(path))?;
+            InputData::File(serde_json::from_str(&text).map_err(|e| {
+                CliError::invalid(format!("{file}: not JSON: {e}")).at(path, e.line(), e.column())
+            })?)
+        }
+    })
+}
+
+/// The options, with the deployment's endpoint where they leave it out, as one validated run.
+fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError> {
     let (dep_url, dep_model, dep_tasks) = match deployed {
         Some(e) => (Some(e.url), e.model, e.tasks),
         None => (None, None, None),
@@ -373,24 +397,9 @@ async fn run_bench(
             "no model: pass --model (the spec has no model repository to take one from)",
         )
     })?;
-    let tasks = args.tasks.or(dep_tasks).unwrap_or(1);
-    let headers = args.header.clone();
-    let shapes: BTreeMap<String, Vec<i64>> = args.shape.iter().cloned().collect();
-    let data = match args.input_data.as_str() {
-        "random" => InputData::Random,
-        "zero" => InputData::Zero,
-        file => {
-            let path = std::path::Path::new(file);
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| CliError::new(ErrorKind::Io, format!("{file}: {e}")).in_file(path))?;
-            InputData::File(serde_json::from_str(&text).map_err(|e| {
-                CliError::invalid(format!("{file}: not JSON: {e}")).at(path, e.line(), e.column())
-            })?)
-        }
-    };
-    let settings = Arc::new(Settings {
+    let settings = Settings {
         url: url.clone(),
-        model: model.clone(),
+        model,
         version: args.model_version.clone(),
         window: args.duration,
         warmup: args.warmup,
@@ -399,7 +408,7 @@ async fn run_bench(
         stability: args.stability,
         max_trials: args.max_trials,
         batch: args.batch_size,
-        headers,
+        headers: args.header.clone(),
         timeout: args.timeout,
         max_error_rate: args.max_error_rate,
         metrics_url: if args.no_server_stats {
@@ -411,268 +420,46 @@ async fn run_bench(
         },
         server_stats: !args.no_server_stats,
         started: std::time::Instant::now(),
-        grpc: match args.protocol {
-            Protocol::Grpc => Some(crate::kserve::grpc::channel(&url)?),
-            Protocol::Http => None,
+        // Opened by the run (a channel needs the runtime).
+        grpc: None,
+    };
+    let kind = match (&args.rate, args.poisson) {
+        (None, _) => LoadKind::Concurrency,
+        (Some(_), false) => LoadKind::Rate,
+        (Some(_), true) => LoadKind::Poisson,
+    };
+    let range = args
+        .rate
+        .clone()
+        .or(args.concurrency.clone())
+        .unwrap_or_else(|| LoadRange(vec![1.0]));
+    Ok(Run {
+        settings,
+        wire: match (args.protocol, args.tensor_format) {
+            (Protocol::Grpc, _) => Wire::Grpc,
+            (_, TensorFormat::Json) => Wire::HttpJson,
+            (_, TensorFormat::Binary) => Wire::HttpBinary,
         },
-    });
-    let client = reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .pool_max_idle_per_host(4096)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let meta: Value = match &settings.grpc {
-        Some(ch) => {
-            crate::kserve::grpc::metadata(ch.clone(), &settings.model, settings.version.as_deref())
-                .await?
-        }
-        None => client
-            .get(settings.metadata_url())
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", settings.metadata_url()))?
-            .error_for_status()
-            .map_err(|e| format!("model metadata: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("model metadata is not JSON: {e}"))?,
-    };
-    // Triton also serves the model's configuration: whether it batches, and up to what size.
-    let config = match &settings.grpc {
-        Some(ch) => {
-            crate::kserve::grpc::config(ch.clone(), &settings.model, settings.version.as_deref())
-                .await
-        }
-        None => bench::http_config(&client, &settings).await,
-    };
-    if let Ok(c) = &config {
-        bench::check_batch(c, args.batch_size).map_err(CliError::usage)?;
-    }
-    let batching = config.as_ref().map_or(true, |c| c.max_batch_size > 0);
-    let json_bodies = bench::build_requests(&meta, &data, &shapes, args.batch_size, batching)
-        .map_err(|e| CliError::invalid(input_file_error(&args.input_data, e)))?;
-    let expected = match &data {
-        InputData::File(v) => crate::kserve::tensor::expected(v, &meta)
-            .map_err(|e| CliError::invalid(input_file_error(&args.input_data, e)))?,
-        _ => None,
-    };
-    let mut bodies: Vec<bench::Body> = match args.tensor_format {
-        TensorFormat::Json => json_bodies.iter().cloned().map(bench::Body::json).collect(),
-        TensorFormat::Binary => json_bodies
-            .iter()
-            .map(|b| bench::to_binary(b))
-            .collect::<Result<_, _>>()?,
-    };
-    if args.protocol == Protocol::Grpc {
-        for (b, j) in bodies.iter_mut().zip(&json_bodies) {
-            b.grpc = Some(crate::kserve::grpc::request(
-                j,
-                &settings.model,
-                settings.version.as_deref(),
-            )?);
-        }
-    }
-    let transport = Arc::new(
-        bench::Transport::new(
-            &settings,
-            client.clone(),
-            bodies,
-            expected,
-            args.http_client == HttpClient::General,
-        )
-        .await?,
-    );
-    // On a terminal: a live line (requests answered, the rate over the last half second, time
-    // running) under the lines of finished windows; plain lines otherwise.
-    let shown = Arc::new(global.progress());
-    let ticker = (shown.mode() == Mode::Terminal).then(|| {
-        let (t, live) = (transport.clone(), shown.clone());
-        tokio::spawn(async move {
-            let mut last = (t.answered(), std::time::Instant::now());
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let now = (t.answered(), std::time::Instant::now());
-                let rate = (now.0 - last.0) as f64 / now.1.duration_since(last.1).as_secs_f64();
-                live.spin(format!("{} answered, {rate:.0} req/s", now.0));
-                last = now;
-            }
-        })
-    });
-    let lines = shown.clone();
-    let progress = move |line: &str| lines.line(format!("  {line}"));
-    let mut report = BenchReport {
-        url: url.clone(),
-        model: model.clone(),
-        protocol: match (args.protocol, args.tensor_format) {
-            (Protocol::Grpc, _) => "grpc",
-            (_, TensorFormat::Json) => "http-json",
-            (_, TensorFormat::Binary) => "http-binary",
+        general_http: args.http_client == HttpClient::General,
+        data: input_data(&args.input_data)?,
+        data_name: args.input_data.clone(),
+        shapes: args.shape.iter().cloned().collect(),
+        plan: Plan {
+            range: range.0,
+            kind,
+            max_error_rate: args.max_error_rate,
         },
-        percentile: args.percentile,
-        batch_size: args.batch_size,
-        steps: Vec::new(),
-        sla: None,
-        autoscaling: None,
-        model_config: match &config {
-            Ok(c) => bench::config_summary(c),
-            Err(why) => json!({"available": false, "reason": why}),
+        budget: args.latency_budget.map(|b| Budget {
+            us: b.as_micros() as u64,
+            percentile: args.percentile,
+        }),
+        sizing: Sizing {
+            tasks: args.tasks.or(dep_tasks).unwrap_or(1),
+            safety_margin: args.safety_margin,
+            peak_rate: args.peak_rate,
+            price_per_hour: args.price_per_hour,
         },
-        validation: None,
-        stopped: None,
-    };
-    let open = args.rate.is_some();
-    let make = |v: f64| -> Load {
-        if open {
-            if args.poisson {
-                Load::Poisson(v)
-            } else {
-                Load::Rate(v)
-            }
-        } else {
-            Load::Concurrency(v.round().max(1.0) as u32)
-        }
-    };
-    let range = bench::parse_range(
-        args.rate
-            .as_deref()
-            .or(args.concurrency.as_deref())
-            .unwrap_or("1"),
-    )?;
-    let failing =
-        |s: &Step| s.requests > 0 && s.errors as f64 / s.requests as f64 > args.max_error_rate;
-    match args.latency_budget {
-        None => {
-            for v in range {
-                let step = bench::measure(&client, &settings, &transport, make(v), &progress).await;
-                let bad = failing(&step);
-                report.steps.push(step);
-                if bad {
-                    report.stopped = Some(format!(
-                        "more than {}% of the requests failed at {}",
-                        args.max_error_rate * 100.0,
-                        make(v).label()
-                    ));
-                    break;
-                }
-            }
-        }
-        Some(budget) => {
-            // Grow from the range's start (doubling) until over budget, then bisect.
-            let budget_us = budget.as_micros() as u64;
-            // The search goes up to the range's end (a single value: 64 times it).
-            let end = range.last().copied().unwrap_or(range[0]);
-            let limit = if range.len() == 1 { end * 64.0 } else { end };
-            let mut good: Option<(f64, usize)> = None;
-            let mut within_budget: Vec<usize> = Vec::new();
-            let mut bad: Option<f64> = None;
-            let mut v = range[0];
-            loop {
-                let step = bench::measure(&client, &settings, &transport, make(v), &progress).await;
-                let within = !failing(&step)
-                    && pick(&step, args.percentile) <= budget_us
-                    && step.requests > 0;
-                report.steps.push(step);
-                if within {
-                    good = Some((v, report.steps.len() - 1));
-                    within_budget.push(report.steps.len() - 1);
-                    if v >= limit {
-                        break;
-                    }
-                    v = (v * 2.0).min(limit);
-                } else {
-                    bad = Some(v);
-                    break;
-                }
-            }
-            if let (Some((g, _)), Some(b)) = (good, bad) {
-                let (mut lo, mut hi) = (g, b);
-                let resolution = if open { (hi - lo) / 16.0 } else { 1.0 };
-                while hi - lo > resolution.max(1.0) {
-                    let mid = if open {
-                        (lo + hi) / 2.0
-                    } else {
-                        ((lo + hi) / 2.0).floor()
-                    };
-                    if mid <= lo {
-                        break;
-                    }
-                    let step =
-                        bench::measure(&client, &settings, &transport, make(mid), &progress).await;
-                    let within = !failing(&step)
-                        && pick(&step, args.percentile) <= budget_us
-                        && step.requests > 0;
-                    report.steps.push(step);
-                    if within {
-                        lo = mid;
-                        within_budget.push(report.steps.len() - 1);
-                    } else {
-                        hi = mid;
-                    }
-                }
-            }
-            // The best is the highest throughput under the budget (not always the highest load:
-            // past the knee more load only adds queueing).
-            let best = within_budget.iter().copied().max_by(|a, b| {
-                report.steps[*a]
-                    .throughput
-                    .total_cmp(&report.steps[*b].throughput)
-            });
-            match best {
-                Some(i) => {
-                    let best = &report.steps[i];
-                    let per_task = best.throughput / f64::from(tasks.max(1));
-                    report.sla = Some(json!({
-                        "budget_us": budget_us,
-                        "percentile": args.percentile,
-                        "best": {"concurrency": best.concurrency, "rate": best.rate, "throughput": best.throughput,
-                                 "latency_us": pick(best, args.percentile)},
-                        "tasks": tasks,
-                        "throughput_per_task": per_task,
-                    }));
-                    report.autoscaling = Some(bench::autoscaling(
-                        per_task,
-                        args.batch_size,
-                        args.safety_margin,
-                        args.peak_rate,
-                        args.price_per_hour,
-                    ));
-                }
-                None => {
-                    report.stopped = Some(format!(
-                        "even the lowest load ({}) is over the budget of {} us at p{}",
-                        make(range[0]).label(),
-                        budget_us,
-                        args.percentile
-                    ));
-                }
-            }
-        }
-    }
-    if transport.validates() {
-        let failed: u64 = report
-            .steps
-            .iter()
-            .map(|s| s.errors_by_code.get("validation").copied().unwrap_or(0))
-            .sum();
-        let answered: u64 = report
-            .steps
-            .iter()
-            .map(|s| {
-                s.requests - s.errors + s.errors_by_code.get("validation").copied().unwrap_or(0)
-            })
-            .sum();
-        report.validation = Some(json!({
-            "checked": answered,
-            "failed": failed,
-            "first_mismatch": transport.first_mismatch.get(),
-        }));
-    }
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    shown.stop_spinner();
-    Ok(report)
+    })
 }
 
 #[cfg(test)]

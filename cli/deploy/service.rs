@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use triton_deploy_aws::ApiError;
-use triton_deploy_aws::appscaling::AppScaling;
+use triton_deploy_aws::appscaling::{AppScaling, Scaling};
 use triton_deploy_aws::ecr::Ecr;
-use triton_deploy_aws::ecs::{Ecs, ServiceState};
+use triton_deploy_aws::ecs::{Ecs, ServiceState, TaskDefinition};
 use triton_deploy_aws::elbv2::Elb;
 use triton_deploy_aws::logs::Logs;
 
@@ -154,6 +154,188 @@ fn as_json<T: Serialize>(t: &T) -> Value {
     serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
+/// The task definition's change from the active revision (`None`: as wanted), and the
+/// revision the service should run when nothing is registered (empty: none yet).
+fn task_definition_change(
+    active: Option<&TaskDefinition>,
+    def: &Value,
+    family: &str,
+) -> (Option<TaskDefinitionChange>, String) {
+    match active {
+        Some(a) => {
+            let changes = plan::diff(&plan::normalize(&a.definition), &plan::normalize(def));
+            let change = (!changes.is_empty()).then(|| TaskDefinitionChange {
+                family: family.to_string(),
+                from: Some(a.arn.clone()),
+                changes,
+            });
+            (change, a.arn.clone())
+        }
+        None => (
+            Some(TaskDefinitionChange {
+                family: family.to_string(),
+                from: None,
+                changes: plan::diff(&Value::Null, &plan::normalize(def)),
+            }),
+            String::new(),
+        ),
+    }
+}
+
+/// The service's change to run revision `rev` (empty: a revision still to be registered).
+fn service_change(
+    existing: Option<&ServiceState>,
+    spec: &DeploymentSpec,
+    infra: &Infra,
+    rev: &str,
+    family: &str,
+) -> Option<ChangeOf> {
+    match existing {
+        None => Some(ChangeOf {
+            action: "create".into(),
+            changes: plan::diff(
+                &Value::Null,
+                &plan::service_fields(&plan::service_config(spec, infra, rev, true)),
+            ),
+        }),
+        Some(s) => {
+            let desired = plan::service_config(spec, infra, rev, false);
+            let mut changes = plan::service_diff(s, &desired);
+            if s.task_definition != rev || rev.is_empty() {
+                changes.push(FieldChange {
+                    path: "taskDefinition".into(),
+                    from: Value::String(s.task_definition.clone()),
+                    to: Value::String(if rev.is_empty() {
+                        format!("{family}:<new revision>")
+                    } else {
+                        rev.to_string()
+                    }),
+                });
+            }
+            (!changes.is_empty()).then(|| ChangeOf {
+                action: "update".into(),
+                changes,
+            })
+        }
+    }
+}
+
+/// What autoscaling needs: the change to show, the policies to put, and whether a CPU policy
+/// the spec no longer asks for is to go.
+struct ScalingPlan {
+    change: Option<ChangeOf>,
+    changed: Vec<Scaling>,
+    stale_cpu_policy: bool,
+}
+
+async fn plan_scaling(
+    scaler: &AppScaling,
+    spec: &DeploymentSpec,
+    service_exists: bool,
+    scalings: &[Scaling],
+) -> Result<ScalingPlan, ServiceError> {
+    let mut changed = Vec::new();
+    let mut changes = Vec::new();
+    let mut scaling_exists = false;
+    let mut stale_cpu_policy = false;
+    if service_exists {
+        for s in scalings {
+            let deployed = scaler.get(&s.resource_id, &s.policy_name).await?;
+            scaling_exists |= deployed.is_some();
+            if deployed.as_ref() != Some(s) {
+                changes.extend(plan::diff(
+                    &deployed.as_ref().map(as_json).unwrap_or(Value::Null),
+                    &as_json(s),
+                ));
+                changed.push(s.clone());
+            }
+        }
+        if spec.cpu_target.is_none() {
+            let cpu = plan::cpu_policy_name(spec);
+            stale_cpu_policy = scaler
+                .get(&scalings[0].resource_id, &cpu)
+                .await?
+                .is_some_and(|s| !s.metric.is_empty());
+            if stale_cpu_policy {
+                changes.push(FieldChange {
+                    path: cpu,
+                    from: Value::String("ECSServiceAverageCPUUtilization".into()),
+                    to: Value::Null,
+                });
+            }
+        }
+    } else {
+        changed = scalings.to_vec();
+    }
+    let change = (!changed.is_empty() || stale_cpu_policy).then(|| ChangeOf {
+        action: if scaling_exists { "update" } else { "create" }.into(),
+        changes: if scaling_exists {
+            changes
+        } else {
+            scalings
+                .iter()
+                .flat_map(|s| plan::diff(&Value::Null, &as_json(s)))
+                .collect()
+        },
+    });
+    Ok(ScalingPlan {
+        change,
+        changed,
+        stale_cpu_policy,
+    })
+}
+
+/// Creates or updates the service to run `revision`, tagging it with the hash of its
+/// configuration.
+async fn apply_service(
+    ecs: &Ecs,
+    spec: &DeploymentSpec,
+    infra: &Infra,
+    revision: &str,
+    change: &ChangeOf,
+    existing: Option<&ServiceState>,
+) -> Result<(), ServiceError> {
+    let creating = change.action == "create";
+    let mut c = plan::service_config(spec, infra, revision, creating);
+    let hash = plan::service_hash(&c);
+    if creating {
+        c.tags.push(("triton-deploy:service-hash".into(), hash));
+        ecs.create_service(&c).await?;
+    } else {
+        let s = existing.expect("update of an existing service");
+        ecs.update_service(&c, false).await?;
+        if !s
+            .tags
+            .iter()
+            .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash)
+        {
+            ecs.tag(&s.arn, &[("triton-deploy:service-hash".into(), hash)])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The scalable target first (its bounds), then each policy that differs; a stale CPU policy
+/// removed.
+async fn apply_scaling(
+    scaler: &AppScaling,
+    spec: &DeploymentSpec,
+    scalings: &[Scaling],
+    p: &ScalingPlan,
+) -> Result<(), ServiceError> {
+    scaler.register_target(&scalings[0]).await?;
+    for s in &p.changed {
+        scaler.put_policy(s).await?;
+    }
+    if p.stale_cpu_policy {
+        scaler
+            .delete_policy(&scalings[0].resource_id, &plan::cpu_policy_name(spec))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Plans the service phase against what is deployed, and applies it unless `plan_only`.
 pub async fn plan_and_apply(
     spec: &DeploymentSpec,
@@ -164,123 +346,32 @@ pub async fn plan_and_apply(
     plan_only: bool,
 ) -> Result<(ServicePlan, Option<ServiceState>), ServiceError> {
     let ecs = Ecs::new(config);
-    let mut plan = ServicePlan {
-        image: Some(image.clone()),
-        ..ServicePlan::default()
-    };
     let def = crate::deploy::render::taskdef::task_definition(spec, &image.uri, &infra.task);
     let family = crate::deploy::render::taskdef::family(spec);
     let active = ecs.latest_task_definition(&family).await?;
-    let mut revision = match &active {
-        Some(a) => {
-            let changes = plan::diff(&plan::normalize(&a.definition), &plan::normalize(&def));
-            if !changes.is_empty() {
-                plan.task_definition = Some(TaskDefinitionChange {
-                    family: family.clone(),
-                    from: Some(a.arn.clone()),
-                    changes,
-                });
-            }
-            a.arn.clone()
-        }
-        None => {
-            plan.task_definition = Some(TaskDefinitionChange {
-                family: family.clone(),
-                from: None,
-                changes: plan::diff(&Value::Null, &plan::normalize(&def)),
-            });
-            String::new()
-        }
-    };
+    let (task_definition, mut revision) = task_definition_change(active.as_ref(), &def, &family);
     let existing = ecs.describe_service(&infra.cluster, &spec.service).await?;
-    // The revision to deploy is new when registering; else the newest, which the service should run.
-    let svc_changes = |rev: &str| -> Option<ChangeOf> {
-        match &existing {
-            None => Some(ChangeOf {
-                action: "create".into(),
-                changes: plan::diff(
-                    &Value::Null,
-                    &plan::service_fields(&plan::service_config(spec, infra, rev, true)),
-                ),
-            }),
-            Some(s) => {
-                let desired = plan::service_config(spec, infra, rev, false);
-                let mut changes = plan::service_diff(s, &desired);
-                if s.task_definition != rev || rev.is_empty() {
-                    changes.push(FieldChange {
-                        path: "taskDefinition".into(),
-                        from: Value::String(s.task_definition.clone()),
-                        to: Value::String(if rev.is_empty() {
-                            format!("{family}:<new revision>")
-                        } else {
-                            rev.to_string()
-                        }),
-                    });
-                }
-                (!changes.is_empty()).then(|| ChangeOf {
-                    action: "update".into(),
-                    changes,
-                })
-            }
-        }
-    };
     let target =
         plan::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
     let scalings = plan::scaling(spec, infra, &target);
-    plan.scaling_target = Some(target);
     let scaler = AppScaling::new(config);
-    let mut changed_policies = Vec::new();
-    let mut autoscaling_changes = Vec::new();
-    let mut scaling_exists = false;
-    let mut stale_cpu_policy = false;
-    if existing.is_some() {
-        for s in &scalings {
-            let deployed = scaler.get(&s.resource_id, &s.policy_name).await?;
-            scaling_exists |= deployed.is_some();
-            if deployed.as_ref() != Some(s) {
-                autoscaling_changes.extend(plan::diff(
-                    &deployed.as_ref().map(as_json).unwrap_or(Value::Null),
-                    &as_json(s),
-                ));
-                changed_policies.push(s.clone());
-            }
-        }
-        if spec.cpu_target.is_none() {
-            let cpu = plan::cpu_policy_name(spec);
-            stale_cpu_policy = scaler
-                .get(&scalings[0].resource_id, &cpu)
-                .await?
-                .is_some_and(|s| !s.metric.is_empty());
-            if stale_cpu_policy {
-                autoscaling_changes.push(FieldChange {
-                    path: cpu,
-                    from: Value::String("ECSServiceAverageCPUUtilization".into()),
-                    to: Value::Null,
-                });
-            }
-        }
-    } else {
-        changed_policies = scalings.clone();
-    }
-    if !changed_policies.is_empty() || stale_cpu_policy {
-        plan.autoscaling = Some(ChangeOf {
-            action: if scaling_exists { "update" } else { "create" }.into(),
-            changes: if scaling_exists {
-                autoscaling_changes
-            } else {
-                scalings
-                    .iter()
-                    .flat_map(|s| plan::diff(&Value::Null, &as_json(s)))
-                    .collect()
-            },
-        });
-    }
+    let scaling = plan_scaling(&scaler, spec, existing.is_some(), &scalings).await?;
+    let mut plan = ServicePlan {
+        image: Some(image),
+        task_definition,
+        autoscaling: scaling.change.clone(),
+        scaling_target: Some(target),
+        ..ServicePlan::default()
+    };
     if plan_only {
-        plan.service = svc_changes(if plan.task_definition.is_some() {
+        // The revision to deploy is new when registering; else the newest, which the service
+        // should run.
+        let rev = if plan.task_definition.is_some() {
             ""
         } else {
             &revision
-        });
+        };
+        plan.service = service_change(existing.as_ref(), spec, infra, rev, &family);
         plan.revision =
             (!revision.is_empty() && plan.task_definition.is_none()).then_some(revision);
         return Ok((plan, existing));
@@ -288,39 +379,13 @@ pub async fn plan_and_apply(
     if plan.task_definition.is_some() {
         revision = ecs.register_task_definition(&def).await?.arn;
     }
-    plan.service = svc_changes(&revision);
+    plan.service = service_change(existing.as_ref(), spec, infra, &revision, &family);
     plan.revision = Some(revision.clone());
     if let Some(change) = &plan.service {
-        let creating = change.action == "create";
-        let mut c = plan::service_config(spec, infra, &revision, creating);
-        let hash = plan::service_hash(&c);
-        if creating {
-            c.tags.push(("triton-deploy:service-hash".into(), hash));
-            ecs.create_service(&c).await?;
-        } else {
-            let s = existing.as_ref().expect("update of an existing service");
-            ecs.update_service(&c, false).await?;
-            if !s
-                .tags
-                .iter()
-                .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash)
-            {
-                ecs.tag(&s.arn, &[("triton-deploy:service-hash".into(), hash)])
-                    .await?;
-            }
-        }
+        apply_service(&ecs, spec, infra, &revision, change, existing.as_ref()).await?;
     }
     if plan.autoscaling.is_some() {
-        // The target first (bounds), then each policy that differs.
-        scaler.register_target(&scalings[0]).await?;
-        for s in &changed_policies {
-            scaler.put_policy(s).await?;
-        }
-        if stale_cpu_policy {
-            scaler
-                .delete_policy(&scalings[0].resource_id, &plan::cpu_policy_name(spec))
-                .await?;
-        }
+        apply_scaling(&scaler, spec, &scalings, &scaling).await?;
     }
     Ok((plan, existing))
 }
@@ -516,16 +581,18 @@ pub async fn smoke(endpoint: &str, models: &[String]) -> Result<String, ServiceE
         })
     })?;
     let model = &model;
-    let meta: Value = client
+    let meta_body = client
         .get(format!("{base}/v2/models/{model}"))
         .send()
         .await
         .map_err(|e| fail(e.to_string()))?
         .error_for_status()
         .map_err(|e| fail(e.to_string()))?
-        .json()
+        .bytes()
         .await
-        .map_err(|e| fail(format!("model metadata is not JSON: {e}")))?;
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = crate::kserve::ModelMetadata::from_json(&meta_body)
+        .map_err(|e| fail(format!("{model}: {e}")))?;
     let request = crate::kserve::zero_request(&meta).map_err(fail)?;
     let resp = client
         .post(format!("{base}/v2/models/{model}/infer"))

@@ -412,15 +412,47 @@ pub fn parse(
     resolve(&cx, s, environment)
 }
 
-fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<DeploymentSpec, SpecError> {
-    let service = s.service.unwrap_or_default();
-    let image = s.image.unwrap_or_default();
-    let compute = s.compute.unwrap_or_default();
-    let task = s.task.unwrap_or_default();
-    let storage = s.storage.unwrap_or_default();
-    let network = s.network.unwrap_or_default();
-    let autoscaling = s.autoscaling.unwrap_or_default();
+/// `[compute]` resolved.
+struct Compute {
+    instance_type: String,
+    ami: Ami,
+    min_instances: u32,
+    max_instances: u32,
+    target_capacity: u32,
+    root_volume_gib: u32,
+}
 
+/// The sizing half of `[task]` resolved.
+struct TaskSize {
+    gpus: u32,
+    memory_mib: u32,
+    cpu: u32,
+    maximum_percent: u32,
+    minimum_healthy_percent: u32,
+}
+
+/// `[network]` resolved.
+struct Network {
+    subnets: Vec<String>,
+    allowed_cidrs: Vec<String>,
+    internet_facing: bool,
+    certificate_arn: Option<String>,
+    listener_port: u16,
+}
+
+/// The task counts of `[autoscaling]` and `[task]` resolved.
+struct Counts {
+    min_tasks: u32,
+    max_tasks: u32,
+    desired_count: u32,
+}
+
+/// The service's name and cluster; the image given one way only.
+fn service_section(
+    cx: &Ctx,
+    service: &ServiceSection,
+    image: &ImageSection,
+) -> Result<(String, String), SpecError> {
     let name = service.name.as_ref().ok_or_else(|| {
         cx.err(
             0..0,
@@ -453,6 +485,11 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         ));
     }
 
+    Ok((name.get_ref().clone(), cluster))
+}
+
+/// A GPU instance type, the AMI, and the group's bounds.
+fn compute_section(cx: &Ctx, compute: &ComputeSection) -> Result<Compute, SpecError> {
     let instance_type = val(&compute.instance_type).unwrap_or_else(|| "g5.xlarge".into());
     let family_ok = [
         "p2.", "p3.", "p4d.", "p4de.", "p5.", "p5e.", "p5en.", "p6", "g3.", "g3s.", "g4dn.",
@@ -519,6 +556,18 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         return Err(cx.err(compute.root_volume_gib.as_ref().expect("set").span(), "compute.root_volume_gib", "at least 50 GiB: tritonserver images are 10+ GB and layers are unpacked on the root volume"));
     }
 
+    Ok(Compute {
+        instance_type,
+        ami,
+        min_instances,
+        max_instances,
+        target_capacity,
+        root_volume_gib,
+    })
+}
+
+/// GPUs, memory and CPU per task, and the rolling deployment's percentages.
+fn task_section(cx: &Ctx, task: &TaskSection, instance_type: &str) -> Result<TaskSize, SpecError> {
     let gpus = val(&task.gpus).unwrap_or(1);
     if gpus == 0 {
         return Err(cx.err(
@@ -544,7 +593,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         return Err(cx.err(span, "task.maximum_percent", "maximum_percent must be >= 100 and above minimum_healthy_percent (<= 100), or a rolling deployment cannot start a new task"));
     }
 
-    if let Some(per) = known_gpus(&instance_type)
+    if let Some(per) = known_gpus(instance_type)
         && gpus > per
     {
         {
@@ -552,6 +601,17 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
             return Err(cx.err(span, "task.gpus", format!("{gpus} GPUs per task, but a {instance_type} has {per}: pick a larger instance type or fewer GPUs")));
         }
     }
+    Ok(TaskSize {
+        gpus,
+        memory_mib,
+        cpu,
+        maximum_percent,
+        minimum_healthy_percent,
+    })
+}
+
+/// What the EFS volume holds and where it is mounted.
+fn storage_section(cx: &Ctx, storage: &StorageSection) -> Result<(String, String), SpecError> {
     let holds = val(&storage.holds).unwrap_or_else(|| "cache".into());
     if holds != "cache" && holds != "models" {
         return Err(cx.err(storage.holds.as_ref().expect("set").span(), "storage.holds", "use 'cache' (engine caches shared by all tasks) or 'models' (a second model repository)"));
@@ -571,6 +631,11 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         ));
     }
 
+    Ok((holds, mount_path))
+}
+
+/// Subnets (two zones at least, with their VPC), who may connect, and the listener.
+fn network_section(cx: &Ctx, network: &NetworkSection) -> Result<Network, SpecError> {
     let subnets = val(&network.subnets).unwrap_or_default();
     if let Some(sn) = &network.subnets {
         if subnets.len() < 2 {
@@ -605,9 +670,29 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
     let listener_port =
         val(&network.listener_port).unwrap_or(if certificate_arn.is_some() { 443 } else { 80 });
 
+    Ok(Network {
+        subnets,
+        allowed_cidrs,
+        internet_facing,
+        certificate_arn,
+        listener_port,
+    })
+}
+
+/// Task counts that the hosts hold during a rolling deployment, and the scaling policy's limits.
+fn autoscaling_section(
+    cx: &Ctx,
+    autoscaling: &AutoscalingSection,
+    task: &TaskSection,
+    compute: &ComputeSection,
+    c: &Compute,
+    t: &TaskSize,
+) -> Result<Counts, SpecError> {
+    let (instance_type, max_instances) = (&c.instance_type, c.max_instances);
+    let (gpus, minimum_healthy_percent) = (t.gpus, t.minimum_healthy_percent);
     let min_tasks = val(&autoscaling.min_tasks).unwrap_or(1);
     // By default the service scales to what the hosts hold, less one slot for rolling deployments.
-    let default_max_tasks = match known_gpus(&instance_type) {
+    let default_max_tasks = match known_gpus(instance_type) {
         Some(per) => (max_instances * (per / gpus.max(1)))
             .saturating_sub(1)
             .max(1),
@@ -631,7 +716,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
             "set either target_requests_per_task or bench_result, not both",
         ));
     }
-    if let Some(per) = known_gpus(&instance_type) {
+    if let Some(per) = known_gpus(instance_type) {
         // With minimum_healthy_percent 100 a rolling deployment starts a new task before it stops an
         // old one: the hosts need room for one task more than the most the service scales to.
         let tasks_per_instance = u64::from(per / gpus);
@@ -684,25 +769,47 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         ));
     }
 
+    Ok(Counts {
+        min_tasks,
+        max_tasks,
+        desired_count,
+    })
+}
+
+fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<DeploymentSpec, SpecError> {
+    let service = s.service.unwrap_or_default();
+    let image = s.image.unwrap_or_default();
+    let compute = s.compute.unwrap_or_default();
+    let task = s.task.unwrap_or_default();
+    let storage = s.storage.unwrap_or_default();
+    let network = s.network.unwrap_or_default();
+    let autoscaling = s.autoscaling.unwrap_or_default();
+
+    let (name, cluster) = service_section(cx, &service, &image)?;
+    let c = compute_section(cx, &compute)?;
+    let t = task_section(cx, &task, &c.instance_type)?;
+    let (holds, mount_path) = storage_section(cx, &storage)?;
+    let n = network_section(cx, &network)?;
+    let a = autoscaling_section(cx, &autoscaling, &task, &compute, &c, &t)?;
     Ok(DeploymentSpec {
-        service: name.get_ref().clone(),
+        service: name,
         cluster,
         region: val(&service.region),
         image_uri: val(&image.uri),
         image_repository: val(&image.repository),
         model_repository: val(&image.model_repository),
-        instance_type,
-        ami,
-        min_instances,
-        max_instances,
-        target_capacity,
+        instance_type: c.instance_type,
+        ami: c.ami,
+        min_instances: c.min_instances,
+        max_instances: c.max_instances,
+        target_capacity: c.target_capacity,
         spot: val(&compute.spot).unwrap_or(false),
-        root_volume_gib,
+        root_volume_gib: c.root_volume_gib,
         instance_warmup_seconds: val(&compute.instance_warmup_seconds).unwrap_or(300),
         max_scaling_step: val(&compute.max_scaling_step).unwrap_or(2),
-        gpus,
-        cpu,
-        memory_mib,
+        gpus: t.gpus,
+        cpu: t.cpu,
+        memory_mib: t.memory_mib,
         shm_size_mib: val(&task.shm_size_mib).unwrap_or(1024),
         triton_args: val(&task.triton_args).unwrap_or_else(|| {
             vec![
@@ -710,24 +817,24 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
                 "--exit-timeout-secs=30".into(),
             ]
         }),
-        desired_count,
+        desired_count: a.desired_count,
         health_check_grace_seconds: val(&task.health_check_grace_seconds).unwrap_or(600),
         stop_timeout_seconds: val(&task.stop_timeout_seconds).unwrap_or(60),
-        minimum_healthy_percent,
-        maximum_percent,
+        minimum_healthy_percent: t.minimum_healthy_percent,
+        maximum_percent: t.maximum_percent,
         efs: val(&storage.efs).unwrap_or(true),
         efs_mount_path: mount_path,
         efs_uid: val(&storage.uid).unwrap_or(1000),
         efs_gid: val(&storage.gid).unwrap_or(1000),
         efs_holds: holds,
         vpc_id: val(&network.vpc_id),
-        subnets,
-        internet_facing,
-        allowed_cidrs,
-        listener_port,
-        certificate_arn,
-        min_tasks,
-        max_tasks,
+        subnets: n.subnets,
+        internet_facing: n.internet_facing,
+        allowed_cidrs: n.allowed_cidrs,
+        listener_port: n.listener_port,
+        certificate_arn: n.certificate_arn,
+        min_tasks: a.min_tasks,
+        max_tasks: a.max_tasks,
         target_requests_per_task: val(&autoscaling.target_requests_per_task),
         bench_result: val(&autoscaling.bench_result),
         cpu_target: val(&autoscaling.cpu_target),

@@ -1,7 +1,7 @@
 //! The KServe v2 gRPC protocol's model metadata and inference, over tonic with our own messages
 //! (`proto/grpc_inference.proto`).
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
@@ -11,6 +11,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/kserve_grpc.rs"));
 }
 
+use super::{DataType, InferRequest, ModelMetadata, TensorMetadata};
 use proto::{ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse};
 
 const METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
@@ -48,12 +49,12 @@ where
     .map(tonic::Response::into_inner)
 }
 
-/// The model's metadata, in the HTTP protocol's JSON shape.
+/// The model's metadata.
 pub async fn metadata(
     channel: Channel,
     model: &str,
     version: Option<&str>,
-) -> Result<Value, String> {
+) -> Result<ModelMetadata, String> {
     let m: ModelMetadataResponse = unary(
         channel,
         METADATA,
@@ -64,15 +65,27 @@ pub async fn metadata(
     )
     .await
     .map_err(|s| format!("ModelMetadata: {:?}: {}", s.code(), s.message()))?;
-    let tensors = |t: &[proto::model_metadata_response::TensorMetadata]| -> Vec<Value> {
-        t.iter()
-            .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
-            .collect()
+    let tensors = |t: Vec<proto::model_metadata_response::TensorMetadata>| {
+        t.into_iter()
+            .map(|t| {
+                Ok(TensorMetadata {
+                    datatype: t
+                        .datatype
+                        .parse()
+                        .map_err(|e| format!("ModelMetadata: tensor {}: {e}", t.name))?,
+                    name: t.name,
+                    shape: t.shape,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
     };
-    Ok(
-        json!({"name": m.name, "versions": m.versions, "platform": m.platform,
-              "inputs": tensors(&m.inputs), "outputs": tensors(&m.outputs)}),
-    )
+    Ok(ModelMetadata {
+        name: m.name,
+        versions: m.versions,
+        platform: m.platform,
+        inputs: tensors(m.inputs)?,
+        outputs: tensors(m.outputs)?,
+    })
 }
 
 /// The model's configuration (Triton's `ModelConfig` RPC); `Err` when the server has none.
@@ -94,31 +107,26 @@ pub async fn config(
     prost::Message::decode(r.config.as_slice()).map_err(|e| format!("ModelConfig: {e}"))
 }
 
-/// A JSON inference request (the HTTP protocol's) as a gRPC one with raw input contents.
+/// An inference request as a gRPC one with raw input contents.
 pub fn request(
-    json_body: &[u8],
+    request: &InferRequest,
     model: &str,
     version: Option<&str>,
 ) -> Result<ModelInferRequest, String> {
-    let v: Value = serde_json::from_slice(json_body).map_err(|e| e.to_string())?;
     let mut req = ModelInferRequest {
         model_name: model.to_string(),
         model_version: version.unwrap_or_default().to_string(),
         ..Default::default()
     };
-    for t in v["inputs"].as_array().ok_or("no inputs")? {
-        let datatype = t["datatype"].as_str().unwrap_or_default().to_string();
+    for t in &request.inputs {
         let mut raw = Vec::new();
-        super::tensor::encode(
-            &datatype,
-            t["data"].as_array().map(Vec::as_slice).unwrap_or(&[]),
-            &mut raw,
-        )?;
+        super::tensor::encode(t.datatype, &t.data, &mut raw)
+            .map_err(|e| format!("input {}: {e}", t.name))?;
         req.inputs
             .push(proto::model_infer_request::InferInputTensor {
-                name: t["name"].as_str().unwrap_or_default().to_string(),
-                datatype,
-                shape: serde_json::from_value(t["shape"].clone()).map_err(|e| e.to_string())?,
+                name: t.name.clone(),
+                datatype: t.datatype.as_str().to_string(),
+                shape: t.shape.iter().map(|d| *d as i64).collect(),
                 parameters: Default::default(),
                 contents: None,
             });
@@ -141,18 +149,26 @@ pub fn outputs(
 ) -> Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, String> {
     let mut out = std::collections::BTreeMap::new();
     for (k, o) in resp.outputs.iter().enumerate() {
+        let datatype: DataType = o
+            .datatype
+            .parse()
+            .map_err(|e| format!("output {}: {e}", o.name))?;
         let data = match (resp.raw_output_contents.get(k), &o.contents) {
-            (Some(raw), _) => crate::kserve::tensor::decode(&o.datatype, raw)
+            (Some(raw), _) => crate::kserve::tensor::decode(datatype, raw)
                 .map_err(|e| format!("output {}: {e}", o.name))?,
-            (None, Some(c)) => match o.datatype.as_str() {
-                "BOOL" => c.bool_contents.iter().map(|x| json!(x)).collect(),
-                "INT8" | "INT16" | "INT32" => c.int_contents.iter().map(|x| json!(x)).collect(),
-                "INT64" => c.int64_contents.iter().map(|x| json!(x)).collect(),
-                "UINT8" | "UINT16" | "UINT32" => c.uint_contents.iter().map(|x| json!(x)).collect(),
-                "UINT64" => c.uint64_contents.iter().map(|x| json!(x)).collect(),
-                "FP32" => c.fp32_contents.iter().map(|x| json!(x)).collect(),
-                "FP64" => c.fp64_contents.iter().map(|x| json!(x)).collect(),
-                "BYTES" => c
+            (None, Some(c)) => match datatype {
+                DataType::Bool => c.bool_contents.iter().map(|x| json!(x)).collect(),
+                DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+                    c.int_contents.iter().map(|x| json!(x)).collect()
+                }
+                DataType::Int64 => c.int64_contents.iter().map(|x| json!(x)).collect(),
+                DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => {
+                    c.uint_contents.iter().map(|x| json!(x)).collect()
+                }
+                DataType::Uint64 => c.uint64_contents.iter().map(|x| json!(x)).collect(),
+                DataType::Fp32 => c.fp32_contents.iter().map(|x| json!(x)).collect(),
+                DataType::Fp64 => c.fp64_contents.iter().map(|x| json!(x)).collect(),
+                DataType::Bytes => c
                     .bytes_contents
                     .iter()
                     .map(|b| json!(String::from_utf8_lossy(b)))
@@ -163,10 +179,7 @@ pub fn outputs(
         };
         out.insert(
             o.name.clone(),
-            crate::kserve::tensor::Tensor {
-                datatype: o.datatype.clone(),
-                data,
-            },
+            crate::kserve::tensor::Tensor { datatype, data },
         );
     }
     Ok(out)

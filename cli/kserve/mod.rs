@@ -4,86 +4,149 @@
 //! In: model metadata and configuration as a server reports them. Out: requests built from them
 //! (here), tensors encoded and decoded ([`tensor`]), the gRPC messages and calls ([`grpc`]).
 
+pub mod datatype;
 pub mod grpc;
 pub mod tensor;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use datatype::DataType;
+
+/// A model's metadata (`GET /v2/models/<m>[/versions/<v>]`, or gRPC's `ModelMetadata`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    /// The model's name.
+    pub name: String,
+    /// The versions the server has loaded.
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// The backend or platform (`python`, `onnxruntime_onnx`, …).
+    #[serde(default)]
+    pub platform: String,
+    /// The inputs a request gives.
+    pub inputs: Vec<TensorMetadata>,
+    /// The outputs an answer holds.
+    #[serde(default)]
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// One input or output of a model: its name, datatype and shape (`-1`: any size).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorMetadata {
+    /// The tensor's name.
+    pub name: String,
+    /// Its element type.
+    pub datatype: DataType,
+    /// Its dimensions, `-1` where dynamic.
+    pub shape: Vec<i64>,
+}
+
+impl ModelMetadata {
+    /// The metadata from the HTTP protocol's JSON; the error names what is wrong.
+    pub fn from_json(body: &[u8]) -> Result<ModelMetadata, String> {
+        serde_json::from_slice(body).map_err(|e| format!("the model metadata: {e}"))
+    }
+
+    /// The datatype of output `name`, if the model has it.
+    pub fn output(&self, name: &str) -> Option<DataType> {
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.datatype)
+    }
+}
+
+/// One input of an inference request, its values flattened in row-major order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputTensor {
+    /// The input's name.
+    pub name: String,
+    /// Its element type.
+    pub datatype: DataType,
+    /// Its dimensions (no dynamic ones left).
+    pub shape: Vec<u64>,
+    /// The values, as the JSON form has them.
+    pub data: Vec<Value>,
+}
+
+/// An inference request (the HTTP protocol's JSON form serializes from it; the binary and gRPC
+/// forms are built from it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferRequest {
+    /// Every input of the model.
+    pub inputs: Vec<InputTensor>,
+}
+
+impl InferRequest {
+    /// The request as the HTTP protocol's JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a request serializes")
+    }
+}
 
 /// The dims of a tensor from its metadata shape, `-1` (dynamic) taken as 1.
-fn dims(shape: &Value) -> Result<Vec<u64>, String> {
+fn dims(shape: &[i64]) -> Result<Vec<u64>, String> {
     shape
-        .as_array()
-        .ok_or("shape is not a list")?
         .iter()
-        .map(|d| match d.as_i64() {
-            Some(-1) => Ok(1),
-            Some(n) if n >= 0 => Ok(n as u64),
-            _ => Err(format!("bad dimension {d}")),
+        .map(|d| match *d {
+            -1 => Ok(1),
+            n if n >= 0 => Ok(n as u64),
+            n => Err(format!("bad dimension {n}")),
         })
         .collect()
 }
 
-/// A JSON inference request for the model described by `meta` (`GET /v2/models/<m>`), every input
-/// filled with zeros (empty strings for BYTES, false for BOOL).
-pub fn zero_request(meta: &Value) -> Result<Value, String> {
-    let inputs = meta
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or("the model metadata lists no inputs")?;
-    let mut out = Vec::new();
-    for i in inputs {
-        let name = i
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or("an input has no name")?;
-        let datatype = i
-            .get("datatype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("input {name} has no datatype"))?;
-        let shape = dims(i.get("shape").unwrap_or(&Value::Null))
-            .map_err(|e| format!("input {name}: {e}"))?;
+/// An inference request for the model described by `meta`, every input filled with zeros
+/// (empty strings for BYTES, false for BOOL).
+pub fn zero_request(meta: &ModelMetadata) -> Result<InferRequest, String> {
+    if meta.inputs.is_empty() {
+        return Err("the model metadata lists no inputs".into());
+    }
+    let mut inputs = Vec::new();
+    for i in &meta.inputs {
+        let name = &i.name;
+        let shape = dims(&i.shape).map_err(|e| format!("input {name}: {e}"))?;
         let count: u64 = shape.iter().product();
         if count > 1 << 24 {
             return Err(format!(
                 "input {name} has {count} elements: too large for a smoke test"
             ));
         }
-        let zero = match datatype {
-            "BYTES" => json!(""),
-            "BOOL" => json!(false),
-            "FP16" | "FP32" | "FP64" | "BF16" => json!(0.0),
-            "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" => {
-                json!(0)
-            }
-            other => return Err(format!("input {name}: unknown datatype {other}")),
-        };
-        out.push(json!({
-            "name": name,
-            "datatype": datatype,
-            "shape": shape,
-            "data": vec![zero; count as usize],
-        }));
+        inputs.push(InputTensor {
+            name: name.clone(),
+            datatype: i.datatype,
+            shape,
+            data: vec![i.datatype.zero(); count as usize],
+        });
     }
-    Ok(json!({"inputs": out}))
+    Ok(InferRequest { inputs })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn requests_follow_the_metadata() {
-        let meta = json!({"name": "m", "inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [-1, 4]},
-            {"name": "s", "datatype": "BYTES", "shape": [2]}
-        ]});
-        let r = zero_request(&meta).unwrap();
+        let meta = ModelMetadata::from_json(
+            br#"{"name": "m", "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+                {"name": "s", "datatype": "BYTES", "shape": [2]}
+            ]}"#,
+        )
+        .unwrap();
+        let r: Value = serde_json::from_slice(&zero_request(&meta).unwrap().to_json()).unwrap();
         assert_eq!(r["inputs"][0]["shape"], json!([1, 4]));
         assert_eq!(r["inputs"][0]["data"].as_array().unwrap().len(), 4);
         assert_eq!(r["inputs"][1]["data"], json!(["", ""]));
-        assert!(
-            zero_request(&json!({"inputs": [{"name": "x", "datatype": "Q8", "shape": [1]}]}))
-                .is_err()
-        );
+        let e = ModelMetadata::from_json(
+            br#"{"name": "m", "inputs": [{"name": "x", "datatype": "Q8", "shape": [1]}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown datatype Q8"), "{e}");
+        let none = ModelMetadata::from_json(br#"{"name": "m", "inputs": []}"#).unwrap();
+        assert!(zero_request(&none).is_err());
     }
 }

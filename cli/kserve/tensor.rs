@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::{DataType, ModelMetadata};
+
 /// The value of IEEE half-precision bits.
 pub fn f16_value(h: u16) -> f32 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
@@ -27,16 +29,8 @@ pub fn bf16_value(h: u16) -> f32 {
 }
 
 /// Raw little-endian, row-major tensor bytes as JSON values (BYTES: 4-byte length prefixes).
-pub fn decode(dt: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
-    let width = match dt {
-        "BOOL" | "UINT8" | "INT8" => 1,
-        "UINT16" | "INT16" | "FP16" | "BF16" => 2,
-        "UINT32" | "INT32" | "FP32" => 4,
-        "UINT64" | "INT64" | "FP64" => 8,
-        "BYTES" => 0,
-        other => return Err(format!("unknown datatype {other}")),
-    };
-    if width == 0 {
+pub fn decode(dt: DataType, raw: &[u8]) -> Result<Vec<Value>, String> {
+    let Some(width) = dt.width() else {
         let mut out = Vec::new();
         let mut at = 0;
         while at < raw.len() {
@@ -57,7 +51,7 @@ pub fn decode(dt: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
             at += len;
         }
         return Ok(out);
-    }
+    };
     if !raw.len().is_multiple_of(width) {
         return Err(format!(
             "{dt}: {} bytes is not a whole number of {width}-byte elements",
@@ -73,19 +67,19 @@ pub fn decode(dt: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
                 u64::from_le_bytes(b)
             };
             match dt {
-                "BOOL" => json!(c[0] != 0),
-                "UINT8" => json!(c[0]),
-                "INT8" => json!(c[0] as i8),
-                "UINT16" => json!(u(2) as u16),
-                "INT16" => json!(u(2) as u16 as i16),
-                "UINT32" => json!(u(4) as u32),
-                "INT32" => json!(u(4) as u32 as i32),
-                "UINT64" => json!(u(8)),
-                "INT64" => json!(u(8) as i64),
-                "FP16" => json!(f16_value(u(2) as u16)),
-                "BF16" => json!(bf16_value(u(2) as u16)),
-                "FP32" => json!(f32::from_bits(u(4) as u32)),
-                _ => json!(f64::from_bits(u(8))),
+                DataType::Bool => json!(c[0] != 0),
+                DataType::Uint8 => json!(c[0]),
+                DataType::Int8 => json!(c[0] as i8),
+                DataType::Uint16 => json!(u(2) as u16),
+                DataType::Int16 => json!(u(2) as u16 as i16),
+                DataType::Uint32 => json!(u(4) as u32),
+                DataType::Int32 => json!(u(4) as u32 as i32),
+                DataType::Uint64 => json!(u(8)),
+                DataType::Int64 => json!(u(8) as i64),
+                DataType::Fp16 => json!(f16_value(u(2) as u16)),
+                DataType::Bf16 => json!(bf16_value(u(2) as u16)),
+                DataType::Fp32 => json!(f32::from_bits(u(4) as u32)),
+                DataType::Fp64 | DataType::Bytes => json!(f64::from_bits(u(8))),
             }
         })
         .collect())
@@ -94,13 +88,15 @@ pub fn decode(dt: &str, raw: &[u8]) -> Result<Vec<Value>, String> {
 /// One output of an answer: its datatype and flattened values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
-    pub datatype: String,
+    /// The element type.
+    pub datatype: DataType,
+    /// The values, flattened.
     pub data: Vec<Value>,
 }
 
 /// A tensor given in an input-data file: a (nested) list, `{"content": [..], "shape": [..]}`,
 /// or `{"b64": "<raw little-endian bytes>"}`. The values, flattened, and the shape if given.
-pub fn given(dt: &str, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), String> {
+pub fn given(dt: DataType, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), String> {
     match v {
         Value::Array(a) => Ok((flatten(a), None)),
         Value::Object(o) => {
@@ -128,6 +124,7 @@ pub fn given(dt: &str, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), Stri
     }
 }
 
+/// Nested lists as one flat list, in row-major order.
 pub fn flatten(a: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
     for v in a {
@@ -163,7 +160,11 @@ pub fn http_outputs(
             .as_str()
             .ok_or("an output has no name")?
             .to_string();
-        let datatype = o["datatype"].as_str().unwrap_or_default().to_string();
+        let datatype: DataType = o["datatype"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| format!("output {name}: {e}"))?;
         let data = match o
             .pointer("/parameters/binary_data_size")
             .and_then(Value::as_u64)
@@ -173,7 +174,7 @@ pub fn http_outputs(
                     .get(at..at + n as usize)
                     .ok_or_else(|| format!("output {name}: binary data past the answer's end"))?;
                 at += n as usize;
-                decode(&datatype, raw).map_err(|e| format!("output {name}: {e}"))?
+                decode(datatype, raw).map_err(|e| format!("output {name}: {e}"))?
             }
             None => flatten(o["data"].as_array().map(Vec::as_slice).unwrap_or(&[])),
         };
@@ -187,7 +188,7 @@ pub type Expected = BTreeMap<String, Vec<Value>>;
 
 /// `validation_data` of an input-data file, checked against the model's outputs: `None` when
 /// the file has none.
-pub fn expected(file: &Value, meta: &Value) -> Result<Option<Vec<Expected>>, String> {
+pub fn expected(file: &Value, meta: &ModelMetadata) -> Result<Option<Vec<Expected>>, String> {
     let Some(v) = file.get("validation_data") else {
         return Ok(None);
     };
@@ -204,15 +205,11 @@ pub fn expected(file: &Value, meta: &Value) -> Result<Option<Vec<Expected>>, Str
             entries.len()
         ));
     }
-    let outputs: BTreeMap<&str, &str> = meta
-        .get("outputs")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| Some((o["name"].as_str()?, o["datatype"].as_str()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let outputs: BTreeMap<&str, DataType> = meta
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o.datatype))
+        .collect();
     let mut out = Vec::new();
     for (k, e) in entries.iter().enumerate() {
         let e = e
@@ -227,7 +224,7 @@ pub fn expected(file: &Value, meta: &Value) -> Result<Option<Vec<Expected>>, Str
                 )
             })?;
             let (values, _) =
-                given(dt, v).map_err(|e| format!("validation_data[{k}].{name}: {e}"))?;
+                given(*dt, v).map_err(|e| format!("validation_data[{k}].{name}: {e}"))?;
             want.insert(name.clone(), values);
         }
         out.push(want);
@@ -249,13 +246,7 @@ pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), Stri
                 values.len()
             ));
         }
-        let tol = match t.datatype.as_str() {
-            "FP16" => 1e-3,
-            "BF16" => 1e-2,
-            "FP32" => 1e-5,
-            "FP64" => 1e-9,
-            _ => 0.0,
-        };
+        let tol = t.datatype.tolerance();
         for (k, (g, w)) in t.data.iter().zip(values).enumerate() {
             let same = match (g.as_f64(), w.as_f64()) {
                 (Some(a), Some(b)) if tol > 0.0 => (a - b).abs() <= tol * b.abs().max(1.0),
@@ -311,7 +302,7 @@ pub fn bf16_bits(x: f32) -> u16 {
 }
 
 /// Tensor data as the binary forms want it: little-endian, row-major, BYTES length-prefixed.
-pub fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode(dt: DataType, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
     let f = |v: &Value| {
         v.as_f64()
             .ok_or_else(|| format!("{dt} data must be numbers"))
@@ -323,22 +314,21 @@ pub fn encode(dt: &str, data: &[Value], out: &mut Vec<u8>) -> Result<(), String>
     };
     for v in data {
         match dt {
-            "BOOL" => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
-            "UINT8" | "INT8" => out.push(i(v)? as u8),
-            "UINT16" | "INT16" => out.extend((i(v)? as u16).to_le_bytes()),
-            "UINT32" | "INT32" => out.extend((i(v)? as u32).to_le_bytes()),
-            "UINT64" | "INT64" => out.extend((i(v)? as u64).to_le_bytes()),
-            "FP16" => out.extend(f16_bits(f(v)? as f32).to_le_bytes()),
-            "BF16" => out.extend(bf16_bits(f(v)? as f32).to_le_bytes()),
-            "FP32" => out.extend((f(v)? as f32).to_le_bytes()),
-            "FP64" => out.extend(f(v)?.to_le_bytes()),
+            DataType::Bool => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
+            DataType::Uint8 | DataType::Int8 => out.push(i(v)? as u8),
+            DataType::Uint16 | DataType::Int16 => out.extend((i(v)? as u16).to_le_bytes()),
+            DataType::Uint32 | DataType::Int32 => out.extend((i(v)? as u32).to_le_bytes()),
+            DataType::Uint64 | DataType::Int64 => out.extend((i(v)? as u64).to_le_bytes()),
+            DataType::Fp16 => out.extend(f16_bits(f(v)? as f32).to_le_bytes()),
+            DataType::Bf16 => out.extend(bf16_bits(f(v)? as f32).to_le_bytes()),
+            DataType::Fp32 => out.extend((f(v)? as f32).to_le_bytes()),
+            DataType::Fp64 => out.extend(f(v)?.to_le_bytes()),
             // Each element: a 4-byte little-endian length, then the bytes.
-            "BYTES" => {
+            DataType::Bytes => {
                 let b = v.as_str().ok_or("BYTES data must be strings")?.as_bytes();
                 out.extend((b.len() as u32).to_le_bytes());
                 out.extend(b);
             }
-            other => return Err(format!("unknown datatype {other}")),
         }
     }
     Ok(())
@@ -351,24 +341,30 @@ mod tests {
     #[test]
     fn raw_bytes_decode_per_datatype() {
         let mut raw = Vec::new();
-        encode("FP16", &[json!(1.5), json!(-0.25)], &mut raw).unwrap();
+        encode(DataType::Fp16, &[json!(1.5), json!(-0.25)], &mut raw).unwrap();
         assert_eq!(
-            decode("FP16", &raw).unwrap(),
+            decode(DataType::Fp16, &raw).unwrap(),
             vec![json!(1.5), json!(-0.25)]
         );
         raw.clear();
-        encode("BF16", &[json!(3.0)], &mut raw).unwrap();
-        assert_eq!(decode("BF16", &raw).unwrap(), vec![json!(3.0)]);
+        encode(DataType::Bf16, &[json!(3.0)], &mut raw).unwrap();
+        assert_eq!(decode(DataType::Bf16, &raw).unwrap(), vec![json!(3.0)]);
         raw.clear();
-        encode("INT16", &[json!(-2), json!(7)], &mut raw).unwrap();
-        assert_eq!(decode("INT16", &raw).unwrap(), vec![json!(-2), json!(7)]);
+        encode(DataType::Int16, &[json!(-2), json!(7)], &mut raw).unwrap();
+        assert_eq!(
+            decode(DataType::Int16, &raw).unwrap(),
+            vec![json!(-2), json!(7)]
+        );
         raw.clear();
-        encode("BYTES", &[json!("ab"), json!("")], &mut raw).unwrap();
-        assert_eq!(decode("BYTES", &raw).unwrap(), vec![json!("ab"), json!("")]);
+        encode(DataType::Bytes, &[json!("ab"), json!("")], &mut raw).unwrap();
+        assert_eq!(
+            decode(DataType::Bytes, &raw).unwrap(),
+            vec![json!("ab"), json!("")]
+        );
         // perf_analyzer's best-known mistake: BYTES without the length prefixes.
-        let e = decode("BYTES", b"hello world").unwrap_err();
+        let e = decode(DataType::Bytes, b"hello world").unwrap_err();
         assert!(e.contains("length prefix"), "{e}");
-        assert!(decode("FP32", &[0, 0, 0]).is_err());
+        assert!(decode(DataType::Fp32, &[0, 0, 0]).is_err());
         assert_eq!(f16_value(0x7c00), f32::INFINITY);
         assert_eq!(f16_value(0x0001), 2f32.powi(-24));
     }
@@ -380,7 +376,7 @@ mod tests {
         let a = http_outputs(json_answer, None).unwrap();
         let head = br#"{"outputs":[{"name":"OUT","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}"#;
         let mut bin = head.to_vec();
-        encode("FP32", &[json!(1.5), json!(2.0)], &mut bin).unwrap();
+        encode(DataType::Fp32, &[json!(1.5), json!(2.0)], &mut bin).unwrap();
         let b = http_outputs(&bin, Some(head.len())).unwrap();
         assert_eq!(a, b);
         assert!(http_outputs(&bin[..bin.len() - 1], Some(head.len())).is_err());
@@ -388,7 +384,9 @@ mod tests {
 
     #[test]
     fn validation_data_is_checked_against_the_model_and_the_answers() {
-        let meta = json!({"outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 2]}]});
+        let meta: ModelMetadata = serde_json::from_value(json!({"name": "m", "inputs": [],
+            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 2]}]}))
+        .unwrap();
         let file = json!({"data": [{"IN": [1, 2]}],
                           "validation_data": [{"OUT": {"content": [1.5, 2.0], "shape": [2]}}]});
         let want = expected(&file, &meta).unwrap().unwrap();
@@ -396,7 +394,7 @@ mod tests {
             BTreeMap::from([(
                 "OUT".to_string(),
                 Tensor {
-                    datatype: "FP32".into(),
+                    datatype: DataType::Fp32,
                     data: v,
                 },
             )])

@@ -276,8 +276,8 @@ fn parse_output(o: &str) -> Result<(OutputKind, PathBuf), PushError> {
     Ok((kind, PathBuf::from(path)))
 }
 
-/// Validates, layers, packages and pushes (or writes) the model repository of `s`.
-pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushReport, PushError> {
+/// Options that cannot go together, and a repository that is not there.
+fn check_settings(s: &PushSettings) -> Result<(), PushError> {
     if s.builder == Builder::Docker && (s.repository.is_none() || s.output.is_some()) {
         return Err(PushError::Usage(
             "--builder docker pushes through the Docker Engine: it needs --repository and cannot write --output".into(),
@@ -289,21 +289,11 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
             s.repo.display()
         )));
     }
-    let output_to = s.output.as_deref().map(parse_output).transpose()?;
-    // 1. Validate.
-    let report = validate::validate(std::slice::from_ref(&s.repo), &Options::default())?;
-    if !report.is_valid(false) {
-        if !s.skip_validate {
-            return Err(PushError::Invalid(Box::new(report)));
-        }
-        tracing::warn!(
-            errors = report.errors(),
-            "pushing an invalid repository (--skip-validate)"
-        );
-    }
-    // 2. Layers, one per model.
-    let repo = ModelRepo::read(&s.repo, None)
-        .map_err(|e| PushError::Other(format!("reading {}: {e}", s.repo.display())))?;
+    Ok(())
+}
+
+/// One layer per model (cached between runs), each within ECR's size limit.
+async fn model_layers(s: &PushSettings, repo: &ModelRepo) -> Result<Vec<Layer>, PushError> {
     let cache = Cache::default_location();
     let mut model_layers: Vec<Layer> = Vec::new();
     for m in repo.models.iter().filter(|m| !m.name.starts_with('.')) {
@@ -334,9 +324,12 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
             s.repo.display()
         )));
     }
+    Ok(model_layers)
+}
 
-    // 3. Target registry (ECR), unless only writing locally.
-    let base_name = ImageName::parse(&s.base)?;
+/// The ECR repository (created if missing) and its registry, logged in; with
+/// `--registry-endpoint`, also the ECR API to tell of the image.
+async fn target_registry(s: &PushSettings) -> Result<Option<Target>, PushError> {
     let mut target: Option<(Registry, ecr::Repository)> = None;
     // With --registry-endpoint the registry is not ECR's own (a stand-in or a proxy): the ECR API
     // then learns of the image from us, as ECR's registry would tell it.
@@ -374,16 +367,21 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         target = Some((reg, repository));
     }
 
-    if s.builder == Builder::Docker {
-        let (reg, repository) = target
-            .as_ref()
-            .expect("checked: --builder docker needs --repository");
-        return docker_push(s, &progress, &repo, &model_layers, &report, reg, repository).await;
-    }
+    Ok(target.map(|(registry, repository)| Target {
+        registry,
+        repository,
+        control_plane,
+    }))
+}
 
-    // 4. Base image: from the target registry when it lives there, else from its own.
-    let base_reg = match &target {
-        Some((reg, _)) if reg.host() == base_name.registry => reg.clone(),
+/// The base image's registry: the target one when the base lives there, else its own.
+fn base_registry(
+    s: &PushSettings,
+    target: Option<&Target>,
+    base_name: &ImageName,
+) -> Result<Registry, PushError> {
+    Ok(match target {
+        Some(t) if t.registry.host() == base_name.registry => t.registry.clone(),
         _ => {
             let creds = s
                 .base_credentials_env
@@ -396,12 +394,18 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
                 s.insecure_registry,
             )?
         }
-    };
-    let base = image::resolve_base(&base_reg, &base_name).await?;
+    })
+}
 
-    // 5. Config and manifest.
+/// The image's labels: the models it serves, our version, its base, the repository's revision.
+fn image_labels(
+    s: &PushSettings,
+    report: &validate::Report,
+    base_name: &ImageName,
+    base_digest: &str,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    labels.insert("ai.triton-deploy.models".to_string(), served_label(&report));
+    labels.insert("ai.triton-deploy.models".to_string(), served_label(report));
     labels.insert(
         "ai.triton-deploy.version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
@@ -412,23 +416,16 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
     );
     labels.insert(
         "org.opencontainers.image.base.digest".to_string(),
-        base.digest.clone(),
+        base_digest.to_string(),
     );
     if let Some(rev) = git_revision(&s.repo) {
         labels.insert("org.opencontainers.image.revision".to_string(), rev);
     }
-    let built = image::build(
-        &base,
-        &model_layers,
-        &ImageSettings {
-            triton_args: s.triton_args.clone(),
-            labels,
-        },
-    );
-    let tag = s
-        .tag
-        .clone()
-        .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
+    labels
+}
+
+/// A tag the registry takes.
+fn check_tag(tag: &str) -> Result<(), PushError> {
     if tag.is_empty()
         || tag.len() > 128
         || !tag
@@ -441,28 +438,64 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         )));
     }
 
-    // 6. Local output.
-    if let Some((kind, path)) = &output_to {
-        let ref_name = match &target {
-            Some((_, r)) => format!("{}:{tag}", r.uri),
-            None => format!(
-                "{}:{tag}",
-                s.repo
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_lowercase())
-                    .unwrap_or_else(|| "models".into())
-            ),
-        };
-        match kind {
-            OutputKind::OciLayout => image::write_oci_layout(&built, &base_reg, path, &tag).await?,
-            OutputKind::DockerArchive => {
-                image::write_docker_archive(&built, &base_reg, path, &ref_name).await?
-            }
+    Ok(())
+}
+
+/// The image written to a local OCI layout or Docker archive.
+async fn write_output(
+    s: &PushSettings,
+    output_to: &(OutputKind, PathBuf),
+    target: Option<&Target>,
+    built: &image::BuiltImage,
+    base_reg: &Registry,
+    tag: &str,
+) -> Result<(), PushError> {
+    let (kind, path) = output_to;
+    let ref_name = match target {
+        Some(t) => format!("{}:{tag}", t.repository.uri),
+        None => format!(
+            "{}:{tag}",
+            s.repo
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_else(|| "models".into())
+        ),
+    };
+    match kind {
+        OutputKind::OciLayout => image::write_oci_layout(built, base_reg, path, tag).await?,
+        OutputKind::DockerArchive => {
+            image::write_docker_archive(built, base_reg, path, &ref_name).await?
         }
     }
-    let output = s.output.clone();
+    Ok(())
+}
 
-    // 7. Push.
+/// The ECR repository pushed to, its registry, and (with `--registry-endpoint`) the ECR API
+/// to tell of the image.
+struct Target {
+    registry: Registry,
+    repository: ecr::Repository,
+    control_plane: Option<ecr::Ecr>,
+}
+
+/// What an upload sent and what the registry already had.
+struct Uploaded {
+    image: String,
+    layers: Vec<LayerReport>,
+    uploaded_bytes: u64,
+    reused_bytes: u64,
+}
+
+/// The image pushed to the target (when there is one), per layer whether it was sent.
+async fn upload(
+    s: &PushSettings,
+    progress: &Arc<Progress>,
+    model_layers: &[Layer],
+    built: &image::BuiltImage,
+    target: Option<&Target>,
+    base_reg: &Registry,
+    tag: &str,
+) -> Result<Uploaded, PushError> {
     let mut layer_reports: Vec<LayerReport> = model_layers
         .iter()
         .map(|l| LayerReport {
@@ -473,18 +506,22 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         })
         .collect();
     let (mut uploaded_bytes, mut reused_bytes) = (0, 0);
-    let image_ref = match &target {
-        Some((reg, repository)) => {
+    let image_ref = match target {
+        Some(Target {
+            registry: reg,
+            repository,
+            control_plane,
+        }) => {
             let progress: Arc<dyn image::Progress> = progress.clone();
             let scratch = tempfile::tempdir().map_err(|e| PushError::Other(e.to_string()))?;
             let dest = image::Destination {
                 registry: reg,
                 repo: &repository.name,
-                tag: &tag,
+                tag,
                 immutable: repository.immutable_tags,
             };
             let outcome =
-                image::push(&built, &dest, &base_reg, s.jobs, progress, scratch.path()).await?;
+                image::push(built, &dest, base_reg, s.jobs, progress, scratch.path()).await?;
             for b in &outcome.blobs {
                 if b.uploaded {
                     uploaded_bytes += b.size;
@@ -495,10 +532,10 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
                     l.uploaded = b.uploaded;
                 }
             }
-            if let Some(c) = &control_plane {
+            if let Some(c) = control_plane {
                 c.put_image(
                     &repository.name,
-                    &tag,
+                    tag,
                     &String::from_utf8_lossy(&built.manifest_bytes),
                     &built.manifest_media_type,
                 )
@@ -508,19 +545,89 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         }
         None => format!("{}@{}", s.repo.display(), built.digest),
     };
-    Ok(PushReport {
+    Ok(Uploaded {
         image: image_ref,
-        digest: built.digest.clone(),
-        tag,
         layers: layer_reports,
         uploaded_bytes,
         reused_bytes,
+    })
+}
+
+/// Validates, layers, packages and pushes (or writes) the model repository of `s`.
+pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushReport, PushError> {
+    check_settings(s)?;
+    let output_to = s.output.as_deref().map(parse_output).transpose()?;
+    // 1. Validate.
+    let report = validate::validate(std::slice::from_ref(&s.repo), &Options::default())?;
+    if !report.is_valid(false) {
+        if !s.skip_validate {
+            return Err(PushError::Invalid(Box::new(report)));
+        }
+        tracing::warn!(
+            errors = report.errors(),
+            "pushing an invalid repository (--skip-validate)"
+        );
+    }
+    // 2. Layers, one per model.
+    let repo = ModelRepo::read(&s.repo, None)
+        .map_err(|e| PushError::Other(format!("reading {}: {e}", s.repo.display())))?;
+    let model_layers = model_layers(s, &repo).await?;
+    // 3. Target registry (ECR), unless only writing locally.
+    let base_name = ImageName::parse(&s.base)?;
+    let target = target_registry(s).await?;
+    if s.builder == Builder::Docker {
+        let t = target
+            .as_ref()
+            .expect("checked: --builder docker needs --repository");
+        let (reg, repository) = (&t.registry, &t.repository);
+        return docker_push(s, &progress, &repo, &model_layers, &report, reg, repository).await;
+    }
+    // 4. Base image.
+    let base_reg = base_registry(s, target.as_ref(), &base_name)?;
+    let base = image::resolve_base(&base_reg, &base_name).await?;
+    // 5. Config and manifest.
+    let labels = image_labels(s, &report, &base_name, &base.digest);
+    let built = image::build(
+        &base,
+        &model_layers,
+        &ImageSettings {
+            triton_args: s.triton_args.clone(),
+            labels,
+        },
+    );
+    let tag = s
+        .tag
+        .clone()
+        .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
+    check_tag(&tag)?;
+    // 6. Local output.
+    if let Some(o) = &output_to {
+        write_output(s, o, target.as_ref(), &built, &base_reg, &tag).await?;
+    }
+    // 7. Push.
+    let up = upload(
+        s,
+        &progress,
+        &model_layers,
+        &built,
+        target.as_ref(),
+        &base_reg,
+        &tag,
+    )
+    .await?;
+    Ok(PushReport {
+        image: up.image,
+        digest: built.digest.clone(),
+        tag,
+        layers: up.layers,
+        uploaded_bytes: up.uploaded_bytes,
+        reused_bytes: up.reused_bytes,
         seconds: 0.0,
         base: BaseReport {
             image: base_name.to_string(),
             digest: base.digest.clone(),
             layers: base.layers.len(),
         },
-        output,
+        output: s.output.clone(),
     })
 }

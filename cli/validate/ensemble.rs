@@ -11,6 +11,8 @@ use crate::triton::model_repo::ModelRepo;
 
 use super::model::{dtype_name, fmt_dims};
 
+type EnsembleStep = crate::triton::model_config::inference::model_ensembling::Step;
+
 fn steps(cfg: &ModelConfig) -> &[crate::triton::model_config::inference::model_ensembling::Step] {
     match &cfg.scheduling_choice {
         Some(SchedulingChoice::EnsembleScheduling(e)) => &e.step,
@@ -174,17 +176,26 @@ fn shape_matches(a: &Shape, b: &Shape) -> bool {
     eq(&a.dims, &b.dims) || eq(&full(a), &full(b)) || eq(&full(a), &b.dims) || eq(&a.dims, &full(b))
 }
 
-fn cross_model(
+/// Where an ensemble tensor is used, with the shape each use gives it.
+type Uses = BTreeMap<String, Vec<(Shape, String)>>;
+
+/// A tensor's dims as the model sees them (after its reshape).
+fn reshaped(
+    dims: &[i64],
+    reshape: Option<&crate::triton::model_config::inference::ModelTensorReshape>,
+) -> Vec<i64> {
+    reshape
+        .map(|r| r.shape.clone())
+        .unwrap_or_else(|| dims.to_vec())
+}
+
+/// The steps' models the repository does not have (or has ambiguously), reported.
+fn missing_members<'a>(
     cx: &mut Cx,
-    cfg: &ModelConfig,
+    steps: &'a [EnsembleStep],
     repo: &ModelRepo,
-    resolved: &HashMap<&str, Option<Resolved>>,
     m: &str,
-) {
-    let steps = steps(cfg);
-    if steps.is_empty() {
-        return;
-    }
+) -> BTreeSet<&'a str> {
     // Models that are not in the repository.
     let missing: BTreeSet<&str> = steps
         .iter()
@@ -203,27 +214,13 @@ fn cross_model(
             format!("ensemble {m} contains models that are not available or ambiguous: {list}"),
         );
     }
-    if let Some(cycle) = find_cycle(m, repo) {
-        cx.error(
-            ENSEMBLE_MODELS,
-            "ensemble_scheduling",
-            format!(
-                "circular dependency between ensembles: {}",
-                cycle.join(" -> ")
-            ),
-        );
-    }
+    missing
+}
 
+/// The ensemble's own inputs and outputs, as the first use of each tensor.
+fn own_shapes(cfg: &ModelConfig, m: &str) -> Uses {
     let own_batching = cfg.max_batch_size > 0;
     let mut shapes: BTreeMap<String, Vec<(Shape, String)>> = BTreeMap::new();
-    let reshaped =
-        |dims: &[i64],
-         reshape: Option<&crate::triton::model_config::inference::ModelTensorReshape>|
-         -> Vec<i64> {
-            reshape
-                .map(|r| r.shape.clone())
-                .unwrap_or_else(|| dims.to_vec())
-        };
     for (i, t) in cfg.input.iter().enumerate() {
         shapes.entry(t.name.clone()).or_default().push((
             Shape {
@@ -247,97 +244,137 @@ fn cross_model(
         ));
     }
 
-    for (i, s) in steps.iter().enumerate() {
-        let sp = format!("ensemble_scheduling.step[{i}]");
-        let Some(member) = repo.model(&s.model_name) else {
-            continue;
+    shapes
+}
+
+/// One step's member: loadable, in the version asked, batching within it, and every map
+/// naming tensors the member has; the uses of ensemble tensors recorded.
+fn member_step(
+    cx: &mut Cx,
+    cfg: &ModelConfig,
+    repo: &ModelRepo,
+    m: &str,
+    (i, s): (usize, &EnsembleStep),
+    shapes: &mut Uses,
+) {
+    let sp = format!("ensemble_scheduling.step[{i}]");
+    let Some(member) = repo.model(&s.model_name) else {
+        return;
+    };
+    let name = &s.model_name;
+    let Some(parsed) = member.parsed() else {
+        let why = match &member.config {
+            Some(Err(e)) => e.message.clone(),
+            _ => format!(
+                "failed to open text file for read {}: No such file or directory",
+                member.config_file.display()
+            ),
         };
-        if missing.contains(s.model_name.as_str()) {
-            continue;
-        }
-        let name = &s.model_name;
-        let Some(parsed) = member.parsed() else {
-            let why = match &member.config {
-                Some(Err(e)) => e.message.clone(),
-                _ => format!(
-                    "failed to open text file for read {}: No such file or directory",
-                    member.config_file.display()
-                ),
-            };
-            cx.error(ENSEMBLE_MODELS, &format!("{sp}.model_name"), format!("ensemble '{m}' depends on '{name}' which is not valid. Model '{name}' failed with error: {why}"));
-            continue;
-        };
-        let mc = &parsed.config;
-        let versions = fs::selected_versions(member, mc);
-        if versions.is_empty() {
-            cx.error(
-                ENSEMBLE_MODELS,
-                &format!("{sp}.model_name"),
-                format!("ensemble '{m}' depends on '{name}' which has no loaded version."),
-            );
-        } else if s.model_version != -1 && !versions.contains(&s.model_version) {
-            cx.error(
-                ENSEMBLE_MODELS,
-                &format!("{sp}.model_version"),
-                format!(
-                    "ensemble '{m}' depends on '{name}' whose required version {} is not loaded.",
-                    s.model_version
-                ),
+        cx.error(ENSEMBLE_MODELS, &format!("{sp}.model_name"), format!("ensemble '{m}' depends on '{name}' which is not valid. Model '{name}' failed with error: {why}"));
+        return;
+    };
+    let mc = &parsed.config;
+    let versions = fs::selected_versions(member, mc);
+    if versions.is_empty() {
+        cx.error(
+            ENSEMBLE_MODELS,
+            &format!("{sp}.model_name"),
+            format!("ensemble '{m}' depends on '{name}' which has no loaded version."),
+        );
+    } else if s.model_version != -1 && !versions.contains(&s.model_version) {
+        cx.error(
+            ENSEMBLE_MODELS,
+            &format!("{sp}.model_version"),
+            format!(
+                "ensemble '{m}' depends on '{name}' whose required version {} is not loaded.",
+                s.model_version
+            ),
+        )
+        .help(if s.model_version == 0 {
+            "model_version is 0 when omitted; set model_version: -1 to use the latest version"
+                .to_string()
+        } else {
+            format!("'{name}' serves versions {versions:?} under its version policy")
+        });
+    }
+    if mc.max_batch_size != 0 && cfg.max_batch_size > mc.max_batch_size {
+        cx.error(ENSEMBLE_MODELS, "max_batch_size", format!("ensemble {m} allows maximum batch size {}, but it contains model {name} which only allows maximum batch size to be {}", cfg.max_batch_size, mc.max_batch_size));
+    }
+    let member_batching = mc.max_batch_size > 0;
+    // The member's tensors: name, datatype, dims as the member sees them.
+    let inputs: Vec<(&str, i32, Vec<i64>)> = mc
+        .input
+        .iter()
+        .map(|x| {
+            (
+                x.name.as_str(),
+                x.data_type,
+                reshaped(&x.dims, x.reshape.as_ref()),
             )
-            .help(if s.model_version == 0 {
-                "model_version is 0 when omitted; set model_version: -1 to use the latest version"
-                    .to_string()
-            } else {
-                format!("'{name}' serves versions {versions:?} under its version policy")
-            });
-        }
-        if mc.max_batch_size != 0 && cfg.max_batch_size > mc.max_batch_size {
-            cx.error(ENSEMBLE_MODELS, "max_batch_size", format!("ensemble {m} allows maximum batch size {}, but it contains model {name} which only allows maximum batch size to be {}", cfg.max_batch_size, mc.max_batch_size));
-        }
-        let member_batching = mc.max_batch_size > 0;
-        let _ = resolved;
-        for (k, t) in sorted(&s.input_map) {
-            let kp = format!("{sp}.input_map[{k:?}]");
-            match mc.input.iter().find(|x| x.name == *k) {
+        })
+        .collect();
+    let outputs: Vec<(&str, i32, Vec<i64>)> = mc
+        .output
+        .iter()
+        .map(|x| {
+            (
+                x.name.as_str(),
+                x.data_type,
+                reshaped(&x.dims, x.reshape.as_ref()),
+            )
+        })
+        .collect();
+    let maps = [
+        (
+            "input_map",
+            &s.input_map,
+            &inputs,
+            "is mapping to non-existing input",
+        ),
+        (
+            "output_map",
+            &s.output_map,
+            &outputs,
+            "is mapped from non-existing output",
+        ),
+    ];
+    for (field, map, have, wording) in maps {
+        for (k, t) in sorted(map) {
+            let kp = format!("{sp}.{field}[{k:?}]");
+            match have.iter().find(|x| x.0 == k.as_str()) {
                 None => {
-                    cx.error(ENSEMBLE_MODELS, &kp, format!("in ensemble {m}, ensemble tensor {t} is mapping to non-existing input {k} in model {name}"));
+                    cx.error(
+                        ENSEMBLE_MODELS,
+                        &kp,
+                        format!(
+                            "in ensemble {m}, ensemble tensor {t} {wording} {k} in model {name}"
+                        ),
+                    );
                 }
-                Some(x) => shapes.entry(t.clone()).or_default().push((
+                Some((_, data_type, dims)) => shapes.entry(t.clone()).or_default().push((
                     Shape {
                         model: name.clone(),
-                        data_type: x.data_type,
-                        dims: reshaped(&x.dims, x.reshape.as_ref()),
+                        data_type: *data_type,
+                        dims: dims.clone(),
                         batching: member_batching,
                     },
                     kp,
                 )),
             }
         }
-        for x in &mc.input {
-            if !x.optional && !s.input_map.contains_key(&x.name) {
-                cx.error(ENSEMBLE_MODELS, &format!("{sp}.input_map"), format!("in ensemble {m}, input {} in model {name} is not mapped to any ensemble tensors", x.name));
-            }
-        }
-        for (k, t) in sorted(&s.output_map) {
-            let kp = format!("{sp}.output_map[{k:?}]");
-            match mc.output.iter().find(|x| x.name == *k) {
-                None => {
-                    cx.error(ENSEMBLE_MODELS, &kp, format!("in ensemble {m}, ensemble tensor {t} is mapped from non-existing output {k} in model {name}"));
+        if field == "input_map" {
+            for x in &mc.input {
+                if !x.optional && !s.input_map.contains_key(&x.name) {
+                    cx.error(ENSEMBLE_MODELS, &format!("{sp}.input_map"), format!("in ensemble {m}, input {} in model {name} is not mapped to any ensemble tensors", x.name));
                 }
-                Some(x) => shapes.entry(t.clone()).or_default().push((
-                    Shape {
-                        model: name.clone(),
-                        data_type: x.data_type,
-                        dims: reshaped(&x.dims, x.reshape.as_ref()),
-                        batching: member_batching,
-                    },
-                    kp,
-                )),
             }
         }
     }
-    decoupled_origins(cx, steps, repo, m);
-    for (t, uses) in &shapes {
+}
+
+/// Every use of an ensemble tensor agrees with its first in datatype and shape.
+fn consistent_shapes(cx: &mut Cx, m: &str, shapes: &Uses) {
+    for (t, uses) in shapes {
         let Some((first, _)) = uses.first() else {
             continue;
         };
@@ -349,6 +386,39 @@ fn cross_model(
             }
         }
     }
+}
+
+fn cross_model(
+    cx: &mut Cx,
+    cfg: &ModelConfig,
+    repo: &ModelRepo,
+    _resolved: &HashMap<&str, Option<Resolved>>,
+    m: &str,
+) {
+    let steps = steps(cfg);
+    if steps.is_empty() {
+        return;
+    }
+    let missing = missing_members(cx, steps, repo, m);
+    if let Some(cycle) = find_cycle(m, repo) {
+        cx.error(
+            ENSEMBLE_MODELS,
+            "ensemble_scheduling",
+            format!(
+                "circular dependency between ensembles: {}",
+                cycle.join(" -> ")
+            ),
+        );
+    }
+
+    let mut shapes = own_shapes(cfg, m);
+    for (i, s) in steps.iter().enumerate() {
+        if !missing.contains(s.model_name.as_str()) {
+            member_step(cx, cfg, repo, m, (i, s), &mut shapes);
+        }
+    }
+    decoupled_origins(cx, steps, repo, m);
+    consistent_shapes(cx, m, &shapes);
 }
 
 /// A step may not take inputs that originate from two different decoupled models: their responses

@@ -1,0 +1,407 @@
+//! The load generator: a step's load ([`Load`], from a `--concurrency`/`--rate` range), its
+//! measurement windows (closed or open loop), and a step measured until stable ([`measure`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::server::{gpu_metrics, model_stats, server_side};
+use super::transport::Transport;
+use super::{Behind, Latency, Settings, Step};
+
+/// The load of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    /// Closed loop: this many requests in flight.
+    Concurrency(u32),
+    /// Open loop: requests per second, evenly spaced.
+    Rate(f64),
+    /// Open loop: requests per second, exponential gaps.
+    Poisson(f64),
+}
+
+impl Load {
+    pub fn label(&self) -> String {
+        match self {
+            Load::Concurrency(c) => format!("concurrency {c}"),
+            Load::Rate(r) => format!("rate {r}/s"),
+            Load::Poisson(r) => format!("poisson {r}/s"),
+        }
+    }
+}
+
+/// `1:64:x2` (doubling) or `100:2000:100` (adding) or a single value.
+pub fn parse_range(s: &str) -> Result<Vec<f64>, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |x: &str| -> Result<f64, String> {
+        x.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("`{s}`: `{x}` is not a positive number"))
+    };
+    match parts.as_slice() {
+        [one] => Ok(vec![num(one)?]),
+        [a, b] | [a, b, _] => {
+            let (start, end) = (num(a)?, num(b)?);
+            if end < start {
+                return Err(format!("`{s}`: the end is below the start"));
+            }
+            let step = parts.get(2).copied().unwrap_or("x2");
+            let mut out = Vec::new();
+            let mut v = start;
+            if let Some(f) = step.strip_prefix('x') {
+                let f = num(f)?;
+                if f <= 1.0 {
+                    return Err(format!("`{s}`: the factor must be above 1"));
+                }
+                while v <= end * (1.0 + 1e-9) {
+                    out.push(v);
+                    v *= f;
+                }
+            } else {
+                let d = num(step)?;
+                while v <= end * (1.0 + 1e-9) {
+                    out.push(v);
+                    v += d;
+                }
+            }
+            if out.len() > 1000 {
+                return Err(format!("`{s}`: more than 1000 steps"));
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "`{s}`: use START:END:STEP, e.g. 1:64:x2 or 100:2000:100"
+        )),
+    }
+}
+
+/// A small, fast PRNG (xorshift64*): random input data and Poisson gaps need no more.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p95: h.value_at_quantile(0.95),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: h.mean() as u64,
+    }
+}
+
+fn percentile(h: &Histogram<u64>, p: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(p / 100.0)
+    }
+}
+
+/// The counters the request tasks share during one window.
+struct Window {
+    hist: std::sync::Mutex<Histogram<u64>>,
+    ok: AtomicU64,
+    errors: std::sync::Mutex<BTreeMap<String, u64>>,
+    late: AtomicU64,
+    max_lag: AtomicU64,
+    /// Open loop: requests sent, and the time from the start to the last send.
+    sent: AtomicU64,
+    send_span_us: AtomicU64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            hist: std::sync::Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+            ),
+            ok: AtomicU64::new(0),
+            errors: std::sync::Mutex::new(BTreeMap::new()),
+            late: AtomicU64::new(0),
+            max_lag: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            send_span_us: AtomicU64::new(0),
+        }
+    }
+    fn record(&self, us: u64) {
+        let _ = self.hist.lock().expect("lock").record(us.max(1));
+        self.ok.fetch_add(1, Ordering::Relaxed);
+    }
+    fn error(&self, code: String) {
+        *self.errors.lock().expect("lock").entry(code).or_insert(0) += 1;
+    }
+}
+
+/// Runs one window of `load` for `length` (or `count` requests), recording into a new window.
+async fn run_window(
+    t: &Arc<Transport>,
+    load: Load,
+    length: Duration,
+    count: Option<u64>,
+    seed: u64,
+) -> Arc<Window> {
+    let w = Arc::new(Window::new());
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    match load {
+        Load::Concurrency(c) => {
+            for k in 0..c {
+                let (t, w, issued) = (t.clone(), w.clone(), issued.clone());
+                tasks.spawn(async move {
+                    // One connection per request in flight, kept for the whole window.
+                    let mut conn = t.conn();
+                    let mut i = k as usize;
+                    let mut hist =
+                        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+                    let mut ok = 0u64;
+                    loop {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        let n = issued.fetch_add(1, Ordering::Relaxed);
+                        if count.is_some_and(|c| n >= c) {
+                            break;
+                        }
+                        let start = Instant::now();
+                        match t.send(&mut conn, i).await {
+                            Ok(()) => {
+                                let _ = hist.record((start.elapsed().as_micros() as u64).max(1));
+                                ok += 1;
+                            }
+                            Err(code) => w.error(code),
+                        }
+                        i += c as usize;
+                    }
+                    // Each task keeps its own histogram: nothing shared per request.
+                    let _ = w.hist.lock().expect("lock").add(&hist);
+                    w.ok.fetch_add(ok, Ordering::Relaxed);
+                    t.put_back(conn);
+                });
+            }
+        }
+        Load::Rate(r) | Load::Poisson(r) => {
+            let poisson = matches!(load, Load::Poisson(_));
+            let mut rng = Rng::new(seed);
+            let mut intended = started;
+            let mut i = 0usize;
+            // In-flight cap: beyond it the generator is behind, and says so.
+            let cap = 20_000usize;
+            loop {
+                let gap = if poisson {
+                    -(1.0 - rng.next_f64()).ln() / r
+                } else {
+                    1.0 / r
+                };
+                intended += Duration::from_secs_f64(gap);
+                if intended >= deadline || count.is_some_and(|c| i as u64 >= c) {
+                    break;
+                }
+                // The timer ticks in milliseconds: sleep to just before the intended time, then
+                // yield (letting the requests in flight run) until it comes.
+                let early = intended.checked_sub(Duration::from_millis(1));
+                if let Some(e) = early.filter(|e| *e > Instant::now()) {
+                    tokio::time::sleep_until(e.into()).await;
+                }
+                while Instant::now() < intended {
+                    tokio::task::yield_now().await;
+                }
+                let lag = Instant::now()
+                    .saturating_duration_since(intended)
+                    .as_micros() as u64;
+                if lag > 1000 {
+                    w.late.fetch_add(1, Ordering::Relaxed);
+                }
+                w.max_lag.fetch_max(lag, Ordering::Relaxed);
+                w.sent.fetch_add(1, Ordering::Relaxed);
+                w.send_span_us
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                while tasks.len() >= cap {
+                    let _ = tasks.join_next().await;
+                }
+                while tasks.try_join_next().is_some() {}
+                let (t, w) = (t.clone(), w.clone());
+                let at = intended;
+                let k = i;
+                i += 1;
+                tasks.spawn(async move {
+                    let mut conn = t.conn();
+                    match t.send(&mut conn, k).await {
+                        // From the intended send time: a late send is latency the user would see.
+                        Ok(()) => w.record(at.elapsed().as_micros() as u64),
+                        Err(code) => w.error(code),
+                    }
+                    t.put_back(conn);
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    w
+}
+
+/// Measures one step: warm-up, then windows until the last three agree (or `max_trials`).
+pub async fn measure(
+    client: &reqwest::Client,
+    s: &Arc<Settings>,
+    transport: &Arc<Transport>,
+    load: Load,
+    on_window: &(dyn Fn(&str) + Sync),
+) -> Step {
+    if !s.warmup.is_zero() {
+        run_window(transport, load, s.warmup, None, 1).await;
+    }
+    let stats_before = model_stats(client, s).await;
+    let mut timeline = Vec::new();
+    let mut results: Vec<(f64, u64, Arc<Window>, Duration)> = Vec::new();
+    let mut stable = false;
+    let trials = if s.requests.is_some() {
+        1
+    } else {
+        s.max_trials.max(1)
+    };
+    for t in 0..trials {
+        let started = Instant::now();
+        let length = if s.requests.is_some() {
+            Duration::from_secs(3600)
+        } else {
+            s.window
+        };
+        let w = run_window(transport, load, length, s.requests, 7 + u64::from(t)).await;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let ok = w.ok.load(Ordering::Relaxed);
+        let thr = ok as f64 * f64::from(s.batch.max(1)) / secs;
+        let p = percentile(&w.hist.lock().expect("lock"), s.percentile);
+        on_window(&format!(
+            "{}: window {}: {:.1} infer/s, p{} {} us",
+            load.label(),
+            t + 1,
+            thr,
+            s.percentile,
+            p
+        ));
+        let errors: u64 = w.errors.lock().expect("lock").values().sum();
+        timeline.push([s.started.elapsed().as_secs_f64(), thr, p as f64]);
+        results.push((thr, p, w, started.elapsed()));
+        let total = ok + errors;
+        if total > 0 && errors as f64 / total as f64 > s.max_error_rate {
+            break;
+        }
+        if results.len() >= 3 {
+            let last = &results[results.len() - 3..];
+            let within = |v: Vec<f64>| {
+                let (mn, mx) = v
+                    .iter()
+                    .fold((f64::MAX, 0.0f64), |(a, b), x| (a.min(*x), b.max(*x)));
+                mn > 0.0 && mx / mn <= 1.0 + s.stability / 100.0
+            };
+            if within(last.iter().map(|r| r.0).collect())
+                && within(last.iter().map(|r| r.1 as f64).collect())
+            {
+                stable = true;
+                break;
+            }
+        }
+    }
+    // The step's figures: the last three windows (or all, if fewer) merged.
+    let take = results.len().min(3);
+    let last = &results[results.len() - take..];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let mut errors = BTreeMap::new();
+    let (mut ok, mut secs, mut late, mut max_lag) = (0u64, 0f64, 0u64, 0u64);
+    let (mut sent, mut send_secs) = (0u64, 0f64);
+    for (_, _, w, d) in last {
+        let _ = hist.add(&*w.hist.lock().expect("lock"));
+        for (k, v) in w.errors.lock().expect("lock").iter() {
+            *errors.entry(k.clone()).or_insert(0) += v;
+        }
+        ok += w.ok.load(Ordering::Relaxed);
+        late += w.late.load(Ordering::Relaxed);
+        max_lag = max_lag.max(w.max_lag.load(Ordering::Relaxed));
+        sent += w.sent.load(Ordering::Relaxed);
+        send_secs += w.send_span_us.load(Ordering::Relaxed) as f64 / 1e6;
+        secs += d.as_secs_f64();
+    }
+    let errors_total: u64 = errors.values().sum();
+    Step {
+        concurrency: match load {
+            Load::Concurrency(c) => Some(c),
+            _ => None,
+        },
+        rate: match load {
+            Load::Rate(r) | Load::Poisson(r) => Some(r),
+            _ => None,
+        },
+        throughput: ok as f64 * f64::from(s.batch.max(1)) / secs.max(1e-9),
+        requests: ok + errors_total,
+        errors: errors_total,
+        errors_by_code: errors,
+        latency_us: latency(&hist),
+        windows: results.len() as u32,
+        stable: stable || s.requests.is_some(),
+        behind: match load {
+            Load::Concurrency(_) => None,
+            _ => Some(Behind {
+                // n evenly spaced sends span n gaps from the start.
+                sent_rate: sent as f64 / send_secs.max(1e-9),
+                late_requests: late,
+                max_lag_us: max_lag,
+            }),
+        },
+        timeline,
+        server: server_side(
+            stats_before,
+            model_stats(client, s).await,
+            gpu_metrics(client, s).await,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_double_or_add() {
+        assert_eq!(
+            parse_range("1:64:x2").unwrap(),
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+        );
+        assert_eq!(
+            parse_range("100:300:100").unwrap(),
+            vec![100.0, 200.0, 300.0]
+        );
+        assert_eq!(parse_range("8").unwrap(), vec![8.0]);
+        assert!(parse_range("8:1").is_err());
+        assert!(parse_range("1:8:x1").is_err());
+        assert!(parse_range("a:b").is_err());
+        assert!(parse_range("1:1000000:1").is_err());
+    }
+}
