@@ -67,58 +67,7 @@ pub fn table(r: &BenchReport) -> String {
         "stable"
     );
     for s in &r.steps {
-        let load = s
-            .concurrency
-            .map(|c| format!("c={c}"))
-            .or(s.rate.map(|x| format!("{x}/s")))
-            .unwrap_or_default();
-        let pv = if extra { pick(s, p) } else { s.latency_us.max };
-        let _ = writeln!(
-            out,
-            "{:>12} {:>12.1} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
-            load,
-            s.throughput,
-            s.requests,
-            s.errors,
-            s.latency_us.p50,
-            s.latency_us.p90,
-            s.latency_us.p99,
-            pv,
-            if s.stable { "yes" } else { "no" }
-        );
-        if let Some(b) = &s.behind
-            && b.late_requests > 0
-        {
-            let _ = writeln!(
-                out,
-                "             generator behind: {} request(s) sent over 1 ms late (worst {} us); latency counts from the intended time",
-                b.late_requests, b.max_lag_us
-            );
-        }
-        if !s.errors_by_code.is_empty() {
-            let _ = writeln!(out, "             errors: {:?}", s.errors_by_code);
-        }
-        if let Some(st) = s.server.stats.get() {
-            let _ = writeln!(
-                out,
-                "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
-                num(st.queue_us),
-                num(st.compute_input_us),
-                num(st.compute_infer_us),
-                num(st.compute_output_us),
-                st.avg_batch
-                    .map(|b| format!("{b:.1}"))
-                    .unwrap_or("-".into())
-            );
-        }
-        if let Some(g) = s.server.gpu.get() {
-            let _ = writeln!(
-                out,
-                "             gpu: utilization {}, memory used {} bytes",
-                num(g.utilization),
-                g.memory_used_bytes
-            );
-        }
+        step_lines(&mut out, s, p, extra);
     }
     if let Some(sla) = &r.sla {
         let _ = writeln!(out, "SLA: {sla}");
@@ -153,6 +102,68 @@ pub fn table(r: &BenchReport) -> String {
     if let Some(s) = &r.stopped {
         let _ = writeln!(out, "stopped early: {s}");
     }
+    server_lines(&mut out, r);
+    out
+}
+
+/// One step's row, with its generator, error and server lines.
+fn step_lines(out: &mut String, s: &Step, p: f64, extra: bool) {
+    let load = s
+        .concurrency
+        .map(|c| format!("c={c}"))
+        .or(s.rate.map(|x| format!("{x}/s")))
+        .unwrap_or_default();
+    let pv = if extra { pick(s, p) } else { s.latency_us.max };
+    let _ = writeln!(
+        out,
+        "{:>12} {:>12.1} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        load,
+        s.throughput,
+        s.requests,
+        s.errors,
+        s.latency_us.p50,
+        s.latency_us.p90,
+        s.latency_us.p99,
+        pv,
+        if s.stable { "yes" } else { "no" }
+    );
+    if let Some(b) = &s.behind
+        && b.late_requests > 0
+    {
+        let _ = writeln!(
+            out,
+            "             generator behind: {} request(s) sent over 1 ms late (worst {} us); latency counts from the intended time",
+            b.late_requests, b.max_lag_us
+        );
+    }
+    if !s.errors_by_code.is_empty() {
+        let _ = writeln!(out, "             errors: {:?}", s.errors_by_code);
+    }
+    if let Some(st) = s.server.stats.get() {
+        let _ = writeln!(
+            out,
+            "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
+            num(st.queue_us),
+            num(st.compute_input_us),
+            num(st.compute_infer_us),
+            num(st.compute_output_us),
+            st.avg_batch
+                .map(|b| format!("{b:.1}"))
+                .unwrap_or("-".into())
+        );
+    }
+    if let Some(g) = s.server.gpu.get() {
+        let _ = writeln!(
+            out,
+            "             gpu: utilization {}, memory used {} bytes",
+            num(g.utilization),
+            g.memory_used_bytes
+        );
+    }
+}
+
+/// The model's configuration and what of the server's side was unavailable.
+fn server_lines(out: &mut String, r: &BenchReport) {
     match &r.model_config {
         Availability::Available(c) => {
             let dynamic = match &c.dynamic_batching {
@@ -192,7 +203,6 @@ pub fn table(r: &BenchReport) -> String {
             }
         }
     }
-    out
 }
 
 /// perf_analyzer's CSV columns that this run measures (client-side latencies in microseconds).

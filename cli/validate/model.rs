@@ -219,15 +219,8 @@ struct Io<'a> {
     label_filename: &'a str,
 }
 
-fn tensors(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
-    let m = cx.model.name.clone();
-    if cfg.max_batch_size < 0 {
-        cx.error(
-            MAX_BATCH_SIZE,
-            "max_batch_size",
-            format!("'max_batch_size' must be non-negative value for {m}"),
-        );
-    }
+/// Every input and output, in the configuration's order.
+fn ios(cfg: &ModelConfig) -> Vec<Io<'_>> {
     let mut ios: Vec<Io> = Vec::new();
     for i in &cfg.input {
         ios.push(Io {
@@ -257,6 +250,115 @@ fn tensors(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
             label_filename: &o.label_filename,
         });
     }
+    ios
+}
+
+/// Dims and reshape: each dimension positive or -1, a reshape Triton accepts.
+fn tensor_dims(cx: &mut Cx, io: &Io, path: &str, label: &str, cfg: &ModelConfig) {
+    let m = cx.model.name.clone();
+    for (j, d) in io.dims.iter().enumerate() {
+        if *d < 1 && *d != -1 {
+            cx.error(TENSOR_DIMS, &format!("{path}.dims[{j}]"), format!("{label} dimension must be integer >= 1, or -1 to indicate a variable-size dimension for {m}"));
+        }
+    }
+    if let Some(reshape) = io.reshape {
+        let mut bad = false;
+        for (j, d) in reshape.iter().enumerate() {
+            if *d < 1 && *d != -1 {
+                bad = true;
+                cx.error(TENSOR_DIMS, &format!("{path}.reshape.shape[{j}]"), format!("{label} reshape dimensions must be integer >= 1, or -1 to indicate a variable-size dimension for {m}"));
+            }
+        }
+        if reshape.is_empty() && cfg.max_batch_size == 0 {
+            cx.error(RESHAPE, &format!("{path}.reshape"), format!("{label} cannot have empty reshape for non-batching model as scalar tensors are not supported for {m}"));
+        } else if !bad
+            && !io.dims.is_empty()
+            && let Some(msg) = reshape_mismatch(io.dims, reshape)
+        {
+            {
+                cx.error(
+                    RESHAPE,
+                    &format!("{path}.reshape"),
+                    format!("{label} has {msg} for {m}"),
+                );
+            }
+        }
+    }
+}
+
+/// Formats, shape tensors and non-linear IO where the backend has them.
+fn tensor_formats(cx: &mut Cx, io: &Io, path: &str, res: &Resolved) {
+    let m = cx.model.name.clone();
+    let kind = io.kind;
+    if kind == "input"
+        && (io.format == Format::Nhwc as i32 || io.format == Format::Nchw as i32)
+        && io.dims.len() != 3
+    {
+        cx.error(
+            TENSOR_FORMAT,
+            &format!("{path}.format"),
+            format!("model input NHWC/NCHW require 3 dims for {m}"),
+        );
+    }
+    let trt = res.platform == "tensorrt_plan" || res.backend == "tensorrt";
+    if io.is_shape_tensor && !trt {
+        cx.error(
+            TENSOR_FORMAT,
+            &format!("{path}.is_shape_tensor"),
+            format!("shape tensors are only supported for TensorRT platform for {m}"),
+        );
+    }
+    if io.non_linear {
+        if !trt {
+            cx.error(
+                TENSOR_FORMAT,
+                &format!("{path}.is_non_linear_format_io"),
+                format!("Non-linear IO format is only supported for the TensorRT platform for {m}"),
+            );
+        } else if io.dims.len() != 3 {
+            cx.error(
+                TENSOR_FORMAT,
+                &format!("{path}.is_non_linear_format_io"),
+                format!("Non-linear IO format {kind} requires 3 dims for {m}"),
+            );
+        }
+    }
+}
+
+/// A label file inside the model's directory, and there.
+fn label_file(cx: &mut Cx, io: &Io, path: &str) {
+    let m = cx.model.name.clone();
+    if !io.label_filename.is_empty() {
+        let lpath = format!("{path}.label_filename");
+        match inside(&cx.model.dir, io.label_filename) {
+            None => {
+                cx.error(LABEL_FILE, &lpath, format!("label file path '{}' for output '{}' in model '{m}' is outside model directory", io.label_filename, io.name));
+            }
+            Some(p) if !p.is_file() => {
+                cx.error(
+                    LABEL_FILE,
+                    &lpath,
+                    format!(
+                        "failed to open text file for read {}: No such file or directory",
+                        p.display()
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn tensors(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
+    let m = cx.model.name.clone();
+    if cfg.max_batch_size < 0 {
+        cx.error(
+            MAX_BATCH_SIZE,
+            "max_batch_size",
+            format!("'max_batch_size' must be non-negative value for {m}"),
+        );
+    }
+    let ios = ios(cfg);
     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     let mut counters: HashMap<&str, usize> = HashMap::new();
     for io in &ios {
@@ -290,88 +392,9 @@ fn tensors(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
             cx.error(TENSOR_REQUIRED, &path, format!("{label} must specify 'dims' for {m}"))
                 .help("dims are required even when batching; for a scalar use dims: [ 1 ] with reshape: { shape: [ ] }");
         }
-        for (j, d) in io.dims.iter().enumerate() {
-            if *d < 1 && *d != -1 {
-                cx.error(TENSOR_DIMS, &format!("{path}.dims[{j}]"), format!("{label} dimension must be integer >= 1, or -1 to indicate a variable-size dimension for {m}"));
-            }
-        }
-        if let Some(reshape) = io.reshape {
-            let mut bad = false;
-            for (j, d) in reshape.iter().enumerate() {
-                if *d < 1 && *d != -1 {
-                    bad = true;
-                    cx.error(TENSOR_DIMS, &format!("{path}.reshape.shape[{j}]"), format!("{label} reshape dimensions must be integer >= 1, or -1 to indicate a variable-size dimension for {m}"));
-                }
-            }
-            if reshape.is_empty() && cfg.max_batch_size == 0 {
-                cx.error(RESHAPE, &format!("{path}.reshape"), format!("{label} cannot have empty reshape for non-batching model as scalar tensors are not supported for {m}"));
-            } else if !bad
-                && !io.dims.is_empty()
-                && let Some(msg) = reshape_mismatch(io.dims, reshape)
-            {
-                {
-                    cx.error(
-                        RESHAPE,
-                        &format!("{path}.reshape"),
-                        format!("{label} has {msg} for {m}"),
-                    );
-                }
-            }
-        }
-        if kind == "input"
-            && (io.format == Format::Nhwc as i32 || io.format == Format::Nchw as i32)
-            && io.dims.len() != 3
-        {
-            cx.error(
-                TENSOR_FORMAT,
-                &format!("{path}.format"),
-                format!("model input NHWC/NCHW require 3 dims for {m}"),
-            );
-        }
-        let trt = res.platform == "tensorrt_plan" || res.backend == "tensorrt";
-        if io.is_shape_tensor && !trt {
-            cx.error(
-                TENSOR_FORMAT,
-                &format!("{path}.is_shape_tensor"),
-                format!("shape tensors are only supported for TensorRT platform for {m}"),
-            );
-        }
-        if io.non_linear {
-            if !trt {
-                cx.error(
-                    TENSOR_FORMAT,
-                    &format!("{path}.is_non_linear_format_io"),
-                    format!(
-                        "Non-linear IO format is only supported for the TensorRT platform for {m}"
-                    ),
-                );
-            } else if io.dims.len() != 3 {
-                cx.error(
-                    TENSOR_FORMAT,
-                    &format!("{path}.is_non_linear_format_io"),
-                    format!("Non-linear IO format {kind} requires 3 dims for {m}"),
-                );
-            }
-        }
-        if !io.label_filename.is_empty() {
-            let lpath = format!("{path}.label_filename");
-            match inside(&cx.model.dir, io.label_filename) {
-                None => {
-                    cx.error(LABEL_FILE, &lpath, format!("label file path '{}' for output '{}' in model '{m}' is outside model directory", io.label_filename, io.name));
-                }
-                Some(p) if !p.is_file() => {
-                    cx.error(
-                        LABEL_FILE,
-                        &lpath,
-                        format!(
-                            "failed to open text file for read {}: No such file or directory",
-                            p.display()
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-        }
+        tensor_dims(cx, io, &path, &label, cfg);
+        tensor_formats(cx, io, &path, res);
+        label_file(cx, io, &path);
     }
     batch_io(cx, cfg, res);
 }
@@ -562,7 +585,8 @@ fn dynamic_batching(cx: &mut Cx, db: &ModelDynamicBatching, mbs: i64, m: &str) {
     }
 }
 
-fn sequence_batching(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str) {
+/// Control inputs: named, one kind each, each kind once, with the values its kind needs.
+fn sequence_controls(cx: &mut Cx, sb: &ModelSequenceBatching, m: &str) {
     let mut kinds_seen: HashMap<i32, usize> = HashMap::new();
     for (i, ci) in sb.control_input.iter().enumerate() {
         let path = format!("sequence_batching.control_input[{i}]");
@@ -627,6 +651,10 @@ fn sequence_batching(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str)
             }
         }
     }
+}
+
+/// The strategy's bounds: preferred sizes within the batch, slot utilization in (0, 1].
+fn sequence_strategy(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str) {
     match &sb.strategy_choice {
         Some(StrategyChoice::Oldest(o)) => {
             for (i, p) in o.preferred_batch_size.iter().enumerate() {
@@ -653,7 +681,10 @@ fn sequence_batching(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str)
         }
         _ => {}
     }
-    // Implicit state (sequence_batch_scheduler.cc).
+}
+
+/// Implicit state (sequence_batch_scheduler.cc): unique inputs, initial state that matches.
+fn sequence_state(cx: &mut Cx, sb: &ModelSequenceBatching) {
     let mut names = HashSet::new();
     for (i, st) in sb.state.iter().enumerate() {
         let path = format!("sequence_batching.state[{i}]");
@@ -710,6 +741,12 @@ fn sequence_batching(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str)
             }
         }
     }
+}
+
+fn sequence_batching(cx: &mut Cx, sb: &ModelSequenceBatching, mbs: i64, m: &str) {
+    sequence_controls(cx, sb, m);
+    sequence_strategy(cx, sb, mbs, m);
+    sequence_state(cx, sb);
 }
 
 fn instances(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
@@ -771,8 +808,8 @@ fn instances(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
     }
 }
 
-fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
-    let m = cx.model.name.clone();
+/// Warm-up inputs: fixed sizes, data files inside `warmup/`.
+fn warmup(cx: &mut Cx, cfg: &ModelConfig) {
     for (i, w) in cfg.model_warmup.iter().enumerate() {
         let mut names: Vec<&String> = w.inputs.keys().collect();
         names.sort();
@@ -810,6 +847,11 @@ fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
             }
         }
     }
+}
+
+/// Parameters that name files: the execution environment and the batch strategy.
+fn file_parameters(cx: &mut Cx, cfg: &ModelConfig) {
+    let m = cx.model.name.clone();
     if let Some(p) = cfg.parameters.get("EXECUTION_ENV_PATH") {
         let v = &p.string_value;
         let path = "parameters[\"EXECUTION_ENV_PATH\"]";
@@ -862,6 +904,10 @@ fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
             }
         }
     }
+}
+
+/// Custom metric buckets.
+fn model_metrics(cx: &mut Cx, cfg: &ModelConfig) {
     if let Some(mm) = &cfg.model_metrics {
         for (i, mc) in mm.metric_control.iter().enumerate() {
             let path = format!("model_metrics.metric_control[{i}]");
@@ -905,4 +951,10 @@ fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
             }
         }
     }
+}
+
+fn warmup_state_parameters(cx: &mut Cx, cfg: &ModelConfig) {
+    warmup(cx, cfg);
+    file_parameters(cx, cfg);
+    model_metrics(cx, cfg);
 }
