@@ -13,11 +13,12 @@
 //! | [`output`] | the way out | formats, progress, errors → exit codes |
 //! | [`commands`] | the CLI | clap arguments → a stage → a report |
 
-pub mod bench;
-pub mod commands;
-pub mod deploy;
+pub mod app;
+pub(crate) mod bench;
+pub(crate) mod commands;
+pub(crate) mod deploy;
 pub mod kserve;
-pub mod output;
+pub(crate) mod output;
 pub mod package;
 pub mod triton;
 pub mod validate;

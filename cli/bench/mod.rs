@@ -27,14 +27,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use inputs::{Body, InputData, build_requests, to_binary};
+pub use inputs::InputData;
 pub use load::{Load, measure, parse_range};
-pub use server::{
-    Availability, ConfigSummary, ServerSide, check_batch, config_summary, http_config,
-    parse_gpu_metrics, server_side,
-};
-pub use sizing::{Autoscaling, Sla, autoscaling};
-pub use transport::Transport;
+pub use server::{Availability, ConfigSummary};
+pub use sizing::{Autoscaling, Sla};
 
 /// Latency percentiles, microseconds.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -186,7 +186,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Availability, Latency, ServerSide};
+    use crate::bench::server::ServerSide;
+    use crate::bench::{Availability, Latency};
 
     /// A step as a server with `capacity` requests/s and a base latency would give it:
     /// throughput grows with concurrency up to the capacity, latency with the queue beyond it.

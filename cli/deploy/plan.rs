@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn the_scaling_target_comes_from_a_bench_result() {
         let dir = tempfile::tempdir().unwrap();
-        let a = crate::bench::autoscaling(40.0, 1, 0.5, None, None);
+        let a = crate::bench::sizing::autoscaling(40.0, 1, 0.5, None, None);
         std::fs::write(
             dir.path().join("bench.json"),
             json!({"steps": [], "autoscaling": a}).to_string(),

@@ -77,13 +77,6 @@ impl RolloutReport {
     }
 }
 
-/// A newer AMI behind the spec's AMI parameter than the one the hosts were launched with.
-#[derive(Debug, Clone, Serialize)]
-pub struct AmiUpdate {
-    pub from: String,
-    pub to: String,
-}
-
 /// Rolls `spec` out: the cluster stack, then the service, then (unless told not to) the wait and
 /// the verification. With `settings.plan` it only shows what would change.
 pub async fn rollout(

@@ -4,9 +4,9 @@
 //! In: model metadata and configuration as a server reports them. Out: requests built from them
 //! (here), tensors encoded and decoded ([`tensor`]), the gRPC messages and calls ([`grpc`]).
 
-pub mod datatype;
+pub(crate) mod datatype;
 pub mod grpc;
-pub mod tensor;
+pub(crate) mod tensor;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

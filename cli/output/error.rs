@@ -75,11 +75,6 @@ impl CliError {
         CliError::new(ErrorKind::Invalid, message)
     }
 
-    /// Ctrl-C (exit 130).
-    pub fn interrupted(message: impl Into<String>) -> CliError {
-        CliError::new(ErrorKind::Interrupted, message)
-    }
-
     /// The same error, about `file` at `line:column`.
     pub fn at(mut self, file: &Path, line: usize, column: usize) -> CliError {
         self.file = Some(file.display().to_string());

@@ -412,8 +412,6 @@ pub struct BlobOutcome {
 #[derive(Debug, Clone)]
 pub struct PushOutcome {
     pub blobs: Vec<BlobOutcome>,
-    /// Whether the manifest had to be put (false: the tag already pointed at this digest).
-    pub manifest_put: bool,
 }
 
 /// Progress callbacks for a push: `start(digest, size)` then `advance(digest, bytes)`.
@@ -545,8 +543,8 @@ pub async fn push(
     .await;
     let blobs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
 
-    let manifest_put = existing.as_deref() != Some(image.digest.as_str());
-    if manifest_put {
+    // The tag may already point at this digest: then there is nothing to put.
+    if existing.as_deref() != Some(image.digest.as_str()) {
         let got = target
             .put_manifest(repo, tag, &image.manifest_bytes, &image.manifest_media_type)
             .await?;
@@ -557,10 +555,7 @@ pub async fn push(
             }));
         }
     }
-    Ok(PushOutcome {
-        blobs,
-        manifest_put,
-    })
+    Ok(PushOutcome { blobs })
 }
 
 /// Writes `image` as an OCI image layout in `dir` (blobs, `index.json`, `oci-layout`), tagged `tag`.

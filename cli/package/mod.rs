@@ -5,8 +5,8 @@
 //! ([`image`]) pushed through the OCI distribution API ([`registry`]) or built through the
 //! Docker Engine ([`docker`]); the result is the image's name and digest.
 
-pub mod docker;
-pub mod image;
-pub mod layers;
-pub mod push;
+pub(crate) mod docker;
+pub(crate) mod image;
+pub(crate) mod layers;
+pub(crate) mod push;
 pub mod registry;

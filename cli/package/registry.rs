@@ -19,28 +19,57 @@ use url::Url;
 /// Every manifest media type we read; registries only return OCI manifests when asked for them.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// What went wrong talking to a registry (OCI distribution API).
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// No connection, or it broke.
     #[error("cannot reach the registry at {url}: {detail}")]
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// What the connection said.
+        detail: String,
+    },
+    /// 401: the credentials were refused.
     #[error("the registry at {0} refused the credentials (401 unauthorized)")]
     Unauthorized(String),
+    /// 403: the credentials do not allow it.
     #[error("access denied by the registry (403) for {0}")]
     Denied(String),
+    /// 404.
     #[error("{what} not found in the registry ({url})")]
-    NotFound { what: String, url: String },
+    NotFound {
+        /// What was looked for (a manifest, a blob).
+        what: String,
+        /// The URL asked.
+        url: String,
+    },
+    /// Any other unexpected status.
     #[error("the registry answered {status} to {method} {url}: {body}")]
     Status {
+        /// The request's method.
         method: String,
+        /// The URL asked.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The start of the answer's body.
         body: String,
     },
+    /// Content that does not match its digest.
     #[error("blob {digest}: {detail}")]
-    Integrity { digest: String, detail: String },
+    Integrity {
+        /// The digest expected.
+        digest: String,
+        /// What differed.
+        detail: String,
+    },
+    /// A local file could not be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The error.
         source: std::io::Error,
     },
 }
@@ -48,7 +77,9 @@ pub enum RegistryError {
 /// Retries for transient failures: 5xx, 429, resets and timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// Tries in all, the first included.
     pub attempts: u32,
+    /// The first backoff; it doubles with each retry.
     pub base_delay: Duration,
 }
 
@@ -83,14 +114,17 @@ enum Auth {
 /// A registry, e.g. `https://123456789012.dkr.ecr.us-east-1.amazonaws.com`.
 #[derive(Clone)]
 pub struct Registry {
+    /// The registry's base URL.
     pub base: Url,
     http: reqwest::Client,
     credentials: Option<(String, Secret)>,
     auth: Arc<Mutex<Auth>>,
     tokens: Arc<Mutex<HashMap<String, Secret>>>,
+    /// Retries for transient failures.
     pub retry: RetryPolicy,
     /// Size above which uploads go in chunks (PATCH) rather than one PUT.
     pub chunk_threshold: u64,
+    /// The size of each chunk.
     pub chunk_size: u64,
 }
 
@@ -175,6 +209,7 @@ impl Registry {
         self.credentials.as_ref()
     }
 
+    /// The registry's host (and port), as image names spell it.
     pub fn host(&self) -> String {
         match self.base.port() {
             Some(p) => format!("{}:{p}", self.base.host_str().unwrap_or_default()),
@@ -345,6 +380,7 @@ impl Registry {
         format!("repository:{repo}:pull")
     }
 
+    /// Whether `repo` already has the blob `digest` (HEAD).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
         let resp = self

@@ -39,7 +39,9 @@ pub fn pool() -> &'static DescriptorPool {
 /// A `config.pbtxt` read with Triton's parser semantics: the typed config plus the source spans.
 #[derive(Debug, Clone)]
 pub struct ParsedConfig {
+    /// The configuration as Triton's protobuf message.
     pub config: ModelConfig,
+    /// The parse it came from: spans for every field, notes.
     pub source: Parsed,
 }
 

@@ -10,6 +10,7 @@ use crate::triton::pbtxt::ParseError;
 /// A model repository as found on disk.
 #[derive(Debug)]
 pub struct ModelRepo {
+    /// The repository's directory.
     pub root: PathBuf,
     /// Model directories, sorted by name (Triton polls them in directory order).
     pub models: Vec<ModelDir>,
@@ -33,6 +34,7 @@ pub enum VersionName {
 }
 
 impl VersionName {
+    /// What a directory name inside a model is: a version number or not.
     pub fn of(dir: &str) -> VersionName {
         if matches!(dir, "warmup" | "initial_state" | "configs") {
             return VersionName::Reserved;
@@ -67,7 +69,9 @@ impl VersionName {
 /// A subdirectory (or file) inside a model directory.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The entry's file name.
     pub name: String,
+    /// Whether it is a directory.
     pub is_dir: bool,
 }
 
@@ -76,6 +80,7 @@ pub struct Entry {
 pub struct ModelDir {
     /// The directory name (the model's name as far as Triton is concerned).
     pub name: String,
+    /// The model's directory.
     pub dir: PathBuf,
     /// Entries of the model directory, sorted by byte order (Triton's autofill looks at the first).
     pub entries: Vec<Entry>,
@@ -110,6 +115,7 @@ impl ModelDir {
         v
     }
 
+    /// Whether the model directory has a file or folder `name`.
     pub fn has_entry(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name)
     }
@@ -193,6 +199,7 @@ impl ModelRepo {
         })
     }
 
+    /// The model called `name`, if the repository has it.
     pub fn model(&self, name: &str) -> Option<&ModelDir> {
         self.models.iter().find(|m| m.name == name)
     }

@@ -16,15 +16,20 @@ use crate::triton::model_config::onnx_proto::type_proto::Value as TypeValue;
 /// unknown dimension; `dims` itself `None` when the graph records no shape).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnnxTensor {
+    /// The tensor's name in the graph.
     pub name: String,
+    /// ONNX's element type number (`TensorProto.DataType`).
     pub elem_type: i32,
+    /// The dims, `None` for a symbolic one; `None` in all when the graph gives no shape.
     pub dims: Option<Vec<Option<i64>>>,
 }
 
+/// A graph's inputs (initializers left out) and outputs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OnnxIo {
     /// Graph inputs that are not initializers (the ones a client feeds).
     pub inputs: Vec<OnnxTensor>,
+    /// The graph's outputs.
     pub outputs: Vec<OnnxTensor>,
 }
 

@@ -7,26 +7,37 @@ use serde::Serialize;
 use super::rules::Rule;
 use crate::triton::pbtxt::{Span, line_col};
 
+/// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Triton loads it, but it is likely a mistake.
     Warning,
+    /// Triton refuses it (or the model will not serve).
     Error,
 }
 
+/// One finding: the rule, where, what and how to mend it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
+    /// The rule that found it.
     pub rule: Rule,
+    /// Error or warning.
     pub severity: Severity,
+    /// The model it is about.
     pub model: Option<String>,
+    /// The file it is in.
     pub file: Option<PathBuf>,
     /// Where in `file` (a `config.pbtxt`), when the finding has a place in its text.
     pub span: Option<Span>,
+    /// What is wrong (Triton's wording where Triton has one).
     pub message: String,
+    /// How to mend it.
     pub help: Option<String>,
 }
 
 impl Diagnostic {
+    /// A finding of `rule`.
     pub fn new(rule: Rule, severity: Severity, message: impl Into<String>) -> Self {
         Diagnostic {
             rule,
@@ -39,26 +50,31 @@ impl Diagnostic {
         }
     }
 
+    /// About model `m`.
     pub fn model(mut self, m: &str) -> Self {
         self.model = Some(m.to_string());
         self
     }
 
+    /// In file `f`.
     pub fn file(mut self, f: impl AsRef<Path>) -> Self {
         self.file = Some(f.as_ref().to_path_buf());
         self
     }
 
+    /// At span `s` of the file.
     pub fn span(mut self, s: Option<Span>) -> Self {
         self.span = s;
         self
     }
 
+    /// With a hint.
     pub fn with_help(mut self, h: impl Into<String>) -> Self {
         self.help = Some(h.into());
         self
     }
 
+    /// Adds a hint.
     pub fn help(&mut self, h: impl Into<String>) -> &mut Self {
         self.help = Some(h.into());
         self
@@ -68,13 +84,21 @@ impl Diagnostic {
 /// A diagnostic as `--format json` prints it.
 #[derive(Debug, Serialize)]
 pub struct JsonDiagnostic<'a> {
+    /// The rule's id.
     pub rule: &'static str,
+    /// Error or warning.
     pub severity: Severity,
+    /// The model it is about.
     pub model: Option<&'a str>,
+    /// The file it is in.
     pub file: Option<String>,
+    /// The line, from 1.
     pub line: Option<usize>,
+    /// The column, from 1.
     pub column: Option<usize>,
+    /// What is wrong.
     pub message: &'a str,
+    /// How to mend it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<&'a str>,
 }
@@ -88,6 +112,7 @@ impl Diagnostic {
         }
     }
 
+    /// The finding as JSON, with line and column from `source` (the file's text).
     pub fn to_json<'a>(&'a self, source: Option<&str>) -> JsonDiagnostic<'a> {
         let lc = self.line_col(source);
         JsonDiagnostic {

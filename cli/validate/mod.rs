@@ -68,22 +68,29 @@ impl Default for Options {
 /// A model as Triton would load it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModelSummary {
+    /// The model's name.
     pub name: String,
+    /// The backend (`python`, `onnxruntime`, …), as resolved.
     pub backend: String,
+    /// The platform (`onnxruntime_onnx`, …), as resolved.
     pub platform: String,
+    /// The versions Triton would load.
     pub versions: Vec<i64>,
 }
 
 /// The outcome of `validate`.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Every model found.
     pub models: Vec<ModelSummary>,
+    /// Every finding.
     pub diagnostics: Vec<Diagnostic>,
     /// The text of every config that diagnostics point into, for snippets and line numbers.
     pub sources: HashMap<PathBuf, String>,
 }
 
 impl Report {
+    /// Findings that are errors.
     pub fn errors(&self) -> usize {
         self.diagnostics
             .iter()
@@ -91,6 +98,7 @@ impl Report {
             .count()
     }
 
+    /// Findings that are warnings.
     pub fn warnings(&self) -> usize {
         self.diagnostics.len() - self.errors()
     }
@@ -104,6 +112,7 @@ impl Report {
         }
     }
 
+    /// The text of the file `d` is in, when it was read.
     pub fn source_of(&self, d: &Diagnostic) -> Option<&str> {
         d.file
             .as_ref()
@@ -115,11 +124,15 @@ impl Report {
 /// Failures that stop validation before any rule runs (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
+    /// The path given is not a directory.
     #[error("repository path is not a valid directory: {0}")]
     NotADirectory(PathBuf),
+    /// A directory or file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// What.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
 }
@@ -127,8 +140,11 @@ pub enum ValidateError {
 /// The backend and platform a model resolves to, and the model file its backend reads.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resolved {
+    /// The backend (`python`, `onnxruntime`, …), as resolved.
     pub backend: String,
+    /// The platform (`onnxruntime_onnx`, …), as resolved.
     pub platform: String,
+    /// Whether it is an ensemble.
     pub is_ensemble: bool,
 }
 

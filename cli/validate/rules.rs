@@ -1,16 +1,23 @@
 //! The rule catalogue: a stable id for every check `validate` makes, numbered after the 38-item
 //! checklist of Triton's model-loading behaviour (docs/validate.md), plus the ONNX cross-checks.
 
+/// A validation rule: its id, name and what it checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
+    /// The id (`TD001`).
     pub id: &'static str,
+    /// A short name.
     pub name: &'static str,
+    /// What it checks.
     pub summary: &'static str,
 }
 
 macro_rules! rules {
     ($($konst:ident = $id:literal, $name:literal, $summary:literal;)*) => {
-        $(pub const $konst: Rule = Rule { id: $id, name: $name, summary: $summary };)*
+        $(
+            #[doc = concat!("`", $id, "` ", $name, ": ", $summary, ".")]
+            pub const $konst: Rule = Rule { id: $id, name: $name, summary: $summary };
+        )*
         /// Every rule, in id order.
         pub const ALL: &[Rule] = &[$($konst),*];
     };

@@ -10,23 +10,29 @@ pub use parser::parse;
 /// A byte range in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Span {
+    /// The first byte.
     pub start: usize,
+    /// One past the last byte.
     pub end: usize,
 }
 
 impl Span {
+    /// The bytes `start..end`.
     pub fn new(start: usize, end: usize) -> Self {
         Span { start, end }
     }
 
+    /// From this span's start to `other`'s end.
     pub fn to(self, other: Span) -> Span {
         Span::new(self.start.min(other.start), self.end.max(other.end))
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
+    /// Whether it covers nothing.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
@@ -52,7 +58,9 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// Where a field was written: the span of its name and of the whole `name: value` text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldSpan {
+    /// The field's name.
     pub name: Span,
+    /// The field with its value.
     pub whole: Span,
 }
 
@@ -60,12 +68,15 @@ pub struct FieldSpan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ParseError {
+    /// What is wrong, in protobuf's text-format parser's words where it has them.
     pub message: String,
+    /// Where.
     pub span: Span,
     /// Which class of problem this is, for the rule catalogue.
     pub kind: ParseErrorKind,
 }
 
+/// Which kind of problem a parse error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseErrorKind {
     /// Syntax, tokens, values (rule 13; `${..}` placeholders are rule 17).
@@ -83,11 +94,15 @@ pub enum ParseErrorKind {
 /// Something the parser accepted but that deserves a warning (rule 18).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseNote {
+    /// The field's path.
     pub path: String,
+    /// Where.
     pub span: Span,
+    /// What was noticed.
     pub kind: NoteKind,
 }
 
+/// Things Triton accepts without a word that are likely mistakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoteKind {
     /// A non-repeated field written twice (accepted because the first value was the default).
@@ -102,12 +117,16 @@ pub enum NoteKind {
 /// `parameters["KEY"].string_value`).
 #[derive(Debug, Clone)]
 pub struct Parsed {
+    /// The message read.
     pub message: prost_reflect::DynamicMessage,
+    /// Where each field is, by its path (`input[0].dims`).
     pub spans: std::collections::HashMap<String, FieldSpan>,
+    /// What the parser noticed that Triton accepts silently.
     pub notes: Vec<ParseNote>,
 }
 
 impl Parsed {
+    /// Where the field at `path` is.
     pub fn span(&self, path: &str) -> Option<FieldSpan> {
         self.spans.get(path).copied()
     }

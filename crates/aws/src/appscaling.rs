@@ -18,15 +18,21 @@ const SVC: &str = "Application Auto Scaling";
 pub struct Scaling {
     /// `service/<cluster>/<service>`
     pub resource_id: String,
+    /// The fewest tasks.
     pub min: i32,
+    /// The most tasks.
     pub max: i32,
+    /// The target-tracking policy's name.
     pub policy_name: String,
     /// `ALBRequestCountPerTarget` or `ECSServiceAverageCPUUtilization`.
     pub metric: String,
+    /// The metric's target value.
     pub target: f64,
     /// `app/<lb>/<id>/targetgroup/<tg>/<id>` for ALBRequestCountPerTarget.
     pub resource_label: Option<String>,
+    /// Seconds between scale-in steps.
     pub scale_in_cooldown: i32,
+    /// Seconds between scale-out steps.
     pub scale_out_cooldown: i32,
 }
 
@@ -34,11 +40,13 @@ fn invalid_policy(e: impl std::fmt::Display) -> ApiError {
     ApiError::local(SVC, "PutScalingPolicy", format!("invalid policy: {e}"))
 }
 
+/// Application Auto Scaling for ECS services.
 pub struct AppScaling {
     client: Client,
 }
 
 impl AppScaling {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         AppScaling {
             client: Client::new(config),
@@ -145,6 +153,7 @@ impl AppScaling {
         Ok(())
     }
 
+    /// Deletes the policy `name` of `resource_id`, if there.
     pub async fn delete_policy(
         &self,
         resource_id: &str,

@@ -9,17 +9,23 @@ use crate::{ApiError, api};
 
 const SVC: &str = "Auto Scaling";
 
+/// An Auto Scaling group's instance refresh.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceRefresh {
+    /// Its id.
     pub id: String,
     /// Pending, InProgress, Successful, Failed, Cancelling, Cancelled, RollbackInProgress, ...
     pub status: String,
+    /// How far it is, percent.
     pub percentage_complete: i32,
+    /// Instances still to replace.
     pub instances_to_update: i32,
+    /// Why it is in its status, if AWS says.
     pub status_reason: Option<String>,
 }
 
 impl InstanceRefresh {
+    /// Whether it has ended (successfully or not).
     pub fn is_done(&self) -> bool {
         !matches!(
             self.status.as_str(),
@@ -28,11 +34,13 @@ impl InstanceRefresh {
     }
 }
 
+/// EC2 Auto Scaling.
 pub struct AutoScaling {
     client: Client,
 }
 
 impl AutoScaling {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         AutoScaling {
             client: Client::new(config),

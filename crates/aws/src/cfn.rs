@@ -9,21 +9,36 @@ use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, 
 
 use crate::describe_sdk_error;
 
+/// What went wrong with CloudFormation.
 #[derive(Debug, thiserror::Error)]
 pub enum CfnError {
+    /// An API call failed.
     #[error("CloudFormation {action} failed: {detail}")]
     Api {
+        /// The call.
         action: &'static str,
+        /// What AWS said.
         detail: String,
     },
+    /// A change set could not be made.
     #[error("change set {name} failed: {reason}")]
-    ChangeSetFailed { name: String, reason: String },
+    ChangeSetFailed {
+        /// The change set.
+        name: String,
+        /// Why, in CloudFormation's words.
+        reason: String,
+    },
+    /// The stack ended in a failed state.
     #[error("stack {stack} ended in {status}{}", if failures.is_empty() { String::new() } else { format!(":\n{}", failures.join("\n")) })]
     StackFailed {
+        /// The stack.
         stack: String,
+        /// Its status.
         status: String,
+        /// The resources' failure reasons, oldest first.
         failures: Vec<String>,
     },
+    /// Waiting took longer than this.
     #[error("timed out after {0:?} waiting for CloudFormation")]
     Timeout(Duration),
 }
@@ -31,9 +46,13 @@ pub enum CfnError {
 /// A deployed stack.
 #[derive(Debug, Clone, Default)]
 pub struct StackInfo {
+    /// The stack's name.
     pub name: String,
+    /// Its status.
     pub status: String,
+    /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// Its outputs.
     pub outputs: BTreeMap<String, String>,
     /// Logical ID → physical ID of every resource.
     pub resources: BTreeMap<String, String>,
@@ -44,7 +63,9 @@ pub struct StackInfo {
 pub struct ResourceChange {
     /// `Add`, `Modify`, `Remove`, `Import`, `Dynamic`.
     pub action: String,
+    /// The resource's logical id in the template.
     pub logical_id: String,
+    /// Its type (`AWS::ECS::Cluster`).
     pub resource_type: String,
     /// `True`, `False`, `Conditional` for modifications.
     pub replacement: Option<String>,
@@ -53,15 +74,22 @@ pub struct ResourceChange {
 /// A stack event, as streamed while a change set executes.
 #[derive(Debug, Clone)]
 pub struct StackEvent {
+    /// The event's id.
     pub id: String,
+    /// The resource's logical id.
     pub logical_id: String,
+    /// Its type.
     pub resource_type: String,
+    /// Its status after the event.
     pub status: String,
+    /// Why, if AWS says.
     pub reason: Option<String>,
 }
 
+/// CloudFormation.
 pub struct Cfn {
     client: Client,
+    /// How often waits poll.
     pub poll: Duration,
 }
 
@@ -77,6 +105,7 @@ fn is_success(status: &str) -> bool {
 }
 
 impl Cfn {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Cfn {
             client: Client::new(config),
@@ -257,6 +286,7 @@ impl Cfn {
         Ok(())
     }
 
+    /// Deletes a change set that is not to be executed.
     pub async fn delete_change_set(&self, stack: &str, change_set: &str) -> Result<(), CfnError> {
         self.client
             .delete_change_set()

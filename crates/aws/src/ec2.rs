@@ -6,21 +6,28 @@ use aws_sdk_ec2::types::{Filter, InstanceType, LocationType};
 
 use crate::describe_sdk_error;
 
+/// An EC2 call failed.
 #[derive(Debug, thiserror::Error)]
 #[error("EC2 {action} failed: {detail}")]
 pub struct Ec2Error {
+    /// The call.
     pub action: &'static str,
+    /// What AWS said.
     pub detail: String,
 }
 
+/// A VPC: its id and CIDR.
 #[derive(Debug, Clone)]
 pub struct Network {
+    /// The VPC's id.
     pub vpc_id: String,
+    /// Its IPv4 CIDR.
     pub cidr: String,
     /// (subnet ID, availability zone)
     pub subnets: Vec<(String, String)>,
 }
 
+/// EC2.
 pub struct Ec2 {
     client: Client,
 }
@@ -30,6 +37,7 @@ fn err(action: &'static str) -> impl Fn(String) -> Ec2Error {
 }
 
 impl Ec2 {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Ec2 {
             client: Client::new(config),

@@ -9,13 +9,18 @@ use base64::Engine;
 
 use crate::{Secret, describe_sdk_error};
 
+/// What went wrong with ECR.
 #[derive(Debug, thiserror::Error)]
 pub enum EcrError {
+    /// An API call failed.
     #[error("ECR {action} failed: {detail}")]
     Api {
+        /// The call.
         action: &'static str,
+        /// What AWS said.
         detail: String,
     },
+    /// A name or setting ECR would refuse.
     #[error("{0}")]
     Invalid(String),
 }
@@ -23,12 +28,15 @@ pub enum EcrError {
 /// How a repository is created when it does not exist yet.
 #[derive(Debug, Clone)]
 pub struct RepositorySettings {
+    /// Scan images when pushed.
     pub scan_on_push: bool,
+    /// Tags cannot be moved once pushed.
     pub immutable_tags: bool,
     /// `AES256`, or a KMS key ARN/alias for `KMS` encryption.
     pub kms_key: Option<String>,
     /// Lifecycle policy: keep this many images (0: no policy).
     pub keep_images: u32,
+    /// Tags on the repository.
     pub tags: Vec<(String, String)>,
 }
 
@@ -44,12 +52,16 @@ impl Default for RepositorySettings {
     }
 }
 
+/// An ECR repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
+    /// Its name.
     pub name: String,
     /// `<account>.dkr.ecr.<region>.amazonaws.com/<name>`
     pub uri: String,
+    /// The account that owns it.
     pub registry_id: String,
+    /// Whether its tags are immutable.
     pub immutable_tags: bool,
     /// Whether this call created it.
     pub created: bool,
@@ -58,12 +70,15 @@ pub struct Repository {
 /// Registry credentials from `GetAuthorizationToken`.
 #[derive(Debug, Clone)]
 pub struct RegistryAuth {
+    /// The registry user (`AWS`).
     pub username: String,
+    /// The registry password (a token, redacted in output).
     pub password: Secret,
     /// `https://<account>.dkr.ecr.<region>.amazonaws.com`
     pub proxy_endpoint: String,
 }
 
+/// ECR.
 pub struct Ecr {
     client: Client,
 }
@@ -92,6 +107,7 @@ pub fn check_repository_name(name: &str) -> Result<(), EcrError> {
 }
 
 impl Ecr {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Ecr {
             client: Client::new(config),
@@ -186,6 +202,7 @@ impl Ecr {
         Ok(repo)
     }
 
+    /// The repository `name`, if it exists.
     pub async fn describe(&self, name: &str) -> Result<Option<Repository>, EcrError> {
         match self.client.describe_repositories().repository_names(name).send().await {
             Ok(out) => Ok(out.repositories.unwrap_or_default().into_iter().next().map(|r| {
@@ -257,7 +274,9 @@ impl Ecr {
 /// An image in a repository.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageInfo {
+    /// The image's manifest digest.
     pub digest: String,
+    /// Its tags.
     pub tags: Vec<String>,
     /// Seconds since the epoch.
     pub pushed_at: i64,
@@ -365,6 +384,7 @@ impl Ecr {
     }
 }
 
+/// The lifecycle policy that keeps the newest `keep` images.
 pub fn lifecycle_policy(keep: u32) -> String {
     serde_json::json!({
         "rules": [{

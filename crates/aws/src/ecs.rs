@@ -299,6 +299,7 @@ pub fn volume_from_json(v: &Value) -> Result<Volume, ApiError> {
     Ok(b.build())
 }
 
+/// A task definition volume in the API's JSON form.
 pub fn volume_to_json(v: &Volume) -> Value {
     let mut m = Map::new();
     put(&mut m, "name", v.name().map(|x| json!(x)));
@@ -334,9 +335,13 @@ pub fn volume_to_json(v: &Volume) -> Value {
 /// (only the fields `taskdef` writes, so it compares with a rendered one).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskDefinition {
+    /// The revision's ARN.
     pub arn: String,
+    /// Its revision number.
     pub revision: i32,
+    /// `ACTIVE` or `INACTIVE`.
     pub status: String,
+    /// The definition as the API's JSON.
     pub definition: Value,
 }
 
@@ -344,61 +349,94 @@ pub struct TaskDefinition {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceConfig {
+    /// The cluster.
     pub cluster: String,
+    /// The service's name.
     pub service_name: String,
+    /// The task definition ARN it runs.
     pub task_definition: String,
     /// `None` leaves the desired count to autoscaling on updates.
     pub desired_count: Option<i32>,
     /// (capacity provider, weight, base)
     pub capacity_provider_strategy: Vec<(String, i32, i32)>,
+    /// Rolling deployments keep at least this percentage running.
     pub minimum_healthy_percent: i32,
+    /// …and run at most this percentage.
     pub maximum_percent: i32,
+    /// Roll back a deployment the circuit breaker stops.
     pub circuit_breaker_rollback: bool,
+    /// Seconds health checks are ignored after a task starts.
     pub health_check_grace_period_seconds: i32,
+    /// The load balancer's target group.
     pub target_group_arn: String,
+    /// The container the target group sends to.
     pub container_name: String,
+    /// Its port.
     pub container_port: i32,
+    /// Subnets of the tasks' network interfaces.
     pub subnets: Vec<String>,
+    /// Their security groups.
     pub security_groups: Vec<String>,
+    /// Allow ECS Exec.
     pub enable_execute_command: bool,
+    /// Tags on the service.
     pub tags: Vec<(String, String)>,
 }
 
 /// One service deployment as ECS reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
+    /// The deployment's id.
     pub id: String,
     /// PRIMARY, ACTIVE or INACTIVE.
     pub status: String,
+    /// The task definition it deploys.
     pub task_definition: String,
+    /// Tasks wanted.
     pub desired: i32,
+    /// Tasks running.
     pub running: i32,
+    /// Tasks starting.
     pub pending: i32,
+    /// Tasks that failed to start.
     pub failed: i32,
     /// IN_PROGRESS, COMPLETED or FAILED.
     pub rollout_state: Option<String>,
+    /// Why it is in its rollout state, if ECS says.
     pub rollout_state_reason: Option<String>,
 }
 
+/// One of the service's events.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceEvent {
+    /// Its id.
     pub id: String,
+    /// When (RFC 3339).
     pub at: Option<String>,
+    /// What ECS said.
     pub message: String,
 }
 
 /// A service as observed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceState {
+    /// The service's ARN.
     pub arn: String,
+    /// `ACTIVE`, `DRAINING` or `INACTIVE`.
     pub status: String,
+    /// The task definition it runs.
     pub task_definition: String,
+    /// Tasks wanted.
     pub desired: i32,
+    /// Tasks running.
     pub running: i32,
+    /// Tasks starting.
     pub pending: i32,
+    /// Its deployments, newest first.
     pub deployments: Vec<Deployment>,
     /// Newest first, as ECS returns them.
     pub events: Vec<ServiceEvent>,
+    /// Its tags.
     pub tags: Vec<(String, String)>,
     /// The fields of the service definition ECS reports, in the [`ServiceConfig`] JSON shape.
     pub observed: Value,
@@ -407,9 +445,13 @@ pub struct ServiceState {
 /// A stopped task and why it stopped.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoppedTask {
+    /// The task's ARN.
     pub arn: String,
+    /// The task definition it ran.
     pub task_definition: String,
+    /// Why it stopped.
     pub stopped_reason: Option<String>,
+    /// Why its containers stopped.
     pub container_reasons: Vec<String>,
 }
 
@@ -436,11 +478,13 @@ macro_rules! service_fields {
     };
 }
 
+/// ECS.
 pub struct Ecs {
     client: Client,
 }
 
 impl Ecs {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Ecs {
             client: Client::new(config),
@@ -775,6 +819,7 @@ impl Ecs {
         ]
     }
 
+    /// Creates the service; its ARN.
     pub async fn create_service(&self, c: &ServiceConfig) -> Result<String, ApiError> {
         let req = self
             .client
@@ -832,6 +877,7 @@ impl Ecs {
         Ok(())
     }
 
+    /// Sets the service's desired task count.
     pub async fn set_desired_count(
         &self,
         cluster: &str,
@@ -849,6 +895,7 @@ impl Ecs {
         Ok(())
     }
 
+    /// Tags the resource `arn`.
     pub async fn tag(&self, arn: &str, tags: &[(String, String)]) -> Result<(), ApiError> {
         self.client
             .tag_resource()
@@ -864,6 +911,7 @@ impl Ecs {
         Ok(())
     }
 
+    /// Deletes the service (forced: its tasks stop).
     pub async fn delete_service(&self, cluster: &str, service: &str) -> Result<(), ApiError> {
         self.client
             .delete_service()

@@ -5,11 +5,13 @@ use aws_sdk_efs::Client;
 
 use crate::{ApiError, api};
 
+/// EFS.
 pub struct Efs {
     client: Client,
 }
 
 impl Efs {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Efs {
             client: Client::new(config),

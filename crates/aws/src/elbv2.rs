@@ -7,13 +7,18 @@ use crate::{ApiError, api};
 
 const SVC: &str = "Elastic Load Balancing";
 
+/// A target's health behind a target group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetHealth {
+    /// The target (an instance id).
     pub id: String,
+    /// Its port.
     pub port: Option<i32>,
     /// initial, healthy, unhealthy, unused, draining, unavailable
     pub state: String,
+    /// Why it is in its state, if the load balancer says.
     pub reason: Option<String>,
+    /// The load balancer's description of it.
     pub description: Option<String>,
 }
 
@@ -25,17 +30,20 @@ pub fn resource_label(load_balancer_arn: &str, target_group_arn: &str) -> Option
     tg.starts_with("targetgroup/").then(|| format!("{lb}/{tg}"))
 }
 
+/// Elastic Load Balancing v2.
 pub struct Elb {
     client: Client,
 }
 
 impl Elb {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Elb {
             client: Client::new(config),
         }
     }
 
+    /// The load balancer's DNS name, if it exists.
     pub async fn dns_name(&self, load_balancer_arn: &str) -> Result<Option<String>, ApiError> {
         let out = self
             .client
@@ -51,6 +59,7 @@ impl Elb {
             .map(str::to_string))
     }
 
+    /// The health of every target of the target group.
     pub async fn target_health(
         &self,
         target_group_arn: &str,

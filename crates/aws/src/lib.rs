@@ -20,7 +20,9 @@ pub use secret::Secret;
 /// `AWS_ENDPOINT_URL` (and the per-service variants) are honoured by the SDK itself.
 #[derive(Debug, Clone, Default)]
 pub struct AwsOptions {
+    /// The region; else the profile's, the environment's, or the fallback.
     pub region: Option<String>,
+    /// The shared-config profile.
     pub profile: Option<String>,
 }
 
@@ -112,10 +114,13 @@ where
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{service} {action} failed: {detail}")]
 pub struct ApiError {
+    /// The AWS service.
     pub service: &'static str,
+    /// The call.
     pub action: &'static str,
     /// The service error code, when AWS answered with one.
     pub code: Option<String>,
+    /// What AWS said.
     pub detail: String,
 }
 

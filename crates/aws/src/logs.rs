@@ -7,21 +7,27 @@ use crate::{ApiError, api};
 
 const SVC: &str = "CloudWatch Logs";
 
+/// One log event.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     /// Milliseconds since the epoch.
     pub timestamp: i64,
+    /// The log stream it is in.
     pub stream: String,
+    /// The line.
     pub message: String,
+    /// Its id (for de-duplicating a follow).
     #[serde(skip)]
     pub event_id: String,
 }
 
+/// CloudWatch Logs.
 pub struct Logs {
     client: Client,
 }
 
 impl Logs {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Logs {
             client: Client::new(config),

@@ -3,6 +3,7 @@
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `s`.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }

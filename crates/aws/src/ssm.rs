@@ -4,15 +4,18 @@ use aws_sdk_ssm::Client;
 
 use crate::describe_sdk_error;
 
+/// An SSM call failed; what AWS said.
 #[derive(Debug, thiserror::Error)]
 #[error("SSM GetParameter failed: {0}")]
 pub struct SsmError(pub String);
 
+/// Systems Manager Parameter Store.
 pub struct Ssm {
     client: Client,
 }
 
 impl Ssm {
+    /// A client from the SDK configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Ssm {
             client: Client::new(config),

@@ -37,7 +37,6 @@ pub struct Proxy {
     pub url: String,
     /// (action, request body) of every forwarded or answered AWS request.
     pub bodies: Arc<Mutex<Vec<(String, String)>>>,
-    pub requests: Arc<AtomicUsize>,
     pub faults: Arc<AtomicUsize>,
     pub stalled: Arc<tokio::sync::Notify>,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -255,7 +254,6 @@ pub async fn start_with(upstream: &str, mode: Mode, hooks: Hooks) -> Proxy {
     Proxy {
         url,
         bodies,
-        requests,
         faults,
         stalled,
         log,

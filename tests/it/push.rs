@@ -3,13 +3,11 @@
 //! standing in for the public base-image registry, and a fault-injecting proxy.
 //! Run by ./scripts/test.sh, which starts the stack (`#[ignore]` for plain `cargo test`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const IGNORE: &str = "needs the local stack: run ./scripts/test.sh";
 

@@ -1,13 +1,11 @@
 //! `triton-deploy bench` against real KServe v2 servers: MLServer (the local stack's, counting
-//! requests on its own metrics endpoint) and the spec-faithful test server in tests/support.
-
-mod support;
+//! requests on its own metrics endpoint) and the spec-faithful test server in tests/it/support.
 
 use std::process::Output;
 use std::sync::atomic::Ordering;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 async fn bench(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

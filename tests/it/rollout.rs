@@ -2,13 +2,11 @@
 //! the plan changes nothing, the apply creates the resources, a second run makes no mutating call,
 //! throttling converges, and preflight failures stop before any change.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::Ordering;
 
-use support::*;
+use crate::support::*;
 
 fn spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));

@@ -29,7 +29,6 @@ use triton_deploy::kserve::grpc::proto;
 
 pub struct Server {
     pub url: String,
-    pub ready: Arc<AtomicBool>,
     /// Successful inference requests, all models and protocols.
     pub inferences: Arc<AtomicUsize>,
     /// Requests that came in the binary tensor extension's framing.
@@ -719,7 +718,6 @@ pub async fn start() -> Server {
     });
     let server = Server {
         url: format!("http://{addr}"),
-        ready: state.ready.clone(),
         inferences: state.inferences.clone(),
         binary_requests: state.binary_requests.clone(),
         grpc_requests: state.grpc_requests.clone(),

@@ -3,15 +3,13 @@
 //! never progress: where a test needs ECS's real deployment behaviour, the proxy rewrites moto's
 //! `DescribeServices` answer the way ECS would answer).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn short_name(prefix: &str) -> String {
     unique(prefix).replace('-', "").chars().take(18).collect()

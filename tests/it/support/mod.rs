@@ -1,6 +1,5 @@
 //! Shared helpers of the integration tests that run against the local stand-in stack
 //! (`scripts/stack.sh up`; `./scripts/test.sh` starts it and exports its variables).
-#![allow(dead_code)]
 
 pub mod kserve;
 pub mod proxy;
