@@ -2,7 +2,8 @@
 //! (latency percentiles against throughput; the chosen percentile and throughput over time). No
 //! script, no external resource: it opens offline.
 
-use serde_json::Value;
+use super::report::BenchReport;
+use super::{Latency, Step};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -140,20 +141,16 @@ fn plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String 
     svg
 }
 
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-/// The page for a bench result (the JSON document `bench --format json` prints).
-pub fn html(report: &Value) -> String {
-    let steps = report["steps"].as_array().cloned().unwrap_or_default();
-    let p = num(&report["percentile"]);
-    let mut by_thr = steps.clone();
-    by_thr.sort_by(|a, b| num(&a["throughput"]).total_cmp(&num(&b["throughput"])));
-    let pct = |name: &str| -> Vec<(f64, f64)> {
+/// The page for a bench report.
+pub fn html(report: &BenchReport) -> String {
+    let steps = &report.steps;
+    let p = report.percentile;
+    let mut by_thr: Vec<&Step> = steps.iter().collect();
+    by_thr.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    let pct = |pick: fn(&Latency) -> u64| -> Vec<(f64, f64)> {
         by_thr
             .iter()
-            .map(|s| (num(&s["throughput"]), num(&s["latency_us"][name]) / 1000.0))
+            .map(|s| (s.throughput, pick(&s.latency_us) as f64 / 1000.0))
             .collect()
     };
     let latency_plot = plot(
@@ -164,24 +161,24 @@ pub fn html(report: &Value) -> String {
             Series {
                 name: "p50",
                 color: "#1f77b4",
-                points: pct("p50"),
+                points: pct(|l| l.p50),
             },
             Series {
                 name: "p90",
                 color: "#2ca02c",
-                points: pct("p90"),
+                points: pct(|l| l.p90),
             },
             Series {
                 name: "p99",
                 color: "#d62728",
-                points: pct("p99"),
+                points: pct(|l| l.p99),
             },
         ],
     );
     let timeline: Vec<(f64, f64, f64)> = steps
         .iter()
-        .flat_map(|s| s["timeline"].as_array().cloned().unwrap_or_default())
-        .map(|w| (num(&w[0]), num(&w[1]), num(&w[2]) / 1000.0))
+        .flat_map(|s| s.timeline.iter())
+        .map(|w| (w[0], w[1], w[2] / 1000.0))
         .collect();
     let time_plot = plot(
         &format!("p{p} latency over time"),
@@ -204,48 +201,44 @@ pub fn html(report: &Value) -> String {
         }],
     );
     let mut rows = String::new();
-    for s in &steps {
-        let load = s["concurrency"]
-            .as_u64()
+    for s in steps {
+        let load = s
+            .concurrency
             .map(|c| format!("concurrency {c}"))
-            .or_else(|| s["rate"].as_f64().map(|r| format!("{r} req/s")))
+            .or_else(|| s.rate.map(|r| format!("{r} req/s")))
             .unwrap_or_default();
-        let l = &s["latency_us"];
+        let l = &s.latency_us;
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&load),
-            num(&s["throughput"]),
-            s["requests"],
-            s["errors"],
-            l["p50"],
-            l["p90"],
-            l["p95"],
-            l["p99"],
-            l["max"],
-            if s["stable"] == true { "yes" } else { "no" }
+            s.throughput,
+            s.requests,
+            s.errors,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.max,
+            if s.stable { "yes" } else { "no" }
         ));
     }
     let mut summary = String::new();
-    if let Some(b) = report["sla"]["best"].as_object() {
+    if let Some(sla) = &report.sla {
         summary.push_str(&format!(
             "<p><b>Capacity at the budget</b> ({} us at p{}): {:.1} inferences/s, p{} {} us.</p>",
-            report["sla"]["budget_us"],
-            p,
-            num(&b["throughput"].clone()),
-            p,
-            b["latency_us"]
+            sla.budget_us, p, sla.best.throughput, p, sla.best.latency_us
         ));
     }
-    if let Some(a) = report["autoscaling"].as_object() {
+    if let Some(a) = &report.autoscaling {
         summary.push_str(&format!(
             "<p><b>Autoscaling</b>: ALBRequestCountPerTarget target {} requests/min per task ({}% of capacity){}{}.</p>",
-            a["target_requests_per_task"],
-            (num(&a["safety_margin"]) * 100.0).round(),
-            a.get("max_tasks").and_then(Value::as_u64).map(|m| format!("; {m} task(s) for the peak")).unwrap_or_default(),
-            a.get("cost_per_million_inferences").and_then(Value::as_f64).map(|c| format!("; ${c:.2} per million inferences")).unwrap_or_default()
+            a.target_requests_per_task,
+            (a.safety_margin * 100.0).round(),
+            a.max_tasks.map(|m| format!("; {m} task(s) for the peak")).unwrap_or_default(),
+            a.cost_per_million_inferences.map(|c| format!("; ${c:.2} per million inferences")).unwrap_or_default()
         ));
     }
-    if let Some(s) = report["stopped"].as_str() {
+    if let Some(s) = &report.stopped {
         summary.push_str(&format!("<p><b>Stopped early</b>: {}</p>", esc(s)));
     }
     format!(
@@ -258,27 +251,74 @@ pub fn html(report: &Value) -> String {
          <h2>Steps</h2><table><tr><th>load</th><th>infer/s</th><th>requests</th><th>errors</th>\
          <th>p50 us</th><th>p90 us</th><th>p95 us</th><th>p99 us</th><th>max us</th><th>stable</th></tr>{rows}</table>\
          </body></html>\n",
-        model = esc(report["model"].as_str().unwrap_or("")),
-        url = esc(report["url"].as_str().unwrap_or("")),
-        protocol = esc(report["protocol"].as_str().unwrap_or("")),
-        batch = report["batch_size"],
+        model = esc(&report.model),
+        url = esc(&report.url),
+        protocol = esc(report.protocol),
+        batch = report.batch_size,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::bench::Availability;
+    use crate::bench::server::ServerSide;
 
     #[test]
     fn the_page_is_self_contained_and_plots_every_step() {
-        let r = json!({"model": "m<1>", "url": "http://x", "protocol": "http-json", "batch_size": 1, "percentile": 99.0,
-        "steps": [
-            {"concurrency": 1, "throughput": 100.0, "requests": 500, "errors": 0, "stable": true,
-             "latency_us": {"p50": 1000, "p90": 2000, "p95": 2500, "p99": 3000, "max": 4000}, "timeline": [[1.0, 100.0, 3000.0]]},
-            {"concurrency": 2, "throughput": 180.0, "requests": 900, "errors": 0, "stable": false,
-             "latency_us": {"p50": 1500, "p90": 2500, "p95": 3000, "p99": 5000, "max": 6000}, "timeline": [[2.0, 180.0, 5000.0]]}
-        ]});
+        let step = |c: u32, thr: f64, stable: bool, l: [u64; 5], t: [f64; 3]| Step {
+            concurrency: Some(c),
+            rate: None,
+            throughput: thr,
+            requests: 500,
+            errors: 0,
+            errors_by_code: Default::default(),
+            latency_us: Latency {
+                p50: l[0],
+                p90: l[1],
+                p95: l[2],
+                p99: l[3],
+                p999: l[3],
+                max: l[4],
+                mean: l[0],
+            },
+            windows: 1,
+            stable,
+            behind: None,
+            server: ServerSide {
+                stats: Availability::Unavailable { reason: "-".into() },
+                gpu: Availability::Unavailable { reason: "-".into() },
+            },
+            timeline: vec![t],
+        };
+        let r = BenchReport {
+            url: "http://x".into(),
+            model: "m<1>".into(),
+            protocol: "http-json",
+            percentile: 99.0,
+            batch_size: 1,
+            steps: vec![
+                step(
+                    1,
+                    100.0,
+                    true,
+                    [1000, 2000, 2500, 3000, 4000],
+                    [1.0, 100.0, 3000.0],
+                ),
+                step(
+                    2,
+                    180.0,
+                    false,
+                    [1500, 2500, 3000, 5000, 6000],
+                    [2.0, 180.0, 5000.0],
+                ),
+            ],
+            sla: None,
+            autoscaling: None,
+            model_config: Availability::Unavailable { reason: "-".into() },
+            validation: None,
+            stopped: None,
+        };
         let page = html(&r);
         assert!(page.starts_with("<!doctype html>"));
         assert!(!page.contains("<script") && !page.contains("http://x/") && !page.contains("src="));

@@ -302,9 +302,7 @@ pub fn run(args: BenchArgs, global: &Global) -> Result<BenchOutcome, CliError> {
         write(p, &doc)?;
     }
     if let Some(p) = &args.report {
-        let value = serde_json::to_value(&report)
-            .map_err(|e| CliError::failed(format!("cannot serialize the report: {e}")))?;
-        write(p, &crate::bench::html::html(&value))?;
+        write(p, &crate::bench::html::html(&report))?;
     }
     if let Some(p) = &args.csv {
         write(p, &report::csv(&report))?;
