@@ -8,6 +8,9 @@
 #   kserve    MLServer, a real KServe v2 server with a small sklearn model
 #             (iris), standing in for Triton behind the load balancer        :${TD_KSERVE_PORT:-5003}
 #             (gRPC on TD_KSERVE_GRPC_PORT, default 5004; metrics on 5005)
+#   and, in the upstream registry and the Docker Engine, a real tritonserver base image
+#   (scripts/tritonserver-image.sh: NVIDIA's tritonserver 2.51, CPU, python backend):
+#   TD_TRITON_BASE
 #
 #   ./scripts/stack.sh up      install what is missing, start everything (refuses busy ports)
 #   ./scripts/stack.sh down    stop what `up` started
@@ -147,6 +150,8 @@ up() {
   start registry "$registry_port" docker-registry serve "$stack/registry/config.yml"
   registry_config upstream "$upstream_port" no
   start upstream "$upstream_port" docker-registry serve "$stack/upstream/config.yml"
+  # The real tritonserver base image (built once per input set; copied to the upstream registry).
+  TD_VENV_DIR="$venvs" "$root/scripts/tritonserver-image.sh" "127.0.0.1:$upstream_port" >/dev/null
   install_venv ml requirements-mlserver.txt mlserver
   mlserver_config
   start kserve "$kserve_port" "$venvs/venv-ml/bin/mlserver" start "$stack/mlserver"
@@ -191,6 +196,7 @@ export TD_UPSTREAM_URL=http://127.0.0.1:$upstream_port
 export TD_KSERVE_URL=http://127.0.0.1:$kserve_port
 export TD_KSERVE_GRPC=127.0.0.1:$kserve_grpc_port
 export TD_KSERVE_METRICS_URL=http://127.0.0.1:$kserve_metrics_port/metrics
+export TD_TRITON_BASE=127.0.0.1:$upstream_port/nvidia/tritonserver:24.10-py3
 EOV
 }
 

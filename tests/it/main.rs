@@ -10,4 +10,5 @@ mod push;
 mod render;
 mod rollout;
 mod support;
+mod triton;
 mod validate;
