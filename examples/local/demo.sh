@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, without AWS, in a few minutes (the first build takes longer):
-#   validate -> push -> rollout --plan -> rollout -> status -> bench -> destroy
-# against the local stand-ins of scripts/stack.sh: moto for the AWS APIs, Debian's docker-registry
-# for ECR's registry, a second registry holding a stand-in tritonserver base image, and MLServer (a
-# real KServe v2 server) answering where the load balancer would.
+#   validate -> push -> the pushed image run -> rollout --plan -> rollout -> status -> bench -> destroy
+# Real: the images, NVIDIA's tritonserver 2.51 in them (CPU, python backend; built here by
+# scripts/tritonserver-image.sh), the container the Docker Engine runs, rollout's verification
+# inference, the benchmark. Emulated: the AWS APIs (moto) and ECR's registry (Debian's
+# docker-registry); the emulated ECS runs no tasks, so the local container stands in for them.
 #
 #   examples/local/demo.sh            run it (starts the stand-ins it needs, stops what it started)
 #   TD_KEEP_STACK=1 examples/local/demo.sh   leave the stand-ins running afterwards
@@ -30,27 +31,34 @@ trap stop EXIT
 work="${TD_STACK_DIR:-$root/.stack}/demo"
 mkdir -p "$work"
 
-say "validate model-repos/simple-onnx"
-"$bin" validate model-repos/simple-onnx
+say "validate model-repos/python-backend"
+"$bin" validate model-repos/python-backend
 
-say "a stand-in tritonserver base image (the real one is not reachable here)"
-base="${TD_UPSTREAM_URL#http://}/nvidia/tritonserver:demo-py3"
-if ! skopeo inspect --tls-verify=false "docker://$base" >/dev/null 2>&1; then
-  rm -rf "$work/base" && mkdir -p "$work/base/rootfs/opt/tritonserver/bin" "$work/base/rootfs/etc"
-  printf '#!/bin/sh\necho tritonserver "$@"\n' >"$work/base/rootfs/opt/tritonserver/bin/tritonserver"
-  echo "ID=triton-demo" >"$work/base/rootfs/etc/os-release"
-  umoci init --layout "$work/base/layout"
-  umoci new --image "$work/base/layout:1"
-  umoci insert --rootless --image "$work/base/layout:1" "$work/base/rootfs" / >/dev/null
-  umoci config --image "$work/base/layout:1" --os linux --architecture amd64 \
-    --config.env TRITON_SERVER_VERSION=2.99.0 --config.entrypoint /opt/nvidia/nvidia_entrypoint.sh
-  skopeo copy --quiet --dest-tls-verify=false "oci:$work/base/layout:1" "docker://$base"
-fi
+say "the tritonserver base image: NVIDIA's tritonserver 2.51 (CPU, python backend), built here"
+echo "(from Debian packages and the nvidia-pytriton wheel by scripts/tritonserver-image.sh; NVIDIA's registry is not reachable here)"
+base="$TD_TRITON_BASE"
 echo "$base"
 
-say "push: model layer on the base, into ECR (moto) and its registry (docker-registry)"
-"$bin" push model-repos/simple-onnx --repository demo/add-sub --base "$base" \
-  --registry-endpoint "$TD_REGISTRY_URL"
+say "push: a model layer on the base, into ECR (moto) and its registry (docker-registry), and as a Docker archive"
+"$bin" push model-repos/python-backend --repository demo/text-stats --base "$base" \
+  --registry-endpoint "$TD_REGISTRY_URL" --output "docker-archive:$work/text-stats.tar"
+
+say "the pushed image serves: the Docker Engine runs it (the emulator runs no containers)"
+image="$(docker load -i "$work/text-stats.tar" | sed -n 's/^Loaded image: //p')"
+cid="$(docker run -d --rm -p 127.0.0.1::8000 -p 127.0.0.1::8001 -p 127.0.0.1::8002 --shm-size 256m "$image")"
+cleanup() { docker rm -f "$cid" >/dev/null 2>&1 || true; docker rmi "$image" >/dev/null 2>&1 || true; stop; }
+trap cleanup EXIT
+port() { docker port "$cid" "$1/tcp" | head -1 | sed 's/.*://'; }
+triton="http://127.0.0.1:$(port 8000)"
+t0=$(date +%s%N)
+until curl -sf "$triton/v2/health/ready" >/dev/null; do
+  if [ $(( ($(date +%s%N) - t0) / 1000000000 )) -gt 60 ]; then docker logs --tail 30 "$cid" >&2; exit 1; fi
+  sleep 0.2
+done
+echo "Triton ready $(( ($(date +%s%N) - t0) / 1000000 )) ms after the container started ($triton)"
+curl -s "$triton/v2/models/text_stats/infer" \
+  -d '{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["served by the pushed image"]}]}'
+echo
 
 say "rollout --plan (exit 2: everything would be created)"
 set +e
@@ -59,9 +67,9 @@ code=$?
 set -e
 [ "$code" = 2 ] || { echo "expected exit 2 from the plan, got $code" >&2; exit 1; }
 
-say "rollout: the cluster stack, then the service; verified through MLServer at $TD_KSERVE_URL"
-echo "(MLServer stands in for Triton behind the load balancer: the emulator runs no containers)"
-"$bin" rollout --yes -f "$spec" --endpoint "$TD_KSERVE_URL" --smoke --poll 1
+say "rollout: the cluster stack, then the service; verified (a real inference) against the container at $triton"
+echo "(the emulated ECS runs no tasks: the container above stands in for the load balancer's targets)"
+"$bin" rollout --yes -f "$spec" --endpoint "$triton" --smoke --poll 1
 
 say "rollout --plan again (exit 0: nothing to change)"
 "$bin" rollout --plan -f "$spec"
@@ -69,9 +77,10 @@ say "rollout --plan again (exit 0: nothing to change)"
 say "status"
 "$bin" status -f "$spec"
 
-say "bench: against MLServer at $TD_KSERVE_URL, standing in for the load balancer's endpoint"
-"$bin" bench --url "$TD_KSERVE_URL" --model iris --concurrency 1:8:x2 --duration 1s --warmup 500ms \
-  --latency-budget 50ms --stability 20 --max-trials 5 --price-per-hour 1.006 \
+say "bench: the real Triton in the container, binary tensors, with Triton's own statistics"
+"$bin" bench --url "$triton" --model text_stats --tensor-format binary --concurrency 1:8:x2 \
+  --duration 1s --warmup 500ms --latency-budget 50ms --stability 20 --max-trials 5 \
+  --price-per-hour 1.006 --metrics-url "http://127.0.0.1:$(port 8002)/metrics" \
   --out "$work/bench.json" --csv "$work/bench.csv" --report "$work/bench.html"
 echo "(on AWS, point autoscaling.bench_result at $work/bench.json: rollout sets its target from it)"
 
@@ -81,7 +90,7 @@ say "destroy"
 say "done"
 cat <<EOS
   spec:            $spec
-  images:          ECR repository demo/add-sub (kept; registry data in ${TD_STACK_DIR:-.stack}/registry)
+  images:          ECR repository demo/text-stats (kept; registry data in ${TD_STACK_DIR:-.stack}/registry)
   stand-in logs:   ${TD_STACK_DIR:-.stack}/*.log
   demo files:      $work (bench.json, bench.csv, bench.html: open it in a browser)
   next:            the same spec against AWS: unset AWS_ENDPOINT_URL, see README "On AWS"
