@@ -239,54 +239,9 @@ impl Io {
                 Ok(n) => n,
             };
             debug_assert!(n > 0);
-            // Uninitialised header slots: nothing to clear per answer.
-            let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 32];
-            let mut resp = httparse::Response::new(&mut []);
-            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut resp,
-                &self.buf,
-                &mut headers,
-            ) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = resp.code.unwrap_or(0);
-                    let mut framing = Framing::Close;
-                    let mut close = resp.version == Some(0);
-                    for h in resp.headers.iter() {
-                        // Names by length first: most headers are none of these four.
-                        let name = h.name.as_bytes();
-                        let is = |want: &str| {
-                            name.len() == want.len() && name.eq_ignore_ascii_case(want.as_bytes())
-                        };
-                        if is("content-length") {
-                            match std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse().ok())
-                            {
-                                Some(n) => framing = Framing::Length(n),
-                                None => return Ok(Err(Failure::Reset)),
-                            }
-                        } else if is("transfer-encoding") {
-                            if h.value.eq_ignore_ascii_case(b"chunked") {
-                                framing = Framing::Chunked;
-                            }
-                        } else if is("inference-header-content-length") {
-                            self.header_len = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse().ok());
-                        } else if is("connection") {
-                            if h.value.eq_ignore_ascii_case(b"close") {
-                                close = true;
-                            } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
-                                close = false;
-                            }
-                        }
-                    }
-                    if status == 204 || status == 304 || (100..200).contains(&status) {
-                        framing = Framing::Length(0);
-                    }
-                    break (status, len, framing, close);
-                }
-                Ok(httparse::Status::Partial) if self.buf.len() < 1 << 20 => continue,
+            match parse_head(&self.buf, &mut self.header_len) {
+                Head::Complete(h) => break h,
+                Head::Partial if self.buf.len() < 1 << 20 => continue,
                 _ => return Ok(Err(Failure::Reset)),
             }
         };
@@ -355,6 +310,72 @@ impl Io {
     }
 }
 
+/// What the start of an answer's bytes say.
+enum Head {
+    /// Status, head length, body framing, whether the connection closes after it.
+    Complete((u16, usize, Framing, bool)),
+    /// More bytes are needed.
+    Partial,
+    /// Not an HTTP/1.1 answer we can read.
+    Bad,
+}
+
+/// Parses an answer's head from `buf`; Triton's `Inference-Header-Content-Length` goes to
+/// `header_len`.
+#[inline]
+fn parse_head(buf: &[u8], header_len: &mut Option<usize>) -> Head {
+    // Uninitialised header slots: nothing to clear per answer.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 32];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp.code.unwrap_or(0);
+            let mut framing = Framing::Close;
+            let mut close = resp.version == Some(0);
+            for h in resp.headers.iter() {
+                // Names by length first: most headers are none of these four.
+                let name = h.name.as_bytes();
+                let is = |want: &str| {
+                    name.len() == want.len() && name.eq_ignore_ascii_case(want.as_bytes())
+                };
+                if is("content-length") {
+                    match std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
+                        Some(n) => framing = Framing::Length(n),
+                        None => return Head::Bad,
+                    }
+                } else if is("transfer-encoding") {
+                    if h.value.eq_ignore_ascii_case(b"chunked") {
+                        framing = Framing::Chunked;
+                    }
+                } else if is("inference-header-content-length") {
+                    *header_len = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                } else if is("connection") {
+                    if h.value.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
+                        close = false;
+                    }
+                }
+            }
+            if status == 204 || status == 304 || (100..200).contains(&status) {
+                framing = Framing::Length(0);
+            }
+            Head::Complete((status, len, framing, close))
+        }
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(_) => Head::Bad,
+    }
+}
+
 /// The server closed a kept-alive connection before answering.
 struct Stale;
 
@@ -402,6 +423,40 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_give_status_framing_and_the_inference_header_length() {
+        let mut header_len = None;
+        let head =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nInference-Header-Content-Length: 7\r\n\r\n";
+        match parse_head(head, &mut header_len) {
+            Head::Complete((200, n, Framing::Length(12), false)) => assert_eq!(n, head.len()),
+            _ => panic!("not read as a complete head"),
+        }
+        assert_eq!(header_len, Some(7));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &mut header_len),
+            Head::Partial
+        ));
+        assert!(matches!(
+            parse_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                &mut header_len
+            ),
+            Head::Bad
+        ));
+        assert!(matches!(
+            parse_head(b"HTTP/1.0 204 No Content\r\n\r\n", &mut header_len),
+            Head::Complete((204, _, Framing::Length(0), true))
+        ));
+        assert!(matches!(
+            parse_head(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                &mut header_len
+            ),
+            Head::Complete((200, _, Framing::Chunked, true))
+        ));
+    }
 
     #[test]
     fn chunked_bodies_decode_across_reads() {

@@ -85,8 +85,8 @@ pub struct BenchArgs {
     pub warmup: Duration,
 
     /// Input tensors: random, zero, or a perf_analyzer input-data JSON file.
-    #[arg(long, default_value = "random", value_name = "random|zero|FILE")]
-    pub input_data: String,
+    #[arg(long, default_value = "random", value_name = "random|zero|FILE", value_parser = parse_input_source)]
+    pub input_data: InputSource,
 
     /// The size of an input's dynamic dimensions: NAME:D1,D2,...
     #[arg(long, value_name = "NAME:DIMS", value_parser = parse_shape)]
@@ -362,15 +362,46 @@ impl From<bench::run::BenchError> for CliError {
     }
 }
 
+/// Where input tensors come from: `random`, `zero`, or a perf_analyzer input-data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    /// Random values.
+    Random,
+    /// Zeros (empty strings, false).
+    Zero,
+    /// perf_analyzer's input-data JSON.
+    File(PathBuf),
+}
+
+impl InputSource {
+    /// The name messages give it.
+    fn name(&self) -> String {
+        match self {
+            InputSource::Random => "random".into(),
+            InputSource::Zero => "zero".into(),
+            InputSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+fn parse_input_source(s: &str) -> Result<InputSource, String> {
+    Ok(match s {
+        "random" => InputSource::Random,
+        "zero" => InputSource::Zero,
+        "" => return Err("give random, zero or an input-data file".into()),
+        file => InputSource::File(PathBuf::from(file)),
+    })
+}
+
 /// The input data as the run takes it: the file read and parsed here, so that its problems
 /// name it.
-fn input_data(source: &str) -> Result<InputData, CliError> {
+fn input_data(source: &InputSource) -> Result<InputData, CliError> {
     Ok(match source {
-        "random" => InputData::Random,
-        "zero" => InputData::Zero,
-        file => {
-            let path = std::path::Path::new(file);
-            let text = std::fs::read_to_string(file)
+        InputSource::Random => InputData::Random,
+        InputSource::Zero => InputData::Zero,
+        InputSource::File(path) => {
+            let file = path.display();
+            let text = std::fs::read_to_string(path)
                 .map_err(|e| CliError::new(ErrorKind::Io, format!("{file}: {e}")).in_file(path))?;
             InputData::File(serde_json::from_str(&text).map_err(|e| {
                 CliError::invalid(format!("{file}: not JSON: {e}")).at(path, e.line(), e.column())
@@ -440,7 +471,7 @@ fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError>
         },
         general_http: args.http_client == HttpClient::General,
         data: input_data(&args.input_data)?,
-        data_name: args.input_data.clone(),
+        data_name: args.input_data.name(),
         shapes: args.shape.iter().cloned().collect(),
         plan: Plan {
             range: range.0,
