@@ -101,8 +101,10 @@ async fn read_model(client: &reqwest::Client, s: &Settings) -> Result<Model, Ben
         Some(ch) => (
             crate::kserve::grpc::metadata(ch.clone(), &s.model, version)
                 .await
-                .map_err(BenchError::Server)?,
-            crate::kserve::grpc::config(ch.clone(), &s.model, version).await,
+                .map_err(|e| BenchError::Server(e.to_string()))?,
+            crate::kserve::grpc::config(ch.clone(), &s.model, version)
+                .await
+                .map_err(|e| e.to_string()),
         ),
         None => {
             let url = s.metadata_url();
@@ -158,7 +160,7 @@ fn bodies(run: &Run, model: &Model) -> Result<Vec<Body>, BenchError> {
                     &run.settings.model,
                     run.settings.version.as_deref(),
                 )
-                .map_err(named)?,
+                .map_err(|e| named(e.to_string()))?,
             );
         }
     }
@@ -196,8 +198,10 @@ pub async fn run(run: Run, progress: Progress) -> Result<BenchReport, BenchError
         .map_err(|e| BenchError::Server(e.to_string()))?;
     let mut settings = run.settings.clone();
     if run.wire == Wire::Grpc {
-        settings.grpc =
-            Some(crate::kserve::grpc::channel(&settings.url).map_err(BenchError::Usage)?);
+        settings.grpc = Some(
+            crate::kserve::grpc::channel(&settings.url)
+                .map_err(|e| BenchError::Usage(e.to_string()))?,
+        );
     }
     let settings = Arc::new(settings);
     let model = read_model(&client, &settings).await?;

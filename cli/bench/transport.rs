@@ -138,7 +138,9 @@ impl Transport {
         }
         let body = &self.bodies[k];
         if let (Some(channel), Some(req)) = (&self.grpc, &body.grpc) {
-            let resp = crate::kserve::grpc::infer(channel.clone(), req.clone()).await?;
+            let resp = crate::kserve::grpc::infer(channel.clone(), req.clone())
+                .await
+                .map_err(|e| e.count_as())?;
             return match want {
                 Some(w) => self.validate(w, crate::kserve::grpc::outputs(&resp)),
                 None => Ok(()),
@@ -185,12 +187,15 @@ impl Transport {
     fn validate(
         &self,
         want: &crate::kserve::tensor::Expected,
-        got: Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, String>,
+        got: Result<
+            std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>,
+            crate::kserve::KserveError,
+        >,
     ) -> Result<(), String> {
         match got.and_then(|g| crate::kserve::tensor::check(want, &g)) {
             Ok(()) => Ok(()),
             Err(why) => {
-                let _ = self.first_mismatch.set(why);
+                let _ = self.first_mismatch.set(why.to_string());
                 Err("validation".into())
             }
         }

@@ -593,7 +593,7 @@ pub async fn smoke(endpoint: &str, models: &[String]) -> Result<String, ServiceE
         .map_err(|e| fail(e.to_string()))?;
     let meta = crate::kserve::ModelMetadata::from_json(&meta_body)
         .map_err(|e| fail(format!("{model}: {e}")))?;
-    let request = crate::kserve::zero_request(&meta).map_err(fail)?;
+    let request = crate::kserve::zero_request(&meta).map_err(|e| fail(e.to_string()))?;
     let resp = client
         .post(format!("{base}/v2/models/{model}/infer"))
         .json(&request)

@@ -11,7 +11,16 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/kserve_grpc.rs"));
 }
 
-use super::{DataType, InferRequest, ModelMetadata, TensorMetadata};
+use super::{DataType, InferRequest, KserveError, ModelMetadata, TensorMetadata};
+
+/// A failed call as an error.
+fn status(call: &'static str, s: tonic::Status) -> KserveError {
+    KserveError::Grpc {
+        call,
+        code: s.code(),
+        message: s.message().to_string(),
+    }
+}
 use proto::{ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse};
 
 const METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
@@ -19,9 +28,9 @@ const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 const CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
 
 /// A lazily connecting channel to `url` (`http://host:8001`).
-pub fn channel(url: &str) -> Result<Channel, String> {
+pub fn channel(url: &str) -> Result<Channel, KserveError> {
     Ok(Channel::from_shared(url.to_string())
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|e| KserveError::Endpoint(format!("{url}: {e}")))?
         .tcp_nodelay(true)
         .connect_lazy())
 }
@@ -54,7 +63,7 @@ pub async fn metadata(
     channel: Channel,
     model: &str,
     version: Option<&str>,
-) -> Result<ModelMetadata, String> {
+) -> Result<ModelMetadata, KserveError> {
     let m: ModelMetadataResponse = unary(
         channel,
         METADATA,
@@ -64,20 +73,19 @@ pub async fn metadata(
         },
     )
     .await
-    .map_err(|s| format!("ModelMetadata: {:?}: {}", s.code(), s.message()))?;
+    .map_err(|s| status("ModelMetadata", s))?;
     let tensors = |t: Vec<proto::model_metadata_response::TensorMetadata>| {
         t.into_iter()
             .map(|t| {
                 Ok(TensorMetadata {
-                    datatype: t
-                        .datatype
-                        .parse()
-                        .map_err(|e| format!("ModelMetadata: tensor {}: {e}", t.name))?,
+                    datatype: t.datatype.parse().map_err(|e| {
+                        KserveError::Metadata(format!("ModelMetadata: tensor {}: {e}", t.name))
+                    })?,
                     name: t.name,
                     shape: t.shape,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, KserveError>>()
     };
     Ok(ModelMetadata {
         name: m.name,
@@ -93,7 +101,7 @@ pub async fn config(
     channel: Channel,
     model: &str,
     version: Option<&str>,
-) -> Result<crate::triton::model_config::ModelConfig, String> {
+) -> Result<crate::triton::model_config::ModelConfig, KserveError> {
     let r: proto::ModelConfigResponse = unary(
         channel,
         CONFIG,
@@ -103,8 +111,9 @@ pub async fn config(
         },
     )
     .await
-    .map_err(|s| format!("ModelConfig: {:?}: {}", s.code(), s.message()))?;
-    prost::Message::decode(r.config.as_slice()).map_err(|e| format!("ModelConfig: {e}"))
+    .map_err(|s| status("ModelConfig", s))?;
+    prost::Message::decode(r.config.as_slice())
+        .map_err(|e| KserveError::Metadata(format!("ModelConfig: {e}")))
 }
 
 /// An inference request as a gRPC one with raw input contents.
@@ -112,7 +121,7 @@ pub fn request(
     request: &InferRequest,
     model: &str,
     version: Option<&str>,
-) -> Result<ModelInferRequest, String> {
+) -> Result<ModelInferRequest, KserveError> {
     let mut req = ModelInferRequest {
         model_name: model.to_string(),
         model_version: version.unwrap_or_default().to_string(),
@@ -121,7 +130,7 @@ pub fn request(
     for t in &request.inputs {
         let mut raw = Vec::new();
         super::tensor::encode(t.datatype, &t.data, &mut raw)
-            .map_err(|e| format!("input {}: {e}", t.name))?;
+            .map_err(|e| KserveError::Tensor(format!("input {}: {e}", t.name)))?;
         req.inputs
             .push(proto::model_infer_request::InferInputTensor {
                 name: t.name.clone(),
@@ -136,26 +145,29 @@ pub fn request(
 }
 
 /// One inference; the error is the gRPC status code's name.
-pub async fn infer(channel: Channel, req: ModelInferRequest) -> Result<ModelInferResponse, String> {
+pub async fn infer(
+    channel: Channel,
+    req: ModelInferRequest,
+) -> Result<ModelInferResponse, KserveError> {
     unary::<_, ModelInferResponse>(channel, INFER, req)
         .await
-        .map_err(|s| format!("grpc {:?}", s.code()))
+        .map_err(|s| status("ModelInfer", s))
 }
 
 /// The outputs of an answer, from raw output contents (one per output, in order) or typed
 /// contents.
 pub fn outputs(
     resp: &ModelInferResponse,
-) -> Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, String> {
+) -> Result<std::collections::BTreeMap<String, crate::kserve::tensor::Tensor>, KserveError> {
     let mut out = std::collections::BTreeMap::new();
     for (k, o) in resp.outputs.iter().enumerate() {
         let datatype: DataType = o
             .datatype
             .parse()
-            .map_err(|e| format!("output {}: {e}", o.name))?;
+            .map_err(|e| KserveError::Tensor(format!("output {}: {e}", o.name)))?;
         let data = match (resp.raw_output_contents.get(k), &o.contents) {
             (Some(raw), _) => crate::kserve::tensor::decode(datatype, raw)
-                .map_err(|e| format!("output {}: {e}", o.name))?,
+                .map_err(|e| KserveError::Tensor(format!("output {}: {e}", o.name)))?,
             (None, Some(c)) => match datatype {
                 DataType::Bool => c.bool_contents.iter().map(|x| json!(x)).collect(),
                 DataType::Int8 | DataType::Int16 | DataType::Int32 => {
@@ -173,7 +185,12 @@ pub fn outputs(
                     .iter()
                     .map(|b| json!(String::from_utf8_lossy(b)))
                     .collect(),
-                other => return Err(format!("output {}: no typed contents for {other}", o.name)),
+                other => {
+                    return Err(KserveError::Tensor(format!(
+                        "output {}: no typed contents for {other}",
+                        o.name
+                    )));
+                }
             },
             (None, None) => Vec::new(),
         };

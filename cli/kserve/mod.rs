@@ -13,6 +13,41 @@ use serde_json::Value;
 
 pub use datatype::DataType;
 
+/// What went wrong speaking KServe v2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KserveError {
+    /// The model's metadata is unusable.
+    #[error("{0}")]
+    Metadata(String),
+    /// Tensor values that do not fit their datatype or shape (encoding, decoding, input files,
+    /// answers).
+    #[error("{0}")]
+    Tensor(String),
+    /// A gRPC call failed.
+    #[error("{call}: {code:?}: {message}")]
+    Grpc {
+        /// The call (`ModelInfer`).
+        call: &'static str,
+        /// The status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// An endpoint no channel can be opened to.
+    #[error("{0}")]
+    Endpoint(String),
+}
+
+impl KserveError {
+    /// The error as a load generator counts it: a gRPC status by its code's name.
+    pub fn count_as(&self) -> String {
+        match self {
+            KserveError::Grpc { code, .. } => format!("grpc {code:?}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A model's metadata (`GET /v2/models/<m>[/versions/<v>]`, or gRPC's `ModelMetadata`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMetadata {
@@ -44,8 +79,9 @@ pub struct TensorMetadata {
 
 impl ModelMetadata {
     /// The metadata from the HTTP protocol's JSON; the error names what is wrong.
-    pub fn from_json(body: &[u8]) -> Result<ModelMetadata, String> {
-        serde_json::from_slice(body).map_err(|e| format!("the model metadata: {e}"))
+    pub fn from_json(body: &[u8]) -> Result<ModelMetadata, KserveError> {
+        serde_json::from_slice(body)
+            .map_err(|e| KserveError::Metadata(format!("the model metadata: {e}")))
     }
 
     /// The datatype of output `name`, if the model has it.
@@ -99,19 +135,22 @@ fn dims(shape: &[i64]) -> Result<Vec<u64>, String> {
 
 /// An inference request for the model described by `meta`, every input filled with zeros
 /// (empty strings for BYTES, false for BOOL).
-pub fn zero_request(meta: &ModelMetadata) -> Result<InferRequest, String> {
+pub fn zero_request(meta: &ModelMetadata) -> Result<InferRequest, KserveError> {
     if meta.inputs.is_empty() {
-        return Err("the model metadata lists no inputs".into());
+        return Err(KserveError::Metadata(
+            "the model metadata lists no inputs".into(),
+        ));
     }
     let mut inputs = Vec::new();
     for i in &meta.inputs {
         let name = &i.name;
-        let shape = dims(&i.shape).map_err(|e| format!("input {name}: {e}"))?;
+        let shape =
+            dims(&i.shape).map_err(|e| KserveError::Metadata(format!("input {name}: {e}")))?;
         let count: u64 = shape.iter().product();
         if count > 1 << 24 {
-            return Err(format!(
+            return Err(KserveError::Tensor(format!(
                 "input {name} has {count} elements: too large for a smoke test"
-            ));
+            )));
         }
         inputs.push(InputTensor {
             name: name.clone(),
@@ -144,7 +183,8 @@ mod tests {
         let e = ModelMetadata::from_json(
             br#"{"name": "m", "inputs": [{"name": "x", "datatype": "Q8", "shape": [1]}]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown datatype Q8"), "{e}");
         let none = ModelMetadata::from_json(br#"{"name": "m", "inputs": []}"#).unwrap();
         assert!(zero_request(&none).is_err());

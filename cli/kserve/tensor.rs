@@ -8,7 +8,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{DataType, ModelMetadata};
+use super::{DataType, KserveError, ModelMetadata};
+
+/// A tensor problem.
+fn bad(m: impl Into<String>) -> KserveError {
+    KserveError::Tensor(m.into())
+}
 
 /// The value of IEEE half-precision bits.
 pub fn f16_value(h: u16) -> f32 {
@@ -29,7 +34,7 @@ pub fn bf16_value(h: u16) -> f32 {
 }
 
 /// Raw little-endian, row-major tensor bytes as JSON values (BYTES: 4-byte length prefixes).
-pub fn decode(dt: DataType, raw: &[u8]) -> Result<Vec<Value>, String> {
+pub fn decode(dt: DataType, raw: &[u8]) -> Result<Vec<Value>, KserveError> {
     let Some(width) = dt.width() else {
         let mut out = Vec::new();
         let mut at = 0;
@@ -37,26 +42,26 @@ pub fn decode(dt: DataType, raw: &[u8]) -> Result<Vec<Value>, String> {
             let len = raw
                 .get(at..at + 4)
                 .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-                .ok_or_else(|| format!("BYTES: {} stray bytes at the end", raw.len() - at))?;
+                .ok_or_else(|| bad(format!("BYTES: {} stray bytes at the end", raw.len() - at)))?;
             at += 4;
             let s = raw.get(at..at + len).ok_or_else(|| {
-                format!(
+                bad(format!(
                     "BYTES: an element claims {len} bytes, {} are left (is each element's 4-byte length prefix there?)",
                     raw.len() - at
-                )
+                ))
             })?;
-            out.push(json!(std::str::from_utf8(s).map_err(|_| {
-                "BYTES: an element is not UTF-8 text".to_string()
-            })?));
+            out.push(json!(
+                std::str::from_utf8(s).map_err(|_| bad("BYTES: an element is not UTF-8 text"))?
+            ));
             at += len;
         }
         return Ok(out);
     };
     if !raw.len().is_multiple_of(width) {
-        return Err(format!(
+        return Err(bad(format!(
             "{dt}: {} bytes is not a whole number of {width}-byte elements",
             raw.len()
-        ));
+        )));
     }
     Ok(raw
         .chunks_exact(width)
@@ -96,31 +101,33 @@ pub struct Tensor {
 
 /// A tensor given in an input-data file: a (nested) list, `{"content": [..], "shape": [..]}`,
 /// or `{"b64": "<raw little-endian bytes>"}`. The values, flattened, and the shape if given.
-pub fn given(dt: DataType, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), String> {
+pub fn given(dt: DataType, v: &Value) -> Result<(Vec<Value>, Option<Vec<u64>>), KserveError> {
     match v {
         Value::Array(a) => Ok((flatten(a), None)),
         Value::Object(o) => {
             let shape = match o.get("shape") {
                 Some(s) => Some(
                     serde_json::from_value::<Vec<u64>>(s.clone())
-                        .map_err(|_| "\"shape\" is a list of non-negative integers".to_string())?,
+                        .map_err(|_| bad("\"shape\" is a list of non-negative integers"))?,
                 ),
                 None => None,
             };
             if let Some(b) = o.get("b64") {
                 use base64::Engine;
                 let raw = base64::engine::general_purpose::STANDARD
-                    .decode(b.as_str().ok_or("\"b64\" is a string")?)
-                    .map_err(|e| format!("\"b64\": {e}"))?;
+                    .decode(b.as_str().ok_or_else(|| bad("\"b64\" is a string"))?)
+                    .map_err(|e| bad(format!("\"b64\": {e}")))?;
                 return Ok((decode(dt, &raw)?, shape));
             }
             match o.get("content") {
                 Some(Value::Array(a)) => Ok((flatten(a), shape)),
-                Some(_) => Err("\"content\" is a list".into()),
-                None => Err("an object needs \"content\" or \"b64\"".into()),
+                Some(_) => Err(bad("\"content\" is a list")),
+                None => Err(bad("an object needs \"content\" or \"b64\"")),
             }
         }
-        _ => Err("neither a list, {\"content\", \"shape\"} nor {\"b64\"}".into()),
+        _ => Err(bad(
+            "neither a list, {\"content\", \"shape\"} nor {\"b64\"}",
+        )),
     }
 }
 
@@ -141,40 +148,40 @@ pub fn flatten(a: &[Value]) -> Vec<Value> {
 pub fn http_outputs(
     body: &[u8],
     header_len: Option<usize>,
-) -> Result<BTreeMap<String, Tensor>, String> {
+) -> Result<BTreeMap<String, Tensor>, KserveError> {
     let head = match header_len {
         Some(n) => body
             .get(..n)
-            .ok_or("the answer is shorter than its Inference-Header-Content-Length")?,
+            .ok_or_else(|| bad("the answer is shorter than its Inference-Header-Content-Length"))?,
         None => body,
     };
-    let v: Value = serde_json::from_slice(head).map_err(|e| format!("the answer: {e}"))?;
+    let v: Value = serde_json::from_slice(head).map_err(|e| bad(format!("the answer: {e}")))?;
     let mut at = header_len.unwrap_or(0);
     let mut out = BTreeMap::new();
     for o in v
         .get("outputs")
         .and_then(Value::as_array)
-        .ok_or("the answer has no outputs")?
+        .ok_or_else(|| bad("the answer has no outputs"))?
     {
         let name = o["name"]
             .as_str()
-            .ok_or("an output has no name")?
+            .ok_or_else(|| bad("an output has no name"))?
             .to_string();
         let datatype: DataType = o["datatype"]
             .as_str()
             .unwrap_or_default()
             .parse()
-            .map_err(|e| format!("output {name}: {e}"))?;
+            .map_err(|e| bad(format!("output {name}: {e}")))?;
         let data = match o
             .pointer("/parameters/binary_data_size")
             .and_then(Value::as_u64)
         {
             Some(n) => {
-                let raw = body
-                    .get(at..at + n as usize)
-                    .ok_or_else(|| format!("output {name}: binary data past the answer's end"))?;
+                let raw = body.get(at..at + n as usize).ok_or_else(|| {
+                    bad(format!("output {name}: binary data past the answer's end"))
+                })?;
                 at += n as usize;
-                decode(datatype, raw).map_err(|e| format!("output {name}: {e}"))?
+                decode(datatype, raw).map_err(|e| bad(format!("output {name}: {e}")))?
             }
             None => flatten(o["data"].as_array().map(Vec::as_slice).unwrap_or(&[])),
         };
@@ -188,22 +195,22 @@ pub type Expected = BTreeMap<String, Vec<Value>>;
 
 /// `validation_data` of an input-data file, checked against the model's outputs: `None` when
 /// the file has none.
-pub fn expected(file: &Value, meta: &ModelMetadata) -> Result<Option<Vec<Expected>>, String> {
+pub fn expected(file: &Value, meta: &ModelMetadata) -> Result<Option<Vec<Expected>>, KserveError> {
     let Some(v) = file.get("validation_data") else {
         return Ok(None);
     };
     let entries = v
         .as_array()
-        .ok_or("\"validation_data\" is a list, one entry per \"data\" entry")?;
+        .ok_or_else(|| bad("\"validation_data\" is a list, one entry per \"data\" entry"))?;
     let data_len = file
         .get("data")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     if entries.len() != data_len {
-        return Err(format!(
+        return Err(bad(format!(
             "\"validation_data\" has {} entries and \"data\" {data_len}: there is one per data entry",
             entries.len()
-        ));
+        )));
     }
     let outputs: BTreeMap<&str, DataType> = meta
         .outputs
@@ -214,17 +221,17 @@ pub fn expected(file: &Value, meta: &ModelMetadata) -> Result<Option<Vec<Expecte
     for (k, e) in entries.iter().enumerate() {
         let e = e
             .as_object()
-            .ok_or_else(|| format!("validation_data[{k}] is an object of outputs"))?;
+            .ok_or_else(|| bad(format!("validation_data[{k}] is an object of outputs")))?;
         let mut want = Expected::new();
         for (name, v) in e {
             let dt = outputs.get(name.as_str()).ok_or_else(|| {
-                format!(
+                bad(format!(
                     "validation_data[{k}]: the model has no output {name} (it has {})",
                     outputs.keys().copied().collect::<Vec<_>>().join(", ")
-                )
+                ))
             })?;
             let (values, _) =
-                given(*dt, v).map_err(|e| format!("validation_data[{k}].{name}: {e}"))?;
+                given(*dt, v).map_err(|e| bad(format!("validation_data[{k}].{name}: {e}")))?;
             want.insert(name.clone(), values);
         }
         out.push(want);
@@ -234,17 +241,17 @@ pub fn expected(file: &Value, meta: &ModelMetadata) -> Result<Option<Vec<Expecte
 
 /// Whether `got` holds what `want` expects: integers, booleans and strings exactly, FP32/FP64
 /// within a relative 1e-5, FP16/BF16 within their precision. The first difference otherwise.
-pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), String> {
+pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), KserveError> {
     for (name, values) in want {
         let t = got
             .get(name)
-            .ok_or_else(|| format!("output {name} is missing"))?;
+            .ok_or_else(|| bad(format!("output {name} is missing")))?;
         if t.data.len() != values.len() {
-            return Err(format!(
+            return Err(bad(format!(
                 "output {name} has {} elements, expected {}",
                 t.data.len(),
                 values.len()
-            ));
+            )));
         }
         let tol = t.datatype.tolerance();
         for (k, (g, w)) in t.data.iter().zip(values).enumerate() {
@@ -254,7 +261,7 @@ pub fn check(want: &Expected, got: &BTreeMap<String, Tensor>) -> Result<(), Stri
                 _ => g == w,
             };
             if !same {
-                return Err(format!("output {name}[{k}] is {g}, expected {w}"));
+                return Err(bad(format!("output {name}[{k}] is {g}, expected {w}")));
             }
         }
     }
@@ -302,19 +309,22 @@ pub fn bf16_bits(x: f32) -> u16 {
 }
 
 /// Tensor data as the binary forms want it: little-endian, row-major, BYTES length-prefixed.
-pub fn encode(dt: DataType, data: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode(dt: DataType, data: &[Value], out: &mut Vec<u8>) -> Result<(), KserveError> {
     let f = |v: &Value| {
         v.as_f64()
-            .ok_or_else(|| format!("{dt} data must be numbers"))
+            .ok_or_else(|| bad(format!("{dt} data must be numbers")))
     };
     let i = |v: &Value| {
         v.as_i64()
             .or_else(|| v.as_u64().map(|u| u as i64))
-            .ok_or_else(|| format!("{dt} data must be integers"))
+            .ok_or_else(|| bad(format!("{dt} data must be integers")))
     };
     for v in data {
         match dt {
-            DataType::Bool => out.push(u8::from(v.as_bool().ok_or("BOOL data must be booleans")?)),
+            DataType::Bool => out.push(u8::from(
+                v.as_bool()
+                    .ok_or_else(|| bad("BOOL data must be booleans"))?,
+            )),
             DataType::Uint8 | DataType::Int8 => out.push(i(v)? as u8),
             DataType::Uint16 | DataType::Int16 => out.extend((i(v)? as u16).to_le_bytes()),
             DataType::Uint32 | DataType::Int32 => out.extend((i(v)? as u32).to_le_bytes()),
@@ -325,7 +335,10 @@ pub fn encode(dt: DataType, data: &[Value], out: &mut Vec<u8>) -> Result<(), Str
             DataType::Fp64 => out.extend(f(v)?.to_le_bytes()),
             // Each element: a 4-byte little-endian length, then the bytes.
             DataType::Bytes => {
-                let b = v.as_str().ok_or("BYTES data must be strings")?.as_bytes();
+                let b = v
+                    .as_str()
+                    .ok_or_else(|| bad("BYTES data must be strings"))?
+                    .as_bytes();
                 out.extend((b.len() as u32).to_le_bytes());
                 out.extend(b);
             }
@@ -362,7 +375,9 @@ mod tests {
             vec![json!("ab"), json!("")]
         );
         // perf_analyzer's best-known mistake: BYTES without the length prefixes.
-        let e = decode(DataType::Bytes, b"hello world").unwrap_err();
+        let e = decode(DataType::Bytes, b"hello world")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("length prefix"), "{e}");
         assert!(decode(DataType::Fp32, &[0, 0, 0]).is_err());
         assert_eq!(f16_value(0x7c00), f32::INFINITY);
@@ -400,18 +415,22 @@ mod tests {
             )])
         };
         assert!(check(&want[0], &got(vec![json!(1.5), json!(2.000001)])).is_ok());
-        let e = check(&want[0], &got(vec![json!(1.5), json!(2.5)])).unwrap_err();
+        let e = check(&want[0], &got(vec![json!(1.5), json!(2.5)]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "output OUT[1] is 2.5, expected 2.0");
         assert!(check(&want[0], &got(vec![json!(1.5)])).is_err());
         let e = expected(
             &json!({"data": [{}], "validation_data": [{"NOPE": [1]}]}),
             &meta,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no output NOPE (it has OUT)"), "{e}");
         assert!(
             expected(&json!({"data": [{}, {}], "validation_data": [{}]}), &meta)
                 .unwrap_err()
+                .to_string()
                 .contains("one per data entry")
         );
         assert_eq!(expected(&json!({"data": []}), &meta).unwrap(), None);
