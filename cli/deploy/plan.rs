@@ -29,6 +29,31 @@ pub struct Infra {
     pub task: InfraOutputs,
 }
 
+/// What the plan could not learn from the stack or the spec's files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The stack lacks an output the service needs.
+    #[error(
+        "stack {stack} has no output {output} nor resource {resource}: run `triton-deploy rollout` to update it"
+    )]
+    MissingOutput {
+        /// The stack.
+        stack: String,
+        /// The output looked for.
+        output: String,
+        /// The resource whose physical ID would do.
+        resource: String,
+    },
+    /// `autoscaling.bench_result` names a file that does not give a target.
+    #[error("{file}: {message}")]
+    BenchResult {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
 /// Reads the stack's outputs, or (where an output is missing, as with some emulators) the physical
 /// IDs of its resources. Names the first value it cannot find.
 pub fn infra_from_stack(
@@ -36,19 +61,18 @@ pub fn infra_from_stack(
     stack: &StackInfo,
     subnets: Vec<String>,
     region: &str,
-) -> Result<Infra, String> {
-    let get = |output: &str, resource: &str| -> Result<String, String> {
+) -> Result<Infra, PlanError> {
+    let get = |output: &str, resource: &str| -> Result<String, PlanError> {
         stack
             .outputs
             .get(output)
             .or_else(|| stack.resources.get(resource))
             .filter(|v| !v.is_empty())
             .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "stack {} has no output {output} nor resource {resource}: run `triton-deploy rollout` to update it",
-                    stack.name
-                )
+            .ok_or_else(|| PlanError::MissingOutput {
+                stack: stack.name.clone(),
+                output: output.into(),
+                resource: resource.into(),
             })
     };
     let target_group_arn = get("TargetGroupArn", "TargetGroup")?;
@@ -57,7 +81,7 @@ pub fn infra_from_stack(
     let mut arn_parts = target_group_arn.split(':');
     let partition = arn_parts.nth(1).unwrap_or("aws").to_string();
     let account = arn_parts.nth(2).unwrap_or_default().to_string();
-    let role = |output: &str, resource: &str| -> Result<String, String> {
+    let role = |output: &str, resource: &str| -> Result<String, PlanError> {
         let v = get(output, resource)?;
         Ok(if v.starts_with("arn:") {
             v
@@ -167,7 +191,7 @@ pub const DEFAULT_REQUESTS_PER_TASK: u32 = 600;
 pub fn scaling_target(
     spec: &DeploymentSpec,
     spec_dir: &std::path::Path,
-) -> Result<ScalingTarget, String> {
+) -> Result<ScalingTarget, PlanError> {
     if let Some(t) = spec.target_requests_per_task {
         return Ok(ScalingTarget {
             requests_per_minute: t,
@@ -176,19 +200,19 @@ pub fn scaling_target(
     }
     if let Some(f) = &spec.bench_result {
         let path = spec_dir.join(f);
+        let bad = |message: String| PlanError::BenchResult {
+            file: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: cannot read the bench result: {e}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+            .map_err(|e| bad(format!("cannot read the bench result: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let t = v
             .pointer("/autoscaling/target_requests_per_task")
             .and_then(Value::as_u64)
             .filter(|t| *t > 0 && *t <= u64::from(u32::MAX))
             .ok_or_else(|| {
-                format!(
-                    "{}: no autoscaling.target_requests_per_task (a positive integer): run `triton-deploy bench --latency-budget ...` to write one",
-                    path.display()
-                )
+                bad("no autoscaling.target_requests_per_task (a positive integer): run `triton-deploy bench --latency-budget ...` to write one".into())
             })?;
         return Ok(ScalingTarget {
             requests_per_minute: t as u32,
@@ -566,6 +590,7 @@ mod tests {
         assert!(
             scaling_target(&spec, dir.path())
                 .unwrap_err()
+                .to_string()
                 .contains("--latency-budget")
         );
     }

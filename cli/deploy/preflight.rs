@@ -39,7 +39,7 @@ pub async fn preflight(
             spec.instance_type
         )));
     }
-    spec::rolling_room(spec, per).map_err(DeployError::Preflight)?;
+    spec::rolling_room(spec, per)?;
     let net =
         ec2.network(spec.vpc_id.as_deref(), &spec.subnets)
             .await?

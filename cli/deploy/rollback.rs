@@ -27,21 +27,29 @@ fn revision_number(arn: &str) -> Option<u32> {
 
 /// The revision to roll back to among `revisions` (ACTIVE, any order): `to` when given, else the
 /// newest older than `current`.
-pub fn choose(revisions: &[String], current: &str, to: Option<&str>) -> Result<String, String> {
-    let cur =
-        revision_number(current).ok_or_else(|| format!("cannot read the revision of {current}"))?;
+pub fn choose(
+    revisions: &[String],
+    current: &str,
+    to: Option<&str>,
+) -> Result<String, DeployError> {
+    let cur = revision_number(current)
+        .ok_or_else(|| DeployError::Usage(format!("cannot read the revision of {current}")))?;
     let target = match to {
         Some(t) => {
             let n: Option<u32> = t.rsplit(':').next().and_then(|x| x.parse().ok());
             let n = n.ok_or_else(|| {
-                format!("--to {t}: give a revision number, family:number or an ARN")
+                DeployError::Usage(format!(
+                    "--to {t}: give a revision number, family:number or an ARN"
+                ))
             })?;
             revisions
                 .iter()
                 .find(|r| revision_number(r) == Some(n))
                 .cloned()
                 .ok_or_else(|| {
-                    format!("revision {n} is not an active revision of this service's family")
+                    DeployError::Usage(format!(
+                        "revision {n} is not an active revision of this service's family"
+                    ))
                 })?
         }
         None => revisions
@@ -49,10 +57,16 @@ pub fn choose(revisions: &[String], current: &str, to: Option<&str>) -> Result<S
             .filter(|r| revision_number(r).is_some_and(|n| n < cur))
             .max_by_key(|r| revision_number(r))
             .cloned()
-            .ok_or_else(|| format!("no active revision older than {cur} to roll back to"))?,
+            .ok_or_else(|| {
+                DeployError::Usage(format!(
+                    "no active revision older than {cur} to roll back to"
+                ))
+            })?,
     };
     if revision_number(&target) == Some(cur) {
-        return Err(format!("the service already runs revision {cur}"));
+        return Err(DeployError::Usage(format!(
+            "the service already runs revision {cur}"
+        )));
     }
     Ok(target)
 }
@@ -76,7 +90,7 @@ pub async fn rollback(
             DeployError::NotDeployed(format!("service {} is not deployed", cx.spec.service))
         })?;
     let revisions = ecs.revisions(&taskdef::family(&cx.spec)).await?;
-    let target = choose(&revisions, &svc.task_definition, to).map_err(DeployError::Usage)?;
+    let target = choose(&revisions, &svc.task_definition, to)?;
     ecs.set_task_definition(&infra.cluster, &cx.spec.service, &target)
         .await?;
     let mut report = RollbackReport {

@@ -115,7 +115,7 @@ pub async fn rollout(
     service::complete_stack(&spec, &mut stack, &config).await?;
     let region = triton_deploy_aws::region_of(&config);
     let infra = plan::infra_from_stack(&spec, &stack, pf.subnets.clone(), &region)
-        .map_err(DeployError::State)?;
+        .map_err(|e| DeployError::State(e.to_string()))?;
     let image = service::resolve_image(&spec, settings.image.as_deref(), &config).await?;
     let (plan, existing) = service::plan_and_apply(
         &spec,

@@ -670,7 +670,7 @@ impl Context {
             ))
         })?;
         plan::infra_from_stack(&self.spec, stack, Vec::new(), &self.region)
-            .map_err(DeployError::State)
+            .map_err(|e| DeployError::State(e.to_string()))
     }
 }
 

@@ -331,24 +331,27 @@ pub fn known_gpus(instance_type: &str) -> Option<u32> {
 
 /// Whether `max_instances` hosts with `per_instance` GPUs each hold the service during a rolling
 /// deployment (one task more than `max_tasks` when `minimum_healthy_percent` is 100).
-pub fn rolling_room(spec: &DeploymentSpec, per_instance: u32) -> Result<(), String> {
+pub fn rolling_room(
+    spec: &DeploymentSpec,
+    per_instance: u32,
+) -> Result<(), super::error::DeployError> {
     if spec.gpus > per_instance {
-        return Err(format!(
+        return Err(super::error::DeployError::Preflight(format!(
             "task.gpus = {} but a {} has {per_instance} GPU(s): pick a larger instance type or fewer GPUs",
             spec.gpus, spec.instance_type
-        ));
+        )));
     }
     let tasks_per_instance = u64::from(per_instance / spec.gpus.max(1));
     let room = u64::from(spec.max_instances) * tasks_per_instance;
     let needed = u64::from(spec.max_tasks) + u64::from(spec.minimum_healthy_percent >= 100);
     if needed > room {
-        return Err(format!(
+        return Err(super::error::DeployError::Preflight(format!(
             "{} x {} fit {room} task(s), but a rolling deployment of {} task(s) needs {needed}: raise compute.max_instances to {}",
             spec.max_instances,
             spec.instance_type,
             spec.max_tasks,
             needed.div_ceil(tasks_per_instance.max(1))
-        ));
+        )));
     }
     Ok(())
 }
