@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::inputs::{Body, InputData, build_requests, to_binary};
 use super::report::{BenchReport, Validation, pick};
 use super::search::{self, Budget, Found, Plan};
-use super::server::{Availability, check_batch, config_summary, http_config};
+use super::server::{check_batch, config_summary, http_config};
 use super::sizing::{Best, Sla, autoscaling};
 use super::transport::Transport;
 use super::{Settings, measure};
@@ -61,10 +61,10 @@ pub struct Run {
     pub wire: Wire,
     /// reqwest rather than the lean client for plain `http://`.
     pub general_http: bool,
-    /// How inputs are filled, and what to call the source in messages.
+    /// How inputs are filled.
     pub data: InputData,
-    /// The name of the input source (`random`, `zero` or the file) for messages.
-    pub data_name: String,
+    /// The input-data file, when inputs come from one (messages name it).
+    pub data_file: Option<String>,
     /// Sizes of dynamic dimensions.
     pub shapes: BTreeMap<String, Vec<i64>>,
     /// The loads to measure.
@@ -127,14 +127,16 @@ async fn read_model(client: &reqwest::Client, s: &Settings) -> Result<Model, Ben
     Ok(Model { meta, config })
 }
 
+/// An input problem, naming the input-data file when there is one.
+fn input_error(run: &Run, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Input(match &run.data_file {
+        Some(file) => format!("{file}: {e}"),
+        None => e.to_string(),
+    })
+}
+
 /// The requests, encoded once for the wire.
 fn bodies(run: &Run, model: &Model) -> Result<Vec<Body>, BenchError> {
-    let named = |e: String| {
-        BenchError::Input(match run.data_name.as_str() {
-            "random" | "zero" => e,
-            file => format!("{file}: {e}"),
-        })
-    };
     let batching = model.config.as_ref().map_or(true, |c| c.max_batch_size > 0);
     let requests: Vec<InferRequest> = build_requests(
         &model.meta,
@@ -143,13 +145,13 @@ fn bodies(run: &Run, model: &Model) -> Result<Vec<Body>, BenchError> {
         run.settings.batch,
         batching,
     )
-    .map_err(named)?;
+    .map_err(|e| input_error(run, e))?;
     let mut bodies: Vec<Body> = match run.wire {
         Wire::HttpBinary => requests
             .iter()
             .map(to_binary)
             .collect::<Result<_, _>>()
-            .map_err(named)?,
+            .map_err(|e| input_error(run, e))?,
         _ => requests.iter().map(|r| Body::json(r.to_json())).collect(),
     };
     if run.wire == Wire::Grpc {
@@ -160,7 +162,7 @@ fn bodies(run: &Run, model: &Model) -> Result<Vec<Body>, BenchError> {
                     &run.settings.model,
                     run.settings.version.as_deref(),
                 )
-                .map_err(|e| named(e.to_string()))?,
+                .map_err(|e| input_error(run, e))?,
             );
         }
     }
@@ -210,8 +212,9 @@ pub async fn run(run: Run, progress: Progress) -> Result<BenchReport, BenchError
     }
     let bodies = bodies(&run, &model)?;
     let expected = match &run.data {
-        InputData::File(v) => crate::kserve::tensor::expected(v, &model.meta)
-            .map_err(|e| BenchError::Input(format!("{}: {e}", run.data_name)))?,
+        InputData::File(v) => {
+            crate::kserve::tensor::expected(v, &model.meta).map_err(|e| input_error(&run, e))?
+        }
         _ => None,
     };
     let transport = Arc::new(
@@ -296,12 +299,12 @@ fn report(run: &Run, model: &Model, found: Found, transport: &Transport) -> Benc
         steps: found.steps,
         sla,
         autoscaling,
-        model_config: match &model.config {
-            Ok(c) => Availability::Available(config_summary(c)),
-            Err(reason) => Availability::Unavailable {
-                reason: reason.clone(),
-            },
-        },
+        model_config: model
+            .config
+            .as_ref()
+            .map(config_summary)
+            .map_err(Clone::clone)
+            .into(),
         validation,
         stopped: found.stopped,
     }

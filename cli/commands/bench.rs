@@ -373,17 +373,6 @@ pub enum InputSource {
     File(PathBuf),
 }
 
-impl InputSource {
-    /// The name messages give it.
-    fn name(&self) -> String {
-        match self {
-            InputSource::Random => "random".into(),
-            InputSource::Zero => "zero".into(),
-            InputSource::File(p) => p.display().to_string(),
-        }
-    }
-}
-
 fn parse_input_source(s: &str) -> Result<InputSource, String> {
     Ok(match s {
         "random" => InputSource::Random,
@@ -471,7 +460,10 @@ fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError>
         },
         general_http: args.http_client == HttpClient::General,
         data: input_data(&args.input_data)?,
-        data_name: args.input_data.name(),
+        data_file: match &args.input_data {
+            InputSource::File(p) => Some(p.display().to_string()),
+            _ => None,
+        },
         shapes: args.shape.iter().cloned().collect(),
         plan: Plan {
             range: range.0,

@@ -110,14 +110,6 @@ impl DataType {
         )
     }
 
-    /// Unsigned integers.
-    pub fn is_unsigned_int(self) -> bool {
-        matches!(
-            self,
-            DataType::Uint8 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64
-        )
-    }
-
     /// The relative difference within which two values of this type count as equal (the
     /// type's precision; 0 for exact types).
     pub fn tolerance(self) -> f64 {

@@ -83,14 +83,6 @@ impl ModelMetadata {
         serde_json::from_slice(body)
             .map_err(|e| KserveError::Metadata(format!("the model metadata: {e}")))
     }
-
-    /// The datatype of output `name`, if the model has it.
-    pub fn output(&self, name: &str) -> Option<DataType> {
-        self.outputs
-            .iter()
-            .find(|o| o.name == name)
-            .map(|o| o.datatype)
-    }
 }
 
 /// One input of an inference request, its values flattened in row-major order.
