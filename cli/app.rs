@@ -36,6 +36,9 @@ enum Command {
     Validate(commands::validate::ValidateArgs),
     /// Package a model repository as a tritonserver image and push it to ECR.
     Push(Box<commands::push::PushArgs>),
+    /// Run an image (or a model repository packaged on the fly) on this machine through the
+    /// Docker Engine: every model's state and the time to ready. `--detach` leaves it running.
+    Run(Box<commands::run::RunArgs>),
     /// Print the CloudFormation template, task definition or Terraform module of a deployment spec.
     Render(commands::render::RenderArgs),
     /// Deploy: the GPU cluster stack, then the service (task definition, ECS service, autoscaling),
@@ -119,6 +122,7 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Validate(a) => output::finish(commands::validate::run(a, g), g),
         Command::Push(a) => output::finish(commands::push::run(*a, g), g),
+        Command::Run(a) => output::finish(commands::run::run(*a, g), g),
         Command::Render(a) => output::finish(commands::render::run(a, g), g),
         Command::Rollout(a) => output::finish(commands::rollout::run(*a, g), g),
         Command::Status(a) => output::finish(commands::status::run(a, g), g),

@@ -7,6 +7,7 @@
 //! | [`triton`] | Triton's own formats | `config.pbtxt`, model directories, ONNX graphs → `ModelConfig`, [`triton::model_repo::ModelRepo`] |
 //! | [`validate`] | 1. lint | `ModelRepo` → [`validate::Report`] |
 //! | [`package`] | 2. package | a validated repository → layers → an image in a registry |
+//! | [`local`] | 2b. run here | an image → a Triton container on the Docker Engine, models READY, the time to ready |
 //! | [`deploy`] | 3. deploy | `triton-deploy.toml` → `DeploymentSpec` → plan → deployment → endpoint |
 //! | [`kserve`] | the protocol | model metadata, datatypes, tensors, gRPC messages (shared by deploy's verify and bench) |
 //! | [`bench`] | 4. measure | endpoint → `BenchReport` |
@@ -18,6 +19,7 @@ pub(crate) mod bench;
 pub(crate) mod commands;
 pub(crate) mod deploy;
 pub mod kserve;
+pub(crate) mod local;
 pub(crate) mod output;
 pub mod package;
 pub mod triton;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{AwsArgs, SpecArgs, block_on};
+use super::{AwsArgs, SpecArgs, block_on, parse_duration};
 use crate::bench::report::{self, BenchReport};
 use crate::bench::run::{Run, Sizing, Wire};
 use crate::bench::search::{Budget, LoadKind, Plan};
@@ -193,31 +193,6 @@ fn parse_load_range(s: &str) -> Result<LoadRange, String> {
 fn default_metrics_url(url: &str) -> Option<String> {
     let u = reqwest::Url::parse(url).ok()?;
     Some(format!("{}://{}:8002/metrics", u.scheme(), u.host_str()?))
-}
-
-/// `250ms`, `5s`, `2m`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(
-        s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len()),
-    );
-    let v: f64 = n
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| format!("`{s}`: give a number and a unit (ms, s, m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" | "" => v,
-        "m" => v * 60.0,
-        "us" => v / 1e6,
-        _ => return Err(format!("`{s}`: the unit is us, ms, s or m")),
-    };
-    // At most a day: a benchmark window, warm-up, timeout or budget longer than that is a typo.
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if d <= Duration::from_secs(86_400) => Ok(d),
-        _ => Err(format!("`{s}`: at most 24h (86400s)")),
-    }
 }
 
 /// `--header K:V`: a header name and a value a header can carry.
@@ -487,10 +462,18 @@ fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError>
 mod tests {
     #[test]
     fn durations_take_units() {
-        assert_eq!(super::parse_duration("250ms").unwrap().as_millis(), 250);
-        assert_eq!(super::parse_duration("2s").unwrap().as_secs(), 2);
-        assert_eq!(super::parse_duration("1.5").unwrap().as_millis(), 1500);
-        assert!(super::parse_duration("fast").is_err());
-        assert!(super::parse_duration("5h").is_err());
+        assert_eq!(
+            crate::commands::parse_duration("250ms")
+                .unwrap()
+                .as_millis(),
+            250
+        );
+        assert_eq!(crate::commands::parse_duration("2s").unwrap().as_secs(), 2);
+        assert_eq!(
+            crate::commands::parse_duration("1.5").unwrap().as_millis(),
+            1500
+        );
+        assert!(crate::commands::parse_duration("fast").is_err());
+        assert!(crate::commands::parse_duration("5h").is_err());
     }
 }

@@ -13,8 +13,11 @@ pub mod push;
 pub mod render;
 pub mod rollback;
 pub mod rollout;
+pub mod run;
 pub mod status;
 pub mod validate;
+
+use std::time::Duration;
 
 use crate::output::CliError;
 
@@ -91,4 +94,29 @@ pub fn block_on<F: std::future::Future>(
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     Ok(rt.block_on(fut))
+}
+
+/// `250ms`, `5s`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(
+        s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len()),
+    );
+    let v: f64 = n
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("`{s}`: give a number and a unit (ms, s, m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        "us" => v / 1e6,
+        _ => return Err(format!("`{s}`: the unit is us, ms, s or m")),
+    };
+    // At most a day: a benchmark window, warm-up, timeout or budget longer than that is a typo.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= Duration::from_secs(86_400) => Ok(d),
+        _ => Err(format!("`{s}`: at most 24h (86400s)")),
+    }
 }

@@ -5,44 +5,52 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A container, removed when dropped (also when the test fails).
-struct Container(String);
+/// A container `triton-deploy run --detach` started, removed when dropped (also when the test
+/// fails).
+struct Container {
+    name: String,
+    report: Value,
+}
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
     }
 }
 
 impl Container {
-    /// The host port Docker mapped the container's `port` to.
-    fn port(&self, port: u16) -> u16 {
-        let out = Command::new("docker")
-            .args(["port", &self.0, &format!("{port}/tcp")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().next().expect("a mapped port");
-        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    /// The endpoint `run` reported: `http`, `grpc` or `metrics`.
+    fn url(&self, which: &str) -> String {
+        self.report["endpoints"][which]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {which} endpoint in {}", self.report))
+            .to_string()
     }
+}
 
-    fn logs(&self) -> String {
-        let out = Command::new("docker")
-            .args(["logs", "--tail", "30", &self.0])
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+/// `triton-deploy --format json ARGS`: exit code, the JSON document, stderr.
+fn td(args: &[&str], envs: &[(&str, &str)]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "json"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not one JSON document: {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
         )
-    }
+    });
+    (out.status.code().unwrap_or(-1), doc, stderr)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -56,61 +64,43 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `repo` pushed onto the real tritonserver base as a Docker archive, loaded, and started with
-/// its HTTP, gRPC and metrics ports on loopback; returned once Triton says it is ready.
+/// Whether the engine has a container named `name`.
+fn exists(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// `repo` packaged on the fly onto the real tritonserver base and started by `triton-deploy run
+/// --detach` with its ports on free loopback ports; returned once every model is READY.
 fn serve(repo: &Path, work: &Path) -> Container {
-    let archive = work.join("image.tar");
-    let tag = unique("t");
-    run(Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
-        .arg("push")
-        .arg(repo)
-        .arg("--base")
-        .arg(env("TD_TRITON_BASE"))
-        .arg("--output")
-        .arg(format!("docker-archive:{}", archive.display()))
-        .arg("--tag")
-        .arg(&tag)
-        .env("TRITON_DEPLOY_CACHE_DIR", work.join("cache")));
-    let loaded = run(Command::new("docker").arg("load").arg("-i").arg(&archive));
-    let image = loaded
-        .lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("docker load said: {loaded}"))
-        .trim()
-        .to_string();
-    let id = run(Command::new("docker").args([
-        "run",
-        "-d",
-        "-p",
-        "127.0.0.1::8000",
-        "-p",
-        "127.0.0.1::8001",
-        "-p",
-        "127.0.0.1::8002",
-        "--shm-size",
-        "256m",
-        &image,
-    ]));
-    let c = Container(id.trim().to_string());
-    let _ = Command::new("docker").args(["rmi", &image]).output();
-    let ready = format!("http://127.0.0.1:{}/v2/health/ready", c.port(8000));
-    let start = Instant::now();
-    loop {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", &ready])
-            .status()
-            .unwrap()
-            .success();
-        if ok {
-            return c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "Triton was not ready within 60 s:\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let name = unique("td-run");
+    let cache = work.join("cache");
+    let (code, report, stderr) = td(
+        &[
+            "run",
+            repo.to_str().unwrap(),
+            "--base",
+            &env("TD_TRITON_BASE"),
+            "--name",
+            &name,
+            "--detach",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--shm-size",
+            "256",
+        ],
+        &[("TRITON_DEPLOY_CACHE_DIR", cache.to_str().unwrap())],
+    );
+    let c = Container { name, report };
+    assert_eq!(code, 0, "{}\n{stderr}", c.report);
+    c
 }
 
 /// Triton's own count of successful requests for `model`.
@@ -154,9 +144,9 @@ fn answered(report: &Value) -> f64 {
 fn the_pushed_image_serves_and_bench_counts_what_triton_counts() {
     let work = tempfile::tempdir().unwrap();
     let c = serve(&root().join("model-repos/python-backend"), work.path());
-    let http = format!("http://127.0.0.1:{}", c.port(8000));
-    let grpc = format!("http://127.0.0.1:{}", c.port(8001));
-    let metrics = format!("http://127.0.0.1:{}/metrics", c.port(8002));
+    let http = c.url("http");
+    let grpc = c.url("grpc");
+    let metrics = format!("{}/metrics", c.url("metrics"));
 
     // Real answers: byte length and word count of each string.
     let body = json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1],
@@ -224,4 +214,336 @@ fn the_pushed_image_serves_and_bench_counts_what_triton_counts() {
             assert!(stats["compute_infer_us"].as_f64().unwrap() > 0.0, "{r}");
         }
     }
+}
+
+/// The text_stats answer for two strings, from `http`.
+fn text_stats(http: &str) -> Value {
+    let body = json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1],
+                                  "data": ["hello real triton", "two words"]}]});
+    serde_json::from_str(&run(Command::new("curl").args([
+        "-sf",
+        &format!("{http}/v2/models/text_stats/infer"),
+        "-d",
+        &body.to_string(),
+    ])))
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs the local stack and the Docker Engine: run ./scripts/test.sh"]
+fn run_loads_gpu_models_as_cpu_here_pulls_from_ecr_and_stops() {
+    let work = tempfile::tempdir().unwrap();
+    // The example with its instance group asking for two GPUs, as it would on AWS.
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("text_stats/1")).unwrap();
+    let src = root().join("model-repos/python-backend/text_stats");
+    std::fs::copy(src.join("1/model.py"), repo.join("text_stats/1/model.py")).unwrap();
+    let config = std::fs::read_to_string(src.join("config.pbtxt")).unwrap();
+    assert!(config.contains("KIND_CPU"), "{config}");
+    std::fs::write(
+        repo.join("text_stats/config.pbtxt"),
+        config.replace("KIND_CPU", "KIND_GPU"),
+    )
+    .unwrap();
+
+    // Pushed to the ECR stand-in, then run from there: the engine pulls with ECR's token.
+    let repository = unique("run");
+    let cache = work.path().join("cache");
+    let envs = [("TRITON_DEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    let registry = env("TD_REGISTRY_URL");
+    let (code, pushed, stderr) = td(
+        &[
+            "push",
+            repo.to_str().unwrap(),
+            "--repository",
+            &repository,
+            "--base",
+            &env("TD_TRITON_BASE"),
+            "--registry-endpoint",
+            &registry,
+        ],
+        &envs,
+    );
+    assert_eq!(code, 0, "{pushed}\n{stderr}");
+    let image = pushed["image"].as_str().unwrap().to_string();
+    let name = unique("td-run");
+    let out = work.path().join("run.json");
+    let (code, report, stderr) = td(
+        &[
+            "run",
+            "--image",
+            &image,
+            "--registry-endpoint",
+            &registry,
+            "--name",
+            &name,
+            "--detach",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &envs,
+    );
+    let c = Container { name, report };
+    assert_eq!(code, 0, "{}\n{stderr}", c.report);
+    let r = &c.report;
+    assert_eq!(r["mode"], "cpu", "{r}");
+    assert_eq!(r["models"][0]["name"], "text_stats");
+    assert_eq!(r["models"][0]["state"], "READY", "{r}");
+    assert_eq!(r["models"][0]["cpu_override"], true, "{r}");
+    assert!(
+        r["note"]
+            .as_str()
+            .unwrap()
+            .contains("KIND_CPU for text_stats"),
+        "{r}"
+    );
+    assert!(
+        r["command"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--model-control-mode=explicit"))
+    );
+    let t = &r["time_to_ready"];
+    assert_eq!(t["pulled"], true, "{r}");
+    for part in ["pull_seconds", "start_seconds", "load_seconds"] {
+        assert!(t[part].as_f64().unwrap() > 0.0, "{part}: {r}");
+    }
+    let sum = t["pull_seconds"].as_f64().unwrap()
+        + t["start_seconds"].as_f64().unwrap()
+        + t["load_seconds"].as_f64().unwrap();
+    assert!(
+        (t["total_seconds"].as_f64().unwrap() - sum).abs() < 0.5,
+        "{r}"
+    );
+    assert!(t["image_bytes"].as_u64().unwrap() > 100 << 20, "{r}");
+    // --out holds the same report.
+    let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(written["time_to_ready"], r["time_to_ready"]);
+
+    // Triton itself says the instances are CPU ones, and they answer.
+    let http = c.url("http");
+    let cfg: Value = serde_json::from_str(&run(
+        Command::new("curl").args(["-sf", &format!("{http}/v2/models/text_stats/config")])
+    ))
+    .unwrap();
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_CPU", "{cfg}");
+    assert_eq!(cfg["instance_group"][0]["count"], 2, "{cfg}");
+    let answer = text_stats(&http);
+    assert_eq!(answer["outputs"].as_array().unwrap().len(), 2, "{answer}");
+
+    // The name is taken while it runs; --stop removes it, and a second --stop finds nothing.
+    let (code, err, _) = td(
+        &[
+            "run", "--image", &image, "--name", &c.name, "--detach", "--pull", "never",
+        ],
+        &envs,
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exists already"),
+        "{err}"
+    );
+    let (code, stopped, _) = td(&["run", "--stop", "--name", &c.name], &[]);
+    assert_eq!(code, 0, "{stopped}");
+    assert_eq!(stopped["removed"], json!([c.name]));
+    assert!(!exists(&c.name));
+    let (code, err, _) = td(&["run", "--stop", "--name", &c.name], &[]);
+    assert_eq!(code, 1, "{err}");
+    let _ = Command::new("docker")
+        .args([
+            "rmi",
+            &image.replace(&image[..image.find('/').unwrap()], &host(&registry)),
+        ])
+        .output();
+}
+
+#[test]
+#[ignore = "needs the local stack and the Docker Engine: run ./scripts/test.sh"]
+fn run_failures_say_why_and_leave_nothing_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let envs = [("TRITON_DEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    let base = env("TD_TRITON_BASE");
+    let free = [
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ];
+    let message = |doc: &Value| {
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // A model Triton cannot load: its reason, from Triton; the ensemble on it fails too.
+    let name = unique("td-fail");
+    let repo = root().join("model-repos/ensemble");
+    let mut args = vec![
+        "run",
+        repo.to_str().unwrap(),
+        "--base",
+        &base,
+        "--name",
+        &name,
+        "--detach",
+    ];
+    args.extend(free);
+    let (code, err, stderr) = td(&args, &envs);
+    assert_eq!(code, 1, "{err}\n{stderr}");
+    let m = message(&err);
+    assert!(
+        m.contains("model 'classifier' failed to load")
+            && m.contains("unable to find backend library for backend 'onnxruntime'"),
+        "{m}"
+    );
+    assert!(m.contains("model 'pipeline' failed to load"), "{m}");
+    assert!(!m.contains("model 'preprocess'"), "preprocess loads: {m}");
+    assert!(!exists(&name), "the container was left behind");
+
+    // The base image alone: Triton is up but has nothing to serve.
+    let name = unique("td-empty");
+    let mut args = vec!["run", "--image", &base, "--name", &name, "--detach"];
+    args.extend(free);
+    let (code, err, _) = td(&args, &envs);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        message(&err).contains("Triton found no model in /models"),
+        "{err}"
+    );
+    assert!(!exists(&name));
+
+    // The container exits (Triton refuses a flag): its exit code and its last log lines.
+    let name = unique("td-exit");
+    let mut args = vec![
+        "run",
+        "--image",
+        &base,
+        "--name",
+        &name,
+        "--detach",
+        "--triton-arg=--no-such-flag",
+    ];
+    args.extend(free);
+    let (code, err, _) = td(&args, &envs);
+    assert_eq!(code, 1, "{err}");
+    let m = message(&err);
+    assert!(m.contains("the container exited with code"), "{m}");
+    assert!(
+        m.contains("no-such-flag"),
+        "the log tail shows Triton's complaint: {m}"
+    );
+    assert!(!exists(&name));
+
+    // An image that is nowhere.
+    let missing = format!("{}/nvidia/no-such-image:1", host(&env("TD_UPSTREAM_URL")));
+    let (code, err, _) = td(&["run", "--image", &missing, "--detach"], &envs);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        message(&err).contains(&format!("image {missing} not found")),
+        "{err}"
+    );
+
+    // A port in use, before anything is pulled or created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let name = unique("td-port");
+    let (code, err, _) = td(
+        &[
+            "run",
+            "--image",
+            &base,
+            "--name",
+            &name,
+            "--detach",
+            "--http-port",
+            &port,
+        ],
+        &envs,
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        message(&err).contains(&format!("host port {port} is in use")),
+        "{err}"
+    );
+    assert!(message(&err).contains("--http-port"), "{err}");
+    assert!(!exists(&name));
+
+    // No engine.
+    let (code, err, _) = td(
+        &["run", "--image", &base, "--detach"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        message(&err).contains("cannot reach the Docker Engine"),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs the local stack and the Docker Engine: run ./scripts/test.sh"]
+fn run_in_the_foreground_serves_until_ctrl_c_then_removes_the_container() {
+    let work = tempfile::tempdir().unwrap();
+    let name = unique("td-fg");
+    let out = work.path().join("run.json");
+    let repo = root().join("model-repos/python-backend");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "json", "run", repo.to_str().unwrap(), "--base"])
+        .arg(env("TD_TRITON_BASE"))
+        .args([
+            "--name",
+            &name,
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("TRITON_DEPLOY_CACHE_DIR", work.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // --out is written once every model is ready; the run then stays in the foreground.
+    let start = std::time::Instant::now();
+    while !out.exists() {
+        assert!(start.elapsed().as_secs() < 120, "not ready within 120 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let ready: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let answer = text_stats(ready["endpoints"]["http"].as_str().unwrap());
+    assert_eq!(answer["model_name"], "text_stats", "{answer}");
+    assert!(exists(&name));
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["ended"], "interrupted", "{doc}");
+    assert_eq!(doc["models"][0]["state"], "READY");
+    assert!(!exists(&name), "Ctrl-C left the container");
 }
