@@ -43,8 +43,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Remove the container `run --detach` left (the one --name names, else every container
-    /// `run` started), and exit.
+    /// Remove the container `run --detach` left (the one --name names, else the spec's with -f,
+    /// else every container `run` started), and exit.
     #[arg(long)]
     pub stop: bool,
 
@@ -174,7 +174,15 @@ fn through_endpoint(reference: &str, endpoint: &Url) -> Result<String, CliError>
 /// Runs `run`.
 pub fn run(args: RunArgs, global: &Global) -> Result<RunOutcome, CliError> {
     if args.stop {
-        let report = block_on(None, local::stop(args.name.as_deref()))??;
+        // The container of the spec's service when -f names one, else --name, else all of ours.
+        let name = match (&args.name, &args.file) {
+            (Some(n), _) => Some(n.clone()),
+            (None, Some(f)) => Some(container_name(
+                &crate::deploy::spec::load(f, args.env.as_deref())?.service,
+            )),
+            (None, None) => None,
+        };
+        let report = block_on(None, local::stop(name.as_deref()))??;
         return Ok(RunOutcome::Stopped(report));
     }
     let progress = Arc::new(global.progress());
@@ -242,18 +250,20 @@ pub fn run(args: RunArgs, global: &Global) -> Result<RunOutcome, CliError> {
                 None,
             )
         } else {
+            // --image is run as given (the pull checks it); otherwise the spec's image, as
+            // rollout picks it.
             let reference = match (&args.image, &spec) {
-                (Some(i), _) if !i.contains(".dkr.ecr.") => i.clone(),
-                (flag, Some(spec)) => {
-                    let config =
-                        triton_deploy_aws::load_config(&args.aws.options(spec.region.as_deref()))
-                            .await;
-                    crate::deploy::service::resolve_image(spec, flag.as_deref(), &config)
+                (Some(i), _) => i.clone(),
+                (None, Some(spec)) => {
+                    let config = triton_deploy_aws::load_config(
+                        &args.aws.options(spec.region.as_deref()),
+                    )
+                    .await;
+                    crate::deploy::service::resolve_image(spec, None, &config)
                         .await
                         .map_err(crate::deploy::error::DeployError::from)?
                         .uri
                 }
-                (Some(i), None) => i.clone(),
                 (None, None) => {
                     return Err(CliError::usage(
                         "no image: pass --image, a model repository, or -f SPEC",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, without AWS, in a few minutes (the first build takes longer):
-#   validate -> push -> the pushed image run -> rollout --plan -> rollout -> status -> bench -> destroy
+#   validate -> push -> run (the pushed image) -> rollout --plan -> rollout -> status -> bench -> destroy -> run --stop
 # Real: the images, NVIDIA's tritonserver 2.51 in them (CPU, python backend; built here by
 # scripts/tritonserver-image.sh), the container the Docker Engine runs, rollout's verification
 # inference, the benchmark. Emulated: the AWS APIs (moto) and ECR's registry (Debian's
@@ -39,23 +39,20 @@ echo "(from Debian packages and the nvidia-pytriton wheel by scripts/tritonserve
 base="$TD_TRITON_BASE"
 echo "$base"
 
-say "push: a model layer on the base, into ECR (moto) and its registry (docker-registry), and as a Docker archive"
-"$bin" push model-repos/python-backend --repository demo/text-stats --base "$base" \
-  --registry-endpoint "$TD_REGISTRY_URL" --output "docker-archive:$work/text-stats.tar"
+say "push: a model layer on the base, into ECR (moto) and its registry (docker-registry)"
+image="$("$bin" push model-repos/python-backend --repository demo/text-stats --base "$base" \
+  --registry-endpoint "$TD_REGISTRY_URL")"
+echo "$image"
 
-say "the pushed image serves: the Docker Engine runs it (the emulator runs no containers)"
-image="$(docker load -i "$work/text-stats.tar" | sed -n 's/^Loaded image: //p')"
-cid="$(docker run -d --rm -p 127.0.0.1::8000 -p 127.0.0.1::8001 -p 127.0.0.1::8002 --shm-size 256m "$image")"
-cleanup() { docker rm -f "$cid" >/dev/null 2>&1 || true; docker rmi "$image" >/dev/null 2>&1 || true; stop; }
+say "run: the pushed image, pulled from the registry with ECR's token, on this machine's Docker Engine"
+echo "(no GPU here: Triton runs with explicit model control and models asking for a GPU load as KIND_CPU)"
+cleanup() { "$bin" run --stop -f "$spec" >/dev/null 2>&1 || true; stop; }
 trap cleanup EXIT
-port() { docker port "$cid" "$1/tcp" | head -1 | sed 's/.*://'; }
-triton="http://127.0.0.1:$(port 8000)"
-t0=$(date +%s%N)
-until curl -sf "$triton/v2/health/ready" >/dev/null; do
-  if [ $(( ($(date +%s%N) - t0) / 1000000000 )) -gt 60 ]; then docker logs --tail 30 "$cid" >&2; exit 1; fi
-  sleep 0.2
-done
-echo "Triton ready $(( ($(date +%s%N) - t0) / 1000000 )) ms after the container started ($triton)"
+"$bin" run --image "$image" -f "$spec" --registry-endpoint "$TD_REGISTRY_URL" --detach \
+  --http-port 0 --grpc-port 0 --metrics-port 0 --shm-size 256 --out "$work/run.json"
+endpoint() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoints"][sys.argv[2]])' "$work/run.json" "$1"; }
+triton="$(endpoint http)"
+metrics="$(endpoint metrics)/metrics"
 curl -s "$triton/v2/models/text_stats/infer" \
   -d '{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["served by the pushed image"]}]}'
 echo
@@ -80,12 +77,15 @@ say "status"
 say "bench: the real Triton in the container, binary tensors, with Triton's own statistics"
 "$bin" bench --url "$triton" --model text_stats --tensor-format binary --concurrency 1:8:x2 \
   --duration 1s --warmup 500ms --latency-budget 50ms --stability 20 --max-trials 5 \
-  --price-per-hour 1.006 --metrics-url "http://127.0.0.1:$(port 8002)/metrics" \
+  --price-per-hour 1.006 --metrics-url "$metrics" \
   --out "$work/bench.json" --csv "$work/bench.csv" --report "$work/bench.html"
 echo "(on AWS, point autoscaling.bench_result at $work/bench.json: rollout sets its target from it)"
 
 say "destroy"
 "$bin" destroy --yes -f "$spec"
+
+say "run --stop: the local container removed"
+"$bin" run --stop -f "$spec"
 
 say "done"
 cat <<EOS
