@@ -262,4 +262,21 @@ fn service_plan_text(out: &mut String, p: &ServicePlan, planning: bool) {
     if p.is_empty() {
         let _ = writeln!(out, "service: no changes");
     }
+    if let Some(r) = &p.readiness {
+        let _ = writeln!(
+            out,
+            "grace period: {} s (spec); measured time to ready {:.1} s ({}) -> proposed {} s; health check start period {} s; a cold host first pulls {} MiB, about {:.0} s at {:.0} MiB/s (before the task starts, so outside the grace period)",
+            r.grace_seconds,
+            r.measured_ready_seconds,
+            r.source,
+            r.proposed_grace_seconds,
+            r.start_period_seconds,
+            r.image_bytes >> 20,
+            r.cold_pull_seconds,
+            crate::deploy::plan::COLD_PULL_MIB_PER_SECOND
+        );
+        for w in &r.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+    }
 }

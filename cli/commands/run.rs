@@ -255,10 +255,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<RunOutcome, CliError> {
             let reference = match (&args.image, &spec) {
                 (Some(i), _) => i.clone(),
                 (None, Some(spec)) => {
-                    let config = triton_deploy_aws::load_config(
-                        &args.aws.options(spec.region.as_deref()),
-                    )
-                    .await;
+                    let config =
+                        triton_deploy_aws::load_config(&args.aws.options(spec.region.as_deref()))
+                            .await;
                     crate::deploy::service::resolve_image(spec, None, &config)
                         .await
                         .map_err(crate::deploy::error::DeployError::from)?

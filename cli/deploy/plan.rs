@@ -44,6 +44,14 @@ pub enum PlanError {
         /// The resource whose physical ID would do.
         resource: String,
     },
+    /// `task.run_result` names a file that is not a `run --out` report.
+    #[error("{file}: {message}")]
+    RunResult {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// `autoscaling.bench_result` names a file that does not give a target.
     #[error("{file}: {message}")]
     BenchResult {
@@ -223,6 +231,106 @@ pub fn scaling_target(
         requests_per_minute: DEFAULT_REQUESTS_PER_TASK,
         source: "default".into(),
     })
+}
+
+/// The pull rate assumed for a cold host's image pull from ECR in the same region (layers
+/// downloaded and extracted; NVIDIA's 15 GB images take minutes).
+pub const COLD_PULL_MIB_PER_SECOND: f64 = 60.0;
+
+/// The grace period and health-check start period measured against a `run --out` report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Readiness {
+    /// `run result <file>`.
+    pub source: String,
+    /// Container start to every model ready, as `run` measured it (on the host it ran on).
+    pub measured_ready_seconds: f64,
+    /// The image's size, bytes.
+    pub image_bytes: u64,
+    /// What a host without the image waits for its pull first, estimated at
+    /// [`COLD_PULL_MIB_PER_SECOND`]. ECS pulls before the task starts, so it is not within the
+    /// grace period; it is within a deployment's and a scale-out's time.
+    pub cold_pull_seconds: f64,
+    /// The grace period proposed: 1.5 × the measured time plus 15 s, in whole 10 s.
+    pub proposed_grace_seconds: u32,
+    /// The spec's `task.health_check_grace_seconds`.
+    pub grace_seconds: u32,
+    /// The container health check's start period as rendered (ECS allows at most 300 s).
+    pub start_period_seconds: u32,
+    /// Said when the spec's grace period (or the capped start period) is below the measured
+    /// time: ECS would replace tasks that are still loading.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The readiness check of `task.run_result` (`None` without one): the measured time to ready
+/// against the spec's grace period.
+pub fn readiness(
+    spec: &DeploymentSpec,
+    spec_dir: &std::path::Path,
+) -> Result<Option<Readiness>, PlanError> {
+    let Some(f) = &spec.run_result else {
+        return Ok(None);
+    };
+    let path = spec_dir.join(f);
+    let bad = |message: String| PlanError::RunResult {
+        file: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad(format!("cannot read the run result: {e}")))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let t: crate::local::TimeToReady = v
+        .get("time_to_ready")
+        .cloned()
+        .ok_or_else(|| {
+            bad("no time_to_ready: write one with `triton-deploy run --out FILE`".into())
+        })
+        .and_then(|t| serde_json::from_value(t).map_err(|e| bad(format!("time_to_ready: {e}"))))?;
+    let measured = t.ready_seconds;
+    if !(measured.is_finite() && (0.0..=86_400.0).contains(&measured)) {
+        return Err(bad(format!(
+            "time_to_ready.ready_seconds {measured} is not a time between 0 and 86400 s"
+        )));
+    }
+    Ok(Some(judge_readiness(
+        spec,
+        measured,
+        t.image_bytes,
+        format!("run result {}", path.display()),
+    )))
+}
+
+/// The pure part of [`readiness`].
+pub fn judge_readiness(
+    spec: &DeploymentSpec,
+    measured: f64,
+    image_bytes: u64,
+    source: String,
+) -> Readiness {
+    let proposed = ((measured * 1.5 + 15.0) / 10.0).ceil() as u32 * 10;
+    let start_period = spec.health_check_grace_seconds.min(300);
+    let mut warnings = Vec::new();
+    if f64::from(spec.health_check_grace_seconds) < measured {
+        warnings.push(format!(
+            "task.health_check_grace_seconds = {} is below the measured time to ready ({measured:.1} s): ECS would stop tasks still loading their models; set it to {proposed} or more",
+            spec.health_check_grace_seconds
+        ));
+    } else if f64::from(start_period) < measured {
+        warnings.push(format!(
+            "the container health check's start period is capped at 300 s by ECS, below the measured time to ready ({measured:.1} s): its retries must cover the rest"
+        ));
+    }
+    Readiness {
+        source,
+        measured_ready_seconds: measured,
+        image_bytes,
+        // Rounded up: an estimate of a wait is better long than short.
+        cold_pull_seconds: (image_bytes as f64 / (COLD_PULL_MIB_PER_SECOND * 1_048_576.0)).ceil(),
+        proposed_grace_seconds: proposed,
+        grace_seconds: spec.health_check_grace_seconds,
+        start_period_seconds: start_period,
+        warnings,
+    }
 }
 
 /// The name of the CPU policy (present only when the spec sets `autoscaling.cpu_target`).
@@ -593,6 +701,69 @@ mod tests {
                 .to_string()
                 .contains("--latency-budget")
         );
+    }
+
+    #[test]
+    fn the_grace_period_is_checked_against_the_measured_time_to_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |grace: u32| {
+            crate::deploy::spec::parse(
+                std::path::Path::new("t.toml"),
+                &format!("[service]\nname = \"x\"\n[task]\nhealth_check_grace_seconds = {grace}\nrun_result = \"run.json\"\n"),
+                None,
+            )
+            .unwrap()
+        };
+        let write = |v: Value| std::fs::write(dir.path().join("run.json"), v.to_string()).unwrap();
+        write(
+            json!({"time_to_ready": {"pull_seconds": 40.0, "pulled": true,
+            "image_bytes": 15u64 << 30, "start_seconds": 20.0, "load_seconds": 80.0,
+            "ready_seconds": 100.0, "total_seconds": 140.0}}),
+        );
+        let r = readiness(&spec(600), dir.path()).unwrap().unwrap();
+        assert_eq!(r.measured_ready_seconds, 100.0);
+        assert_eq!(
+            r.proposed_grace_seconds, 170,
+            "1.5 x 100 + 15, in whole 10 s"
+        );
+        assert_eq!(r.cold_pull_seconds, 256.0, "15 GiB at 60 MiB/s");
+        assert_eq!(r.start_period_seconds, 300);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let low = readiness(&spec(60), dir.path()).unwrap().unwrap();
+        assert_eq!(low.warnings.len(), 1);
+        assert!(
+            low.warnings[0].contains("health_check_grace_seconds = 60 is below"),
+            "{:?}",
+            low.warnings
+        );
+        // Past ECS's 300 s cap on the start period, the grace period alone is not enough.
+        let slow = judge_readiness(&spec(900), 400.0, 0, "t".into());
+        assert!(
+            slow.warnings[0].contains("capped at 300 s"),
+            "{:?}",
+            slow.warnings
+        );
+        // Not a run report, and no spec key at all.
+        write(json!({"steps": []}));
+        let e = readiness(&spec(600), dir.path()).unwrap_err().to_string();
+        assert!(e.contains("run.json") && e.contains("run --out"), "{e}");
+        write(
+            json!({"time_to_ready": {"pull_seconds": 0.0, "pulled": false, "image_bytes": 1,
+            "start_seconds": 1.0, "load_seconds": 1.0, "ready_seconds": -3.0, "total_seconds": 2.0}}),
+        );
+        assert!(
+            readiness(&spec(600), dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("not a time")
+        );
+        let none = crate::deploy::spec::parse(
+            std::path::Path::new("t.toml"),
+            "[service]\nname = \"x\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(readiness(&none, dir.path()).unwrap(), None);
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct ServicePlan {
     pub autoscaling: Option<ChangeOf>,
     /// The scaling target and where it came from.
     pub scaling_target: Option<plan::ScalingTarget>,
+    /// The grace period against the measured time to ready (`task.run_result`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<plan::Readiness>,
     /// The revision the service runs after the rollout.
     pub revision: Option<String>,
 }
@@ -353,6 +356,8 @@ pub async fn plan_and_apply(
     let existing = ecs.describe_service(&infra.cluster, &spec.service).await?;
     let target =
         plan::scaling_target(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
+    let readiness =
+        plan::readiness(spec, spec_dir).map_err(|e| ServiceError::Stack(e.to_string()))?;
     let scalings = plan::scaling(spec, infra, &target);
     let scaler = AppScaling::new(config);
     let scaling = plan_scaling(&scaler, spec, existing.is_some(), &scalings).await?;
@@ -361,6 +366,7 @@ pub async fn plan_and_apply(
         task_definition,
         autoscaling: scaling.change.clone(),
         scaling_target: Some(target),
+        readiness,
         ..ServicePlan::default()
     };
     if plan_only {

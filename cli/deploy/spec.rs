@@ -73,6 +73,7 @@ struct TaskSection {
     minimum_healthy_percent: S<u32>,
     maximum_percent: S<u32>,
     enable_exec: S<bool>,
+    run_result: S<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -181,6 +182,9 @@ pub struct DeploymentSpec {
     pub triton_args: Vec<String>,
     pub desired_count: u32,
     pub health_check_grace_seconds: u32,
+    /// `task.run_result`: the `run --out` file whose measured time to ready `rollout --plan`
+    /// checks the grace period against (relative to the spec's directory).
+    pub run_result: Option<String>,
     pub stop_timeout_seconds: u32,
     pub minimum_healthy_percent: u32,
     pub maximum_percent: u32,
@@ -249,7 +253,8 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         stop_timeout_seconds,
         minimum_healthy_percent,
         maximum_percent,
-        enable_exec
+        enable_exec,
+        run_result
     );
     section!(storage, efs, mount_path, uid, gid, holds);
     section!(
@@ -822,6 +827,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         }),
         desired_count: a.desired_count,
         health_check_grace_seconds: val(&task.health_check_grace_seconds).unwrap_or(600),
+        run_result: val(&task.run_result),
         stop_timeout_seconds: val(&task.stop_timeout_seconds).unwrap_or(60),
         minimum_healthy_percent: t.minimum_healthy_percent,
         maximum_percent: t.maximum_percent,

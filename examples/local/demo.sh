@@ -49,15 +49,15 @@ echo "(no GPU here: Triton runs with explicit model control and models asking fo
 cleanup() { "$bin" run --stop -f "$spec" >/dev/null 2>&1 || true; stop; }
 trap cleanup EXIT
 "$bin" run --image "$image" -f "$spec" --registry-endpoint "$TD_REGISTRY_URL" --detach \
-  --http-port 0 --grpc-port 0 --metrics-port 0 --shm-size 256 --out "$work/run.json"
-endpoint() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoints"][sys.argv[2]])' "$work/run.json" "$1"; }
+  --http-port 0 --grpc-port 0 --metrics-port 0 --shm-size 256 --out examples/local/run.json
+endpoint() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoints"][sys.argv[2]])' examples/local/run.json "$1"; }
 triton="$(endpoint http)"
 metrics="$(endpoint metrics)/metrics"
 curl -s "$triton/v2/models/text_stats/infer" \
   -d '{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["served by the pushed image"]}]}'
 echo
 
-say "rollout --plan (exit 2: everything would be created)"
+say "rollout --plan (exit 2: everything would be created; the grace period checked against run's time to ready)"
 set +e
 "$bin" rollout --plan -f "$spec"
 code=$?

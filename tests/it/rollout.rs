@@ -69,7 +69,20 @@ async fn plan_then_apply_then_a_second_rollout_changes_nothing() {
         .chars()
         .take(20)
         .collect::<String>();
-    let spec = spec(dir.path(), &name, "[compute]\nmax_instances = 3\n");
+    // `run --out`'s report says the models took 95 s to load, more than the grace period.
+    std::fs::write(
+        dir.path().join("run.json"),
+        serde_json::json!({"time_to_ready": {"pull_seconds": 1.0, "pulled": true,
+            "image_bytes": 8u64 << 30, "start_seconds": 5.0, "load_seconds": 90.0,
+            "ready_seconds": 95.0, "total_seconds": 96.0}})
+        .to_string(),
+    )
+    .unwrap();
+    let spec = spec(
+        dir.path(),
+        &name,
+        "[compute]\nmax_instances = 3\n[task]\nhealth_check_grace_seconds = 60\nrun_result = \"run.json\"\n",
+    );
     let stack = format!("triton-deploy-{name}-gpu");
     let moto = env("TD_MOTO_URL");
 
@@ -119,6 +132,18 @@ async fn plan_then_apply_then_a_second_rollout_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("no changes"));
+    // The grace period is checked against the measured time to ready, and a proposal made.
+    assert!(
+        text(&out).contains("warning: task.health_check_grace_seconds = 60 is below the measured time to ready (95.0 s)"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("proposed 160 s"), "{}", text(&out));
+    assert!(
+        text(&out).contains("8192 MiB, about 137 s"),
+        "{}",
+        text(&out)
+    );
     let log = proxy.log.lock().unwrap().clone();
     let mutations: Vec<&String> = log
         .iter()
