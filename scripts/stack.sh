@@ -11,6 +11,7 @@
 #   and, in the upstream registry and the Docker Engine, a real tritonserver base image
 #   (scripts/tritonserver-image.sh: NVIDIA's tritonserver 2.51, CPU, python backend):
 #   TD_TRITON_BASE
+# and the same server as a process (scripts/tritonserver-process.sh): TD_TRITONSERVER
 #
 #   ./scripts/stack.sh up      install what is missing, start everything (refuses busy ports)
 #   ./scripts/stack.sh down    stop what `up` started
@@ -152,6 +153,8 @@ up() {
   start upstream "$upstream_port" docker-registry serve "$stack/upstream/config.yml"
   # The real tritonserver base image (built once per input set; copied to the upstream registry).
   TD_VENV_DIR="$venvs" "$root/scripts/tritonserver-image.sh" "127.0.0.1:$upstream_port" >/dev/null
+  # The same server as a process, for the tests that need Triton's verdict without Docker.
+  TD_VENV_DIR="$venvs" "$root/scripts/tritonserver-process.sh" >/dev/null
   install_venv ml requirements-mlserver.txt mlserver
   mlserver_config
   start kserve "$kserve_port" "$venvs/venv-ml/bin/mlserver" start "$stack/mlserver"
@@ -197,6 +200,7 @@ export TD_KSERVE_URL=http://127.0.0.1:$kserve_port
 export TD_KSERVE_GRPC=127.0.0.1:$kserve_grpc_port
 export TD_KSERVE_METRICS_URL=http://127.0.0.1:$kserve_metrics_port/metrics
 export TD_TRITON_BASE=127.0.0.1:$upstream_port/nvidia/tritonserver:24.10-py3
+export TD_TRITONSERVER=$venvs/tritonserver-process/pytriton/tritonserver/bin/tritonserver
 EOV
 }
 

@@ -72,16 +72,19 @@ fn walk_symlinks(root: &Path, dir: &Path, model: &str, out: &mut Vec<Diagnostic>
         };
         if meta.file_type().is_symlink() {
             match path.canonicalize() {
+                // Triton 2.51 loads the model (its backend never opens the file) but logs
+                // "Failed to determine modification time" for it; an image carries the link
+                // without its target.
                 Err(_) => out.push(
                     Diagnostic::new(
                         SYMLINK,
-                        Severity::Error,
+                        Severity::Warning,
                         format!("failed to stat file {}", path.display()),
                     )
                     .model(model)
                     .file(&path)
                     .with_help(
-                        "the symlink is dangling; Triton fails the whole repository poll on it",
+                        "the symlink is dangling: Triton cannot read its modification time (so --model-control-mode=poll never sees it change), and the image gets the link without a target; remove it or copy the file in",
                     ),
                 ),
                 Ok(target) => {

@@ -379,7 +379,7 @@ fn tensors(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
         }
         let label = format!("model {kind} '{}'", io.name);
         if let Some(first) = seen.insert((io.field, io.name), idx) {
-            cx.error(DUPLICATE_TENSOR, &format!("{path}.name"), format!("{label} is declared twice ({}[{first}] and {path}); Triton silently uses the first", io.field));
+            cx.error(DUPLICATE_TENSOR, &format!("{path}.name"), format!("{label} is declared twice ({}[{first}] and {path}); Triton 2.51 loads the model and silently uses the first, but no request can satisfy both (validate is stricter than Triton here on purpose)", io.field));
         }
         if io.data_type == 0 {
             cx.error(
@@ -585,9 +585,10 @@ fn dynamic_batching(cx: &mut Cx, db: &ModelDynamicBatching, mbs: i64, m: &str) {
     }
 }
 
-/// Control inputs: named, one kind each, each kind once, with the values its kind needs.
+/// Control inputs: named, each tensor once, each kind once, with the values its kind needs.
 fn sequence_controls(cx: &mut Cx, sb: &ModelSequenceBatching, m: &str) {
     let mut kinds_seen: HashMap<i32, usize> = HashMap::new();
+    let mut tensors_seen: HashSet<&str> = HashSet::new();
     for (i, ci) in sb.control_input.iter().enumerate() {
         let path = format!("sequence_batching.control_input[{i}]");
         if ci.name.is_empty() {
@@ -597,7 +598,8 @@ fn sequence_controls(cx: &mut Cx, sb: &ModelSequenceBatching, m: &str) {
                 format!("sequence batching control tensor must have a name for {m}"),
             );
         }
-        if ci.control.len() > 1 {
+        // One tensor may carry several controls; the same tensor named twice may not.
+        if !ci.name.is_empty() && !tensors_seen.insert(ci.name.as_str()) {
             cx.error(SEQUENCE, &path, format!("sequence batching control tensor '{}' is specified for multiple control kinds for {m}", ci.name));
         }
         for (j, c) in ci.control.iter().enumerate() {
@@ -808,9 +810,33 @@ fn instances(cx: &mut Cx, cfg: &ModelConfig, res: &Resolved) {
     }
 }
 
-/// Warm-up inputs: fixed sizes, data files inside `warmup/`.
+/// Warm-up inputs: every required input given, fixed sizes, data files inside `warmup/`.
 fn warmup(cx: &mut Cx, cfg: &ModelConfig) {
+    let m = cx.model.name.clone();
     for (i, w) in cfg.model_warmup.iter().enumerate() {
+        // Triton sends each sample as a request at load time: one that lacks a required input
+        // fails, and the model with it.
+        let required: Vec<&str> = cfg
+            .input
+            .iter()
+            .filter(|t| !t.optional && !t.name.is_empty())
+            .map(|t| t.name.as_str())
+            .collect();
+        let given = required
+            .iter()
+            .filter(|n| w.inputs.contains_key(**n))
+            .count();
+        for name in required.iter().filter(|n| !w.inputs.contains_key(**n)) {
+            cx.error(
+                WARMUP_STATE,
+                &format!("model_warmup[{i}].inputs"),
+                format!(
+                    "warmup '{}' gives no data for input '{name}': Triton's warm-up request fails with 'expected {} inputs but got {given} inputs for model '{m}'' and the model does not load",
+                    w.name,
+                    required.len()
+                ),
+            );
+        }
         let mut names: Vec<&String> = w.inputs.keys().collect();
         names.sort();
         for name in names {

@@ -26,7 +26,7 @@ macro_rules! rules {
 rules! {
     REPO_PATH = "TD001", "repository-path", "the repository path must be a directory holding models";
     NON_MODEL_DIR = "TD002", "non-model-directory", "every root directory is loaded as a model (hidden and system directories too)";
-    SYMLINK = "TD003", "symlink", "dangling symlinks fail the poll; links leaving the repository are not packaged";
+    SYMLINK = "TD003", "symlink", "dangling symlinks have no modification time and no content; links leaving the repository are not packaged";
     MISSING_CONFIG = "TD004", "missing-config", "config.pbtxt must exist unless the backend can autofill it";
     CONFIG_NAME = "TD005", "model-config-name", "configs/<name>.pbtxt selection is consistent";
     NO_VERSION = "TD006", "no-version", "at least one version must be available under the version policy";

@@ -6,6 +6,7 @@ mod bench;
 mod conformance;
 mod deploy;
 mod docs;
+mod loader;
 mod push;
 mod render;
 mod rollout;
