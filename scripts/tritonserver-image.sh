@@ -3,7 +3,9 @@
 # filesystem (mmdebstrap: python3, python3-numpy, libpython3.11) plus NVIDIA's tritonserver 2.51
 # from the nvidia-pytriton wheel (CPU, python backend), laid out like NVIDIA's image
 # (/opt/tritonserver/bin/tritonserver, /opt/tritonserver/backends). Triton 2.51 is the server of
-# NVIDIA's 24.10 release, hence the tag.
+# NVIDIA's 24.10 release, hence the tag. NVIDIA's ONNX Runtime backend is a C++ library the wheel
+# lacks: an "onnxruntime" python-based backend (tritonserver-image/onnxruntime_model.py on the
+# onnxruntime wheel) takes its place, so ONNX models serve on CPU too.
 #
 #   scripts/tritonserver-image.sh [REGISTRY]   # e.g. 127.0.0.1:5002 (the upstream stand-in)
 #
@@ -28,7 +30,18 @@ if [ -z "$wheel" ]; then
     "nvidia-pytriton==$wheel_version" -d "$cache" >&2
   wheel="$(ls "$cache"/nvidia_pytriton-"$wheel_version"-*.whl | head -1)"
 fi
-key="$(cat "$0" "$wheel" | sha256sum | cut -c1-16)"
+# ONNX Runtime for the python-based backend (1.20: the last release built for Debian's numpy 1.24).
+ort_dir="$cache/onnxruntime"
+if [ ! -f "$ort_dir/.complete" ]; then
+  say "downloading onnxruntime 1.20.1 and its pure-Python dependencies"
+  rm -rf "$ort_dir" && mkdir -p "$ort_dir"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.11 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    onnxruntime==1.20.1 flatbuffers==25.12.19 packaging==26.4 protobuf==7.36.2 -d "$ort_dir" >&2
+  touch "$ort_dir/.complete"
+fi
+backend_py="$root/scripts/tritonserver-image/onnxruntime_model.py"
+key="$(cat "$0" "$wheel" "$backend_py" "$ort_dir"/*.whl | sha256sum | cut -c1-16)"
 
 have="$(docker image inspect --format '{{ index .Config.Labels "ai.triton-deploy.inputs" }}' "$local_ref" 2>/dev/null || true)"
 if [ "$have" != "$key" ]; then
@@ -52,9 +65,14 @@ if [ "$have" != "$key" ]; then
   ctx="$(mktemp -d)"
   trap 'rm -rf "$ctx"' EXIT
   cp "$wheel" "$ctx/"
+  mkdir -p "$ctx/ort"
+  cp "$ort_dir"/*.whl "$ctx/ort/"
+  cp "$backend_py" "$ctx/onnxruntime_model.py"
   cat >"$ctx/Dockerfile" <<EOF
 FROM local/debian-py:bookworm-$key
 COPY $(basename "$wheel") /tmp/
+COPY ort /tmp/ort
+COPY onnxruntime_model.py /tmp/
 # The server and its libraries keep the wheel's layout (the binary finds libtritonserver through
 # a relative RPATH); /opt/tritonserver points at it, as in NVIDIA's image. The python backend's
 # stub for the system Python goes next to the backend.
@@ -63,13 +81,17 @@ RUN pip install --quiet --no-deps --break-system-packages /tmp/$(basename "$whee
  && TS=/usr/local/lib/python3.11/dist-packages/pytriton/tritonserver \\
  && cp \$TS/python_backend_stubs/3.11/triton_python_backend_stub \$TS/backends/python/ \\
  && ln -s \$TS /opt/tritonserver \\
+ && pip install --quiet --no-deps --break-system-packages /tmp/ort/*.whl \\
+ && mkdir -p \$TS/backends/onnxruntime \\
+ && mv /tmp/onnxruntime_model.py \$TS/backends/onnxruntime/model.py \\
+ && rm -rf /tmp/ort \\
  && mkdir -p /models
 # The stub embeds Python and finds its home through PATH: the system Python's, first.
 ENV PATH=/opt/tritonserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     TRITON_SERVER_VERSION=2.51.0 \
     NVIDIA_TRITON_SERVER_VERSION=24.10
 LABEL ai.triton-deploy.inputs=$key \
-      org.opencontainers.image.description="tritonserver 2.51 (CPU, python backend) from the nvidia-pytriton wheel on Debian bookworm"
+      org.opencontainers.image.description="tritonserver 2.51 (CPU, python backend, onnxruntime as a python-based backend) from the nvidia-pytriton wheel on Debian bookworm"
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/models"]
 EOF
