@@ -158,6 +158,86 @@ impl Window {
     }
 }
 
+/// Sleeps until `t`: the kernel's sleep to within its timer slack (about 50 µs), then a short
+/// spin, so that sends are on time without burning a core between them.
+fn sleep_until_precisely(t: Instant) {
+    const SLACK: Duration = Duration::from_micros(80);
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        let left = t - now;
+        if left > SLACK {
+            std::thread::sleep(left - SLACK);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The open-loop pacer (on its own thread): intended send times at `rate` (exponential gaps
+/// with `poisson`), each request spawned on the runtime at its time and timed from it.
+#[allow(clippy::too_many_arguments)]
+fn pace(
+    handle: &tokio::runtime::Handle,
+    t: &Arc<Transport>,
+    w: &Arc<Window>,
+    inflight: &Arc<AtomicU64>,
+    rate: f64,
+    poisson: bool,
+    started: Instant,
+    deadline: Instant,
+    count: Option<u64>,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let mut intended = started;
+    let mut i = 0usize;
+    // In-flight cap: beyond it the generator is behind, and says so.
+    let cap = 20_000u64;
+    loop {
+        let gap = if poisson {
+            -(1.0 - rng.next_f64()).ln() / rate
+        } else {
+            1.0 / rate
+        };
+        intended += Duration::from_secs_f64(gap);
+        if intended >= deadline || count.is_some_and(|c| i as u64 >= c) {
+            break;
+        }
+        sleep_until_precisely(intended);
+        while inflight.load(Ordering::Acquire) >= cap {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let lag = Instant::now()
+            .saturating_duration_since(intended)
+            .as_micros() as u64;
+        if lag > 1000 {
+            w.late.fetch_add(1, Ordering::Relaxed);
+        }
+        w.max_lag.fetch_max(lag, Ordering::Relaxed);
+        w.sent.fetch_add(1, Ordering::Relaxed);
+        w.send_span_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let (t, w, inflight) = (t.clone(), w.clone(), inflight.clone());
+        let at = intended;
+        let k = i;
+        i += 1;
+        inflight.fetch_add(1, Ordering::AcqRel);
+        handle.spawn(async move {
+            let mut conn = t.conn();
+            match t.send(&mut conn, k).await {
+                // From the intended send time: a late send is latency the user would see.
+                Ok(()) => w.record(at.elapsed().as_micros() as u64),
+                Err(code) => w.error(code),
+            }
+            t.put_back(conn);
+            inflight.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
 /// Runs one window of `load` for `length` (or `count` requests), recording into a new window.
 async fn run_window(
     t: &Arc<Transport>,
@@ -209,57 +289,26 @@ async fn run_window(
         }
         Load::Rate(r) | Load::Poisson(r) => {
             let poisson = matches!(load, Load::Poisson(_));
-            let mut rng = Rng::new(seed);
-            let mut intended = started;
-            let mut i = 0usize;
-            // In-flight cap: beyond it the generator is behind, and says so.
-            let cap = 20_000usize;
-            loop {
-                let gap = if poisson {
-                    -(1.0 - rng.next_f64()).ln() / r
-                } else {
-                    1.0 / r
-                };
-                intended += Duration::from_secs_f64(gap);
-                if intended >= deadline || count.is_some_and(|c| i as u64 >= c) {
-                    break;
-                }
-                // The timer ticks in milliseconds: sleep to just before the intended time, then
-                // yield (letting the requests in flight run) until it comes.
-                let early = intended.checked_sub(Duration::from_millis(1));
-                if let Some(e) = early.filter(|e| *e > Instant::now()) {
-                    tokio::time::sleep_until(e.into()).await;
-                }
-                while Instant::now() < intended {
-                    tokio::task::yield_now().await;
-                }
-                let lag = Instant::now()
-                    .saturating_duration_since(intended)
-                    .as_micros() as u64;
-                if lag > 1000 {
-                    w.late.fetch_add(1, Ordering::Relaxed);
-                }
-                w.max_lag.fetch_max(lag, Ordering::Relaxed);
-                w.sent.fetch_add(1, Ordering::Relaxed);
-                w.send_span_us
-                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                while tasks.len() >= cap {
-                    let _ = tasks.join_next().await;
-                }
-                while tasks.try_join_next().is_some() {}
-                let (t, w) = (t.clone(), w.clone());
-                let at = intended;
-                let k = i;
-                i += 1;
-                tasks.spawn(async move {
-                    let mut conn = t.conn();
-                    match t.send(&mut conn, k).await {
-                        // From the intended send time: a late send is latency the user would see.
-                        Ok(()) => w.record(at.elapsed().as_micros() as u64),
-                        Err(code) => w.error(code),
-                    }
-                    t.put_back(conn);
-                });
+            // The pacer is an OS thread: it sleeps with the kernel's precision (tokio's timer
+            // ticks in milliseconds) instead of spinning on the runtime, and hands each request
+            // to the runtime at its intended time.
+            let handle = tokio::runtime::Handle::current();
+            let inflight = Arc::new(AtomicU64::new(0));
+            let pacer = {
+                let (t, w, inflight) = (t.clone(), w.clone(), inflight.clone());
+                std::thread::Builder::new()
+                    .name("bench-pacer".into())
+                    .spawn(move || {
+                        pace(
+                            &handle, &t, &w, &inflight, r, poisson, started, deadline, count, seed,
+                        )
+                    })
+                    .expect("a thread for the pacer")
+            };
+            let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+            // The requests still in flight finish (or time out) before the window closes.
+            while inflight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     }
