@@ -21,6 +21,9 @@ use triton_deploy_aws::Secret;
 
 /// The label every container `run` starts carries (its value: the image it runs).
 pub const LABEL: &str = "ai.triton-deploy.run";
+/// The label of a container whose image `run` loaded itself (a repository packaged on the fly):
+/// the image goes with the container.
+pub const LOADED: &str = "ai.triton-deploy.run.loaded";
 
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -520,11 +523,24 @@ impl Engine {
         }
     }
 
-    /// The containers `run` started (by its label), as (ID, name, image), `name` alone when given.
+    /// Removes an image `run` loaded itself, unless another container still uses it.
+    pub async fn remove_image(&self, reference: &str) {
+        let _ = self
+            .docker
+            .remove_image(
+                reference,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+
+    /// The containers `run` started (by its label), as (ID, name, image, whether `run` loaded the
+    /// image), `name` alone when given.
     pub async fn ours(
         &self,
         name: Option<&str>,
-    ) -> Result<Vec<(String, String, String)>, EngineError> {
+    ) -> Result<Vec<(String, String, String, bool)>, EngineError> {
         let mut filters: HashMap<&str, Vec<String>> = HashMap::new();
         filters.insert("label", vec![LABEL.to_string()]);
         if let Some(n) = name {
@@ -554,7 +570,8 @@ impl Engine {
                     .and_then(|l| l.get(LABEL).cloned())
                     .or(c.image)
                     .unwrap_or_default();
-                (c.id.unwrap_or_default(), name, image)
+                let loaded = c.labels.as_ref().is_some_and(|l| l.contains_key(LOADED));
+                (c.id.unwrap_or_default(), name, image, loaded)
             })
             .collect())
     }

@@ -105,11 +105,31 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
         gpus,
         labels: HashMap::from([(engine::LABEL.to_string(), image.clone())]),
     };
+    // An image this run loaded goes when its container goes.
+    let loaded = matches!(s.image, ImageSource::Archive(_)).then(|| image.clone());
+    if loaded.is_some() {
+        spec.labels
+            .insert(engine::LOADED.to_string(), "true".to_string());
+    }
+    let discard = async |id: &str| {
+        let _ = engine.remove(id, STOP_GRACE).await;
+        if let Some(i) = &loaded {
+            engine.remove_image(i).await;
+        }
+    };
 
     // 3. The container; from here on a failure removes it.
     let create_started = Instant::now();
     progress.spin(format!("starting {} ({image})", s.name));
-    let (id, dropped) = create_and_start(&engine, s, &mut spec).await?;
+    let (id, dropped) = match create_and_start(&engine, s, &mut spec).await {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(i) = &loaded {
+                engine.remove_image(i).await;
+            }
+            return Err(e);
+        }
+    };
     let logs: Shared = Arc::default();
     let up = bring_up(&engine, &id, s, &spec, gpu, &logs, &progress);
     let outcome = tokio::select! {
@@ -120,7 +140,7 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     let (endpoints, models, live_at) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            let _ = engine.remove(&id, STOP_GRACE).await;
+            discard(&id).await;
             return Err(e);
         }
     };
@@ -156,7 +176,7 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     if let Some(path) = &s.out {
         let body = serde_json::to_vec_pretty(&report).expect("a report serializes");
         if let Err(e) = std::fs::write(path, body) {
-            let _ = engine.remove(&id, STOP_GRACE).await;
+            discard(&id).await;
             return Err(RunError::Out {
                 path: path.clone(),
                 source: e,
@@ -166,7 +186,11 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     if s.detach {
         return Ok(report);
     }
-    foreground(&engine, &id, &report, &logs, &progress).await?;
+    let ended = foreground(&engine, &id, &report, &logs, &progress).await;
+    if let Some(i) = &loaded {
+        engine.remove_image(i).await;
+    }
+    ended?;
     report.ended = Ended::Interrupted;
     Ok(report)
 }
@@ -673,8 +697,11 @@ pub async fn stop(name: Option<&str>) -> Result<StopReport, RunError> {
         return Err(RunError::NoContainer(n.to_string()));
     }
     let mut removed = Vec::new();
-    for (id, name, _) in found {
+    for (id, name, image, loaded) in found {
         engine.remove(&id, STOP_GRACE).await?;
+        if loaded {
+            engine.remove_image(&image).await;
+        }
         removed.push(name);
     }
     Ok(StopReport { removed })

@@ -564,6 +564,13 @@ fn run_in_the_foreground_serves_until_ctrl_c_then_removes_the_container() {
     assert_eq!(doc["ended"], "interrupted", "{doc}");
     assert_eq!(doc["models"][0]["state"], "READY");
     assert!(!exists(&name), "Ctrl-C left the container");
+    // The image it loaded for the repository went with it.
+    let image = ready["image"].as_str().unwrap();
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "{image} was left in the engine");
 }
 
 /// `POST {http}/v2/models/{model}/infer` with `body`; Triton's answer.
