@@ -19,6 +19,10 @@ struct Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        // As a user would: `run --stop` removes the container and the image it loaded.
+        let _ = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .args(["run", "--stop", "--name", &self.name])
+            .output();
         let _ = Command::new("docker")
             .args(["rm", "-f", &self.name])
             .output();
