@@ -120,3 +120,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!("`{s}`: at most 24h (86400s)")),
     }
 }
+
+/// A push failure as a command error; an invalid repository's validation report is printed
+/// first (on stderr, in text mode), as `validate` prints it.
+pub fn push_failure(
+    e: crate::package::push::PushError,
+    global: &crate::output::Global,
+) -> CliError {
+    if let crate::package::push::PushError::Invalid(report) = &e
+        && global.text()
+    {
+        eprint!(
+            "{}",
+            crate::validate::render::text(report, false, global.color)
+        );
+    }
+    e.into()
+}

@@ -110,19 +110,8 @@ pub fn run(args: PushArgs, global: &Global) -> Result<PushReport, CliError> {
         aws: args.aws.options(None),
     };
     let progress = Arc::new(global.progress());
-    let mut report = match block_on(None, push::push(&settings, progress))? {
-        Ok(r) => r,
-        Err(PushError::Invalid(report)) => {
-            if global.text() {
-                eprint!(
-                    "{}",
-                    crate::validate::render::text(&report, false, global.color)
-                );
-            }
-            return Err(PushError::Invalid(report).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut report = block_on(None, push::push(&settings, progress))?
+        .map_err(|e| super::push_failure(e, global))?;
     report.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(report)
 }

@@ -15,7 +15,7 @@ use super::{AwsArgs, block_on, parse_duration};
 use crate::local::{self, Credentials, Ended, Gpus, ImageSource, Pull, RunError, RunReport};
 use crate::output::{CliError, ErrorKind, Global, Render, exit};
 use crate::package::image::{DEFAULT_BASE, ImageName};
-use crate::package::push::{self, PushError, PushSettings};
+use crate::package::push::{self, PushSettings};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -222,19 +222,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<RunOutcome, CliError> {
                 jobs: 4,
                 aws: args.aws.options(None),
             };
-            match push::push(&settings, progress.clone()).await {
-                Ok(_) => {}
-                Err(PushError::Invalid(report)) => {
-                    if global.text() {
-                        eprint!(
-                            "{}",
-                            crate::validate::render::text(&report, false, global.color)
-                        );
-                    }
-                    return Err(PushError::Invalid(report).into());
-                }
-                Err(e) => return Err(e.into()),
-            }
+            push::push(&settings, progress.clone())
+                .await
+                .map_err(|e| super::push_failure(e, global))?;
             let dir = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.clone());
             let name = dir
                 .file_name()
