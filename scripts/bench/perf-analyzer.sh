@@ -8,6 +8,8 @@
 #
 #   scripts/bench/perf-analyzer.sh [ROUNDS]        # default 2
 #   TD_BIN=path/to/triton-deploy scripts/bench/perf-analyzer.sh   # default: the release build
+#   TD_PIN=1 scripts/bench/perf-analyzer.sh   # Triton on CPU 1, the client on CPU 0: the client's
+#                                             # CPU cannot slow the server it measures
 #
 # Both tools run with their defaults but for the load and the window: perf_analyzer's
 # --measurement-interval 2000 and bench's --duration 2s (both: windows until three agree).
@@ -54,7 +56,9 @@ EOP
 fi
 export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-cid="$(docker run -d --rm -p 127.0.0.1::8000 -p 127.0.0.1::8002 --shm-size 256m \
+pin_server=() pin_client=()
+if [ -n "${TD_PIN:-}" ]; then pin_server=(--cpuset-cpus=1) pin_client=(taskset -c 0); fi
+cid="$(docker run -d --rm "${pin_server[@]}" -p 127.0.0.1::8000 -p 127.0.0.1::8002 --shm-size 256m \
   -v "$root/model-repos/python-backend:/models:ro" "$image")"
 trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
 port() { docker port "$cid" "$1/tcp" | head -1 | sed 's/.*://'; }
@@ -85,7 +89,7 @@ run_one() { # tool load-kind value
   if [ "$tool" = perf_analyzer ]; then
     local range=(--concurrency-range "$v:$v")
     [ "$kind" = rate ] && range=(--request-rate-range "$v:$v")
-    secs="$(cpu "$pa_venv/bin/perf_analyzer" -m text_stats -u "$http" -i http "${range[@]}" \
+    secs="$(cpu "${pin_client[@]}" "$pa_venv/bin/perf_analyzer" -m text_stats -u "$http" -i http "${range[@]}" \
       --measurement-interval 2000 --string-length 16 -f "$work/pa.csv")"
     read -r thr p50 p99 < <(python3 - "$work/pa.csv" <<'EOP'
 import csv, sys
@@ -96,7 +100,7 @@ EOP
   else
     local load=(--concurrency "$v")
     [ "$kind" = rate ] && load=(--rate "$v")
-    secs="$(cpu "$bin" bench --url "http://$http" --model text_stats "${load[@]}" --duration 2s \
+    secs="$(cpu "${pin_client[@]}" "$bin" bench --url "http://$http" --model text_stats "${load[@]}" --duration 2s \
       --out "$work/ours.json")"
     read -r thr p50 p99 < <(python3 - "$work/ours.json" <<'EOP'
 import json, sys
