@@ -166,12 +166,11 @@ impl Engine {
     /// Connects to the local engine (DOCKER_HOST or the default socket), negotiating the API
     /// version.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let d = Docker::connect_with_local_defaults()
-            .map_err(|e| EngineError::NoEngine(e.to_string()))?;
-        let docker = d
-            .negotiate_version()
-            .await
-            .map_err(|e| EngineError::NoEngine(e.to_string()))?;
+        use crate::package::docker::{self, DockerError};
+        let docker = docker::connect().await.map_err(|e| match e {
+            DockerError::NoEngine(why) => EngineError::NoEngine(why),
+            other => EngineError::NoEngine(other.to_string()),
+        })?;
         Ok(Engine { docker })
     }
 

@@ -111,8 +111,11 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
         spec.labels
             .insert(engine::LOADED.to_string(), "true".to_string());
     }
-    let discard = async |id: &str| {
-        let _ = engine.remove(id, STOP_GRACE).await;
+    // The container (when there is one) and the image this run loaded.
+    let discard = async |id: Option<&str>| {
+        if let Some(id) = id {
+            let _ = engine.remove(id, STOP_GRACE).await;
+        }
         if let Some(i) = &loaded {
             engine.remove_image(i).await;
         }
@@ -124,9 +127,7 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     let (id, dropped) = match create_and_start(&engine, s, &mut spec).await {
         Ok(v) => v,
         Err(e) => {
-            if let Some(i) = &loaded {
-                engine.remove_image(i).await;
-            }
+            discard(None).await;
             return Err(e);
         }
     };
@@ -140,7 +141,7 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     let (endpoints, models, live_at) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            discard(&id).await;
+            discard(Some(&id)).await;
             return Err(e);
         }
     };
@@ -176,7 +177,7 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
     if let Some(path) = &s.out {
         let body = serde_json::to_vec_pretty(&report).expect("a report serializes");
         if let Err(e) = std::fs::write(path, body) {
-            discard(&id).await;
+            discard(Some(&id)).await;
             return Err(RunError::Out {
                 path: path.clone(),
                 source: e,
@@ -187,9 +188,8 @@ pub async fn run(s: &RunSettings, progress: Arc<Progress>) -> Result<RunReport, 
         return Ok(report);
     }
     let ended = foreground(&engine, &id, &report, &logs, &progress).await;
-    if let Some(i) = &loaded {
-        engine.remove_image(i).await;
-    }
+    // foreground removed the container; the image goes too.
+    discard(None).await;
     ended?;
     report.ended = Ended::Interrupted;
     Ok(report)

@@ -105,7 +105,7 @@ fn triton(repo: &Path, work: &Path) -> BTreeMap<String, Verdict> {
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    verdicts(index.as_deref().unwrap_or_default(), &text, repo)
+    verdicts(index.as_deref().unwrap_or_default(), &text)
 }
 
 /// The models a server that never finished loading was loading, refused with its last word.
@@ -141,7 +141,7 @@ fn message(line: &str) -> Option<String> {
     )
 }
 
-fn verdicts(index: &[Value], log: &str, repo: &Path) -> BTreeMap<String, Verdict> {
+fn verdicts(index: &[Value], log: &str) -> BTreeMap<String, Verdict> {
     let mut out = BTreeMap::new();
     // `unable to find backend library for backend 'onnxruntime'` (this build lacks it), also
     // when an ensemble's member lacks it; not `unable to find backend library '<runtime>'`,
@@ -173,10 +173,9 @@ fn verdicts(index: &[Value], log: &str, repo: &Path) -> BTreeMap<String, Verdict
         }
         // An ensemble refused while resolving its members names itself in the message.
         for (name, v) in out.iter_mut() {
-            if *v == Verdict::Refused(String::new()) && m.contains(&format!("ensemble {name} "))
-                || *v == Verdict::Refused(String::new())
-                    && m.contains(&format!("in ensemble {name},"))
-            {
+            let names_it = m.contains(&format!("ensemble {name} "))
+                || m.contains(&format!("in ensemble {name},"));
+            if names_it && *v == Verdict::Refused(String::new()) {
                 *v = Verdict::Refused(m.clone());
             }
         }
@@ -189,7 +188,6 @@ fn verdicts(index: &[Value], log: &str, repo: &Path) -> BTreeMap<String, Verdict
             *v = Verdict::CoreOnly;
         }
     }
-    let _ = repo;
     out
 }
 

@@ -153,24 +153,8 @@ fn the_pushed_image_serves_and_bench_counts_what_triton_counts() {
     let metrics = format!("{}/metrics", c.url("metrics"));
 
     // Real answers: byte length and word count of each string.
-    let body = json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1],
-                                  "data": ["hello real triton", "two words"]}]});
-    let answer: Value = serde_json::from_str(&run(Command::new("curl").args([
-        "-sf",
-        &format!("{http}/v2/models/text_stats/infer"),
-        "-d",
-        &body.to_string(),
-    ])))
-    .unwrap();
-    let out = |name: &str| {
-        answer["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["name"] == name)
-            .map(|o| o["data"].clone())
-            .unwrap_or_else(|| panic!("no {name} in {answer}"))
-    };
+    let answer = text_stats(&http);
+    let out = |name: &str| output(&answer, name);
     assert_eq!(out("LENGTH"), json!([17, 9]));
     assert_eq!(out("WORDS"), json!([3, 2]));
 
@@ -222,15 +206,12 @@ fn the_pushed_image_serves_and_bench_counts_what_triton_counts() {
 
 /// The text_stats answer for two strings, from `http`.
 fn text_stats(http: &str) -> Value {
-    let body = json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1],
-                                  "data": ["hello real triton", "two words"]}]});
-    serde_json::from_str(&run(Command::new("curl").args([
-        "-sf",
-        &format!("{http}/v2/models/text_stats/infer"),
-        "-d",
-        &body.to_string(),
-    ])))
-    .unwrap()
+    infer(
+        http,
+        "text_stats",
+        json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1],
+                           "data": ["hello real triton", "two words"]}]}),
+    )
 }
 
 #[test]
