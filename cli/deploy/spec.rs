@@ -54,6 +54,8 @@ struct ComputeSection {
     max_instances: S<u32>,
     target_capacity: S<u32>,
     spot: S<bool>,
+    /// With Spot: this many hosts on demand before any Spot host.
+    on_demand_base: S<u32>,
     root_volume_gib: S<u32>,
     instance_warmup_seconds: S<u32>,
     max_scaling_step: S<u32>,
@@ -96,6 +98,9 @@ struct NetworkSection {
     allowed_cidrs: S<Vec<String>>,
     listener_port: S<u16>,
     certificate_arn: S<String>,
+    /// How long the load balancer lets requests in flight finish after it stops sending a task new
+    /// ones (the target group's deregistration delay).
+    deregistration_delay_seconds: S<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -172,6 +177,7 @@ pub struct DeploymentSpec {
     pub max_instances: u32,
     pub target_capacity: u32,
     pub spot: bool,
+    pub on_demand_base: u32,
     pub root_volume_gib: u32,
     pub instance_warmup_seconds: u32,
     pub max_scaling_step: u32,
@@ -199,6 +205,7 @@ pub struct DeploymentSpec {
     pub allowed_cidrs: Vec<String>,
     pub listener_port: u16,
     pub certificate_arn: Option<String>,
+    pub deregistration_delay_seconds: u32,
     pub min_tasks: u32,
     pub max_tasks: u32,
     pub target_requests_per_task: Option<u32>,
@@ -237,6 +244,7 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         max_instances,
         target_capacity,
         spot,
+        on_demand_base,
         root_volume_gib,
         instance_warmup_seconds,
         max_scaling_step
@@ -264,7 +272,8 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         internet_facing,
         allowed_cidrs,
         listener_port,
-        certificate_arn
+        certificate_arn,
+        deregistration_delay_seconds
     );
     section!(
         autoscaling,
@@ -784,6 +793,94 @@ fn autoscaling_section(
     })
 }
 
+/// The stop of a task, in order: the load balancer stops sending it requests and lets those in
+/// flight finish (the deregistration delay), then ECS sends SIGTERM and Triton, refusing new
+/// requests, waits for the inferences it holds (`--exit-timeout-secs`) before it exits, and ECS
+/// kills it at `stopTimeout`. Each step must fit inside the next; on Spot the whole stop must fit
+/// in the two minutes' notice.
+struct Drain {
+    deregistration_delay_seconds: u32,
+    stop_timeout_seconds: u32,
+    triton_args: Vec<String>,
+}
+
+/// `--exit-timeout-secs` in Triton's arguments (both `--flag=N` and `--flag N`).
+fn exit_timeout(args: &[String]) -> Option<Result<u32, String>> {
+    let i = args
+        .iter()
+        .position(|a| a == "--exit-timeout-secs" || a.starts_with("--exit-timeout-secs="))?;
+    let v = match args[i].split_once('=') {
+        Some((_, v)) => v.to_string(),
+        None => args.get(i + 1).cloned().unwrap_or_default(),
+    };
+    Some(v.parse::<u32>().map_err(|_| v))
+}
+
+fn drain_section(
+    cx: &Ctx,
+    task: &TaskSection,
+    network: &NetworkSection,
+    spot: bool,
+) -> Result<Drain, SpecError> {
+    let span = |s: &S<u32>| s.as_ref().map(|s| s.span()).unwrap_or(0..0);
+    let stop = val(&task.stop_timeout_seconds).unwrap_or(60);
+    if !(2..=120).contains(&stop) {
+        return Err(cx.err(
+            span(&task.stop_timeout_seconds),
+            "task.stop_timeout_seconds",
+            format!("{stop}: ECS allows 2-120 seconds between SIGTERM and SIGKILL"),
+        ));
+    }
+    let dereg = val(&network.deregistration_delay_seconds).unwrap_or(30.min(stop - 1));
+    if dereg >= stop {
+        let at = if network.deregistration_delay_seconds.is_some() {
+            span(&network.deregistration_delay_seconds)
+        } else {
+            span(&task.stop_timeout_seconds)
+        };
+        return Err(cx.err(at, "network.deregistration_delay_seconds", format!(
+            "{dereg} s must be below task.stop_timeout_seconds ({stop} s): requests the load balancer let in just before the task left it must finish before Triton is stopped"
+        )));
+    }
+    if spot && dereg + stop > 120 {
+        return Err(cx.err(span(&task.stop_timeout_seconds), "task.stop_timeout_seconds", format!(
+            "with compute.spot, network.deregistration_delay_seconds ({dereg} s) + task.stop_timeout_seconds ({stop} s) = {} s must fit in the 120 s of a Spot interruption notice", dereg + stop
+        )));
+    }
+    let given = val(&task.triton_args);
+    let mut triton_args = given
+        .clone()
+        .unwrap_or_else(|| vec!["--strict-readiness=true".into()]);
+    match exit_timeout(&triton_args) {
+        // Triton's own default (30 s) may be longer than the stop timeout: say it explicitly.
+        None => triton_args.push(format!(
+            "--exit-timeout-secs={}",
+            stop.saturating_sub(5).max(1)
+        )),
+        Some(Ok(n)) if n < stop => {}
+        Some(found) => {
+            let shown = match found {
+                Ok(n) => format!(
+                    "{n} s is not below task.stop_timeout_seconds ({stop} s): ECS would kill Triton while it still finishes inferences; use {}",
+                    stop.saturating_sub(5).max(1)
+                ),
+                Err(v) => format!("'{v}' is not a number of seconds"),
+            };
+            let at = task.triton_args.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            return Err(cx.err(
+                at,
+                "task.triton_args",
+                format!("--exit-timeout-secs: {shown}"),
+            ));
+        }
+    }
+    Ok(Drain {
+        deregistration_delay_seconds: dereg,
+        stop_timeout_seconds: stop,
+        triton_args,
+    })
+}
+
 fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<DeploymentSpec, SpecError> {
     let service = s.service.unwrap_or_default();
     let image = s.image.unwrap_or_default();
@@ -799,6 +896,19 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
     let (holds, mount_path) = storage_section(cx, &storage)?;
     let n = network_section(cx, &network)?;
     let a = autoscaling_section(cx, &autoscaling, &task, &compute, &c, &t)?;
+    let spot = val(&compute.spot).unwrap_or(false);
+    let d = drain_section(cx, &task, &network, spot)?;
+    let on_demand_base = val(&compute.on_demand_base).unwrap_or(0);
+    if on_demand_base > 0 && (!spot || on_demand_base > c.max_instances) {
+        return Err(cx.err(
+            compute.on_demand_base.as_ref().expect("set").span(),
+            "compute.on_demand_base",
+            format!(
+                "{on_demand_base}: on-demand hosts before Spot ones need compute.spot = true and at most max_instances ({})",
+                c.max_instances
+            ),
+        ));
+    }
     Ok(DeploymentSpec {
         service: name,
         cluster,
@@ -811,7 +921,8 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         min_instances: c.min_instances,
         max_instances: c.max_instances,
         target_capacity: c.target_capacity,
-        spot: val(&compute.spot).unwrap_or(false),
+        spot,
+        on_demand_base,
         root_volume_gib: c.root_volume_gib,
         instance_warmup_seconds: val(&compute.instance_warmup_seconds).unwrap_or(300),
         max_scaling_step: val(&compute.max_scaling_step).unwrap_or(2),
@@ -819,16 +930,11 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         cpu: t.cpu,
         memory_mib: t.memory_mib,
         shm_size_mib: val(&task.shm_size_mib).unwrap_or(1024),
-        triton_args: val(&task.triton_args).unwrap_or_else(|| {
-            vec![
-                "--strict-readiness=true".into(),
-                "--exit-timeout-secs=30".into(),
-            ]
-        }),
+        triton_args: d.triton_args,
         desired_count: a.desired_count,
         health_check_grace_seconds: val(&task.health_check_grace_seconds).unwrap_or(600),
         run_result: val(&task.run_result),
-        stop_timeout_seconds: val(&task.stop_timeout_seconds).unwrap_or(60),
+        stop_timeout_seconds: d.stop_timeout_seconds,
         minimum_healthy_percent: t.minimum_healthy_percent,
         maximum_percent: t.maximum_percent,
         efs: val(&storage.efs).unwrap_or(true),
@@ -842,6 +948,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         allowed_cidrs: n.allowed_cidrs,
         listener_port: n.listener_port,
         certificate_arn: n.certificate_arn,
+        deregistration_delay_seconds: d.deregistration_delay_seconds,
         min_tasks: a.min_tasks,
         max_tasks: a.max_tasks,
         target_requests_per_task: val(&autoscaling.target_requests_per_task),
@@ -861,6 +968,61 @@ mod tests {
 
     fn p(src: &str) -> Result<DeploymentSpec, SpecError> {
         parse(Path::new("triton-deploy.toml"), src, None)
+    }
+
+    #[test]
+    fn the_drain_order_holds_by_default_and_a_spec_that_breaks_it_is_refused_by_key() {
+        let s = p("[service]\nname = \"clf\"\n").unwrap();
+        assert_eq!(
+            (s.deregistration_delay_seconds, s.stop_timeout_seconds),
+            (30, 60)
+        );
+        assert!(
+            s.triton_args
+                .contains(&"--exit-timeout-secs=55".to_string())
+        );
+        // A shorter stop timeout moves Triton's exit timeout under it.
+        let s = p("[service]\nname = \"clf\"\n[task]\nstop_timeout_seconds = 20\n[network]\nderegistration_delay_seconds = 10\n").unwrap();
+        assert!(
+            s.triton_args
+                .contains(&"--exit-timeout-secs=15".to_string()),
+            "{:?}",
+            s.triton_args
+        );
+        let e = p("[service]\nname = \"clf\"\n[task]\nstop_timeout_seconds = 40\n[network]\nderegistration_delay_seconds = 40\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (6, "network.deregistration_delay_seconds")
+        );
+        assert!(
+            e.message.contains("below task.stop_timeout_seconds (40 s)"),
+            "{}",
+            e.message
+        );
+        let e = p("[service]\nname = \"clf\"\n[task]\nstop_timeout_seconds = 300\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "task.stop_timeout_seconds"));
+        let e = p(
+            "[service]\nname = \"clf\"\n[task]\ntriton_args = [\"--exit-timeout-secs\", \"90\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "task.triton_args");
+        assert!(
+            e.message
+                .contains("90 s is not below task.stop_timeout_seconds (60 s)"),
+            "{}",
+            e.message
+        );
+        let e = p("[service]\nname = \"clf\"\n[compute]\nspot = true\n[task]\nstop_timeout_seconds = 100\n").unwrap_err();
+        assert!(
+            e.message.contains("120 s of a Spot interruption notice"),
+            "{}",
+            e.message
+        );
+        let e = p("[service]\nname = \"clf\"\n[compute]\non_demand_base = 1\n").unwrap_err();
+        assert_eq!(e.key, "compute.on_demand_base");
+        assert!(
+            p("[service]\nname = \"clf\"\n[compute]\nspot = true\non_demand_base = 1\n").is_ok()
+        );
     }
 
     #[test]

@@ -84,10 +84,18 @@ pub fn dashboard_body(
     serde_json::to_string(&body).expect("json")
 }
 
-/// The user data of the GPU hosts: join the cluster with GPU support on.
-pub fn user_data(cluster: &str) -> String {
+/// The user data of the GPU hosts: join the cluster with GPU support on. The agent's stop timeout
+/// is ECS's maximum (each task definition sets its own, below it); on Spot the agent drains a host
+/// as soon as its interruption notice comes, so its tasks stop in order within the two minutes.
+pub fn user_data(spec: &DeploymentSpec) -> String {
+    let spot = if spec.spot {
+        "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n"
+    } else {
+        ""
+    };
     format!(
-        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={cluster}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\nEOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n"
+        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\n{spot}EOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n",
+        spec.cluster
     )
 }
 
@@ -259,7 +267,7 @@ pub fn template(spec: &DeploymentSpec) -> Value {
                     "InstanceType": spec.instance_type,
                     "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
                     "SecurityGroupIds": [{"Ref": "InstanceSecurityGroup"}],
-                    "UserData": {"Fn::Base64": user_data(&spec.cluster)},
+                    "UserData": {"Fn::Base64": user_data(spec)},
                     "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"},
                     "BlockDeviceMappings": [{
                         "DeviceName": "/dev/xvda",
@@ -289,9 +297,11 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         "Tags": asg_tags
     });
     if spec.spot {
+        // A Spot host at elevated risk of interruption is replaced before it is taken.
+        asg["CapacityRebalance"] = json!(true);
         asg["MixedInstancesPolicy"] = json!({
             "LaunchTemplate": {"LaunchTemplateSpecification": lt},
-            "InstancesDistribution": {"OnDemandBaseCapacity": 0, "OnDemandPercentageAboveBaseCapacity": 0, "SpotAllocationStrategy": "price-capacity-optimized"}
+            "InstancesDistribution": {"OnDemandBaseCapacity": spec.on_demand_base, "OnDemandPercentageAboveBaseCapacity": 0, "SpotAllocationStrategy": "price-capacity-optimized"}
         });
     } else {
         asg["LaunchTemplate"] = lt;
@@ -300,8 +310,11 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         "AutoScalingGroup",
         json!({
             "Type": "AWS::AutoScaling::AutoScalingGroup",
-            "Properties": asg,
-            "UpdatePolicy": {"AutoScalingRollingUpdate": {"MinInstancesInService": spec.min_instances, "MaxBatchSize": 1, "PauseTime": "PT5M"}}
+            // No UpdatePolicy: an AMI change updates the launch template only, and hosts are
+            // replaced by `rollout --refresh-instances` (or as the capacity provider scales), with
+            // managed draining moving the tasks. A rolling update would fight that, and fails when
+            // min_instances == max_instances.
+            "Properties": asg
         }),
     );
     r(
@@ -369,7 +382,7 @@ pub fn template(spec: &DeploymentSpec) -> Value {
                 "UnhealthyThresholdCount": 3,
                 "Matcher": {"HttpCode": "200"},
                 "TargetGroupAttributes": [
-                    {"Key": "deregistration_delay.timeout_seconds", "Value": "60"},
+                    {"Key": "deregistration_delay.timeout_seconds", "Value": spec.deregistration_delay_seconds.to_string()},
                     {"Key": "slow_start.duration_seconds", "Value": "60"}
                 ],
                 "Tags": t
@@ -556,6 +569,36 @@ mod tests {
         assert_eq!(t["Parameters"]["AmiId"]["Default"], Ami::AL2023_GPU);
         let ud = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"].as_str().unwrap();
         assert!(ud.contains("ECS_CLUSTER=ml\n") && ud.contains("ECS_ENABLE_GPU_SUPPORT=true"));
+    }
+
+    #[test]
+    fn hosts_are_replaced_by_the_refresh_not_an_update_policy_and_spot_drains_and_rebalances() {
+        let t = template(&spec("[compute]\nmin_instances = 2\nmax_instances = 2\n"));
+        assert!(
+            t["Resources"]["AutoScalingGroup"]
+                .get("UpdatePolicy")
+                .is_none()
+        );
+        let t = template(&spec(
+            "[compute]\nspot = true\non_demand_base = 1\n[network]\nderegistration_delay_seconds = 20\n",
+        ));
+        let asg = &t["Resources"]["AutoScalingGroup"]["Properties"];
+        assert_eq!(asg["CapacityRebalance"], true);
+        assert_eq!(
+            asg["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"],
+            1
+        );
+        let ud = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"].as_str().unwrap();
+        assert!(
+            ud.contains("ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n"),
+            "{ud}"
+        );
+        assert!(
+            t.to_string()
+                .contains(r#"{"Key":"deregistration_delay.timeout_seconds","Value":"20"}"#)
+        );
+        let plain = template(&spec(""));
+        assert!(!plain.to_string().contains("SPOT_INSTANCE_DRAINING"));
     }
 
     #[test]

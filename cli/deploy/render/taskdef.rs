@@ -69,7 +69,7 @@ pub fn task_definition(spec: &DeploymentSpec, image: &str, out: &InfraOutputs) -
             {"name": "memlock", "softLimit": -1, "hardLimit": -1},
             {"name": "stack", "softLimit": 67108864, "hardLimit": 67108864}
         ],
-        "stopTimeout": spec.stop_timeout_seconds.min(120),
+        "stopTimeout": spec.stop_timeout_seconds,
         "logConfiguration": {
             "logDriver": "awslogs",
             "options": {

@@ -352,10 +352,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
             )
             .a(
                 "user_data",
-                e(format!(
-                    "base64encode({})",
-                    quote(&user_data(&spec.cluster))
-                )),
+                e(format!("base64encode({})", quote(&user_data(spec)))),
             )
             .b(
                 "iam_instance_profile",
@@ -399,6 +396,8 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("version", e("aws_launch_template.gpu.latest_version"))
     };
     if spec.spot {
+        // A Spot host at elevated risk of interruption is replaced before it is taken.
+        asg = asg.a("capacity_rebalance", V::B(true));
         asg = asg.b(
             "mixed_instances_policy",
             Body::default()
@@ -414,7 +413,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
                 .b(
                     "instances_distribution",
                     Body::default()
-                        .a("on_demand_base_capacity", V::N(0))
+                        .a("on_demand_base_capacity", V::N(spec.on_demand_base.into()))
                         .a("on_demand_percentage_above_base_capacity", V::N(0))
                         .a("spot_allocation_strategy", s("price-capacity-optimized")),
                 ),
@@ -516,7 +515,10 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("protocol", s("HTTP"))
             .a("port", V::N(8000))
             .a("vpc_id", e("var.vpc_id"))
-            .a("deregistration_delay", V::N(60))
+            .a(
+                "deregistration_delay",
+                V::N(spec.deregistration_delay_seconds.into()),
+            )
             .a("slow_start", V::N(60))
             .b(
                 "health_check",
