@@ -804,11 +804,12 @@ struct Drain {
     triton_args: Vec<String>,
 }
 
-/// `--exit-timeout-secs` in Triton's arguments (both `--flag=N` and `--flag N`).
+/// `--exit-timeout-secs` in Triton's arguments (both `--flag=N` and `--flag N`; the last one
+/// given, as Triton takes it).
 fn exit_timeout(args: &[String]) -> Option<Result<u32, String>> {
     let i = args
         .iter()
-        .position(|a| a == "--exit-timeout-secs" || a.starts_with("--exit-timeout-secs="))?;
+        .rposition(|a| a == "--exit-timeout-secs" || a.starts_with("--exit-timeout-secs="))?;
     let v = match args[i].split_once('=') {
         Some((_, v)) => v.to_string(),
         None => args.get(i + 1).cloned().unwrap_or_default(),
@@ -847,22 +848,18 @@ fn drain_section(
             "with compute.spot, network.deregistration_delay_seconds ({dereg} s) + task.stop_timeout_seconds ({stop} s) = {} s must fit in the 120 s of a Spot interruption notice", dereg + stop
         )));
     }
-    let given = val(&task.triton_args);
-    let mut triton_args = given
-        .clone()
-        .unwrap_or_else(|| vec!["--strict-readiness=true".into()]);
+    let mut triton_args =
+        val(&task.triton_args).unwrap_or_else(|| vec!["--strict-readiness=true".into()]);
+    // Just under the stop timeout: the longest Triton can finish inferences before ECS kills it.
+    let under_stop = stop.saturating_sub(5).max(1);
     match exit_timeout(&triton_args) {
         // Triton's own default (30 s) may be longer than the stop timeout: say it explicitly.
-        None => triton_args.push(format!(
-            "--exit-timeout-secs={}",
-            stop.saturating_sub(5).max(1)
-        )),
+        None => triton_args.push(format!("--exit-timeout-secs={under_stop}")),
         Some(Ok(n)) if n < stop => {}
         Some(found) => {
             let shown = match found {
                 Ok(n) => format!(
-                    "{n} s is not below task.stop_timeout_seconds ({stop} s): ECS would kill Triton while it still finishes inferences; use {}",
-                    stop.saturating_sub(5).max(1)
+                    "{n} s is not below task.stop_timeout_seconds ({stop} s): ECS would kill Triton while it still finishes inferences; use {under_stop}"
                 ),
                 Err(v) => format!("'{v}' is not a number of seconds"),
             };
