@@ -1,7 +1,8 @@
 //! `triton-deploy destroy --yes`: autoscaling deregistered, the service scaled to 0 and deleted,
-//! its task definitions deleted, the stack (with the dashboard) deleted; ECR images kept unless
-//! `--delete-images`. Each step is skipped when its resource is already gone, so an interrupted
-//! destroy is finished by running it again.
+//! its task definitions deleted, its stack (with the dashboard) deleted, the cluster stack with the
+//! cluster's last service; ECR images kept unless `--delete-images`. `--cluster` removes the
+//! cluster stack alone, and refuses while services remain. Each step is skipped when its resource
+//! is already gone, so an interrupted destroy is finished by running it again.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -23,8 +24,13 @@ pub struct DestroyArgs {
     pub yes: bool,
 
     /// Also delete the ECR repository and its images.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     pub delete_images: bool,
+
+    /// Remove the spec's cluster (its stack: hosts, load balancer, EFS) instead of the service;
+    /// refused, naming them, while services of the cluster remain.
+    #[arg(long)]
+    pub cluster: bool,
 
     /// How long to wait for the service and the stack to go, in minutes.
     #[arg(long, default_value_t = 60, value_name = "MINUTES",
@@ -39,18 +45,31 @@ pub struct DestroyArgs {
 pub fn run(args: DestroyArgs, global: &Global) -> Result<DestroyReport, CliError> {
     let spec = args.spec.load()?;
     if !args.yes {
-        output::confirm(
-            &format!(
-                "Delete service {} and stack {}?",
+        let question = if args.cluster {
+            format!(
+                "Delete cluster {} (stack {})?",
+                spec.cluster,
+                cloudformation::cluster_stack_name(&spec)
+            )
+        } else {
+            format!(
+                "Delete service {} and stack {} (and the cluster stack {} when no other service runs on it)?",
                 spec.service,
-                cloudformation::stack_name(&spec)
-            ),
-            "--yes",
-        )?;
+                cloudformation::service_stack_name(&spec),
+                cloudformation::cluster_stack_name(&spec)
+            )
+        };
+        output::confirm(&question, "--yes")?;
     }
     let aws = args.aws.options(spec.region.as_deref());
     let progress = global.progress();
     let timeout = Duration::from_secs(args.timeout * 60);
+    if args.cluster {
+        return Ok(block_on(
+            None,
+            teardown::destroy_cluster(spec, &aws, timeout, &progress),
+        )??);
+    }
     Ok(block_on(
         None,
         teardown::destroy(spec, &aws, args.delete_images, timeout, &progress),

@@ -11,16 +11,30 @@ use serde_json::Value;
 use super::SpecArgs;
 use crate::deploy::render::taskdef::{self, InfraOutputs};
 use crate::deploy::render::{cloudformation, terraform};
+use crate::deploy::route::{self, Routing};
+use crate::deploy::spec::{DeploymentSpec, RouteKind};
 use crate::output::{CliError, ErrorKind, Global, Render};
+use crate::triton::model_repo::ModelRepo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Document {
-    /// The infra stack's CloudFormation template (JSON).
+    /// A stack's CloudFormation template (JSON): the cluster's, or with `--stack service` the
+    /// service's.
     Cloudformation,
     /// The ECS task definition (JSON; stack outputs shown as placeholders).
     Taskdef,
-    /// An equivalent Terraform module (HCL).
+    /// The equivalent Terraform module (HCL): the cluster's, or with `--stack service` the
+    /// service's.
     Terraform,
+}
+
+/// The two layers of stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layer {
+    /// The cluster stack: hosts, capacity provider, load balancer, EFS.
+    Cluster,
+    /// The service stack: target group, listener rules, task role, access point, logs.
+    Service,
 }
 
 #[derive(Debug, Args)]
@@ -32,11 +46,18 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
 
+    /// Which stack's template: the cluster's (shared by its services) or the service's own. The
+    /// service's listener rules take the priorities its name prefers; `rollout` moves them past
+    /// another service's if one holds them.
+    #[arg(long, value_enum, default_value_t = Layer::Cluster)]
+    pub stack: Layer,
+
     /// The image for the task definition (default: the spec's image.uri, else a placeholder).
     #[arg(long)]
     pub image: Option<String>,
 
-    /// Write the document into this directory (infra.template.json, taskdef.json, main.tf) instead of stdout.
+    /// Write the document into this directory (cluster.template.json or service.template.json,
+    /// taskdef.json, cluster/main.tf or service/main.tf) instead of stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -58,9 +79,16 @@ pub enum RenderReport {
 pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError> {
     let spec = args.spec.load()?;
     let (report, file) = match args.what {
+        Document::Cloudformation if args.stack == Layer::Cluster => (
+            RenderReport::Json(cloudformation::cluster_template(&spec)),
+            "cluster.template.json",
+        ),
         Document::Cloudformation => (
-            RenderReport::Json(cloudformation::template(&spec)),
-            "infra.template.json",
+            RenderReport::Json(cloudformation::service_template(
+                &spec,
+                &routing(&args, &spec)?,
+            )),
+            "service.template.json",
         ),
         Document::Taskdef => {
             let image = args
@@ -71,23 +99,59 @@ pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError>
             let td = taskdef::task_definition(&spec, &image, &InfraOutputs::placeholders(&spec));
             (RenderReport::Json(td), "taskdef.json")
         }
+        Document::Terraform if args.stack == Layer::Cluster => (
+            RenderReport::Hcl {
+                terraform: terraform::cluster_module(&spec),
+            },
+            "cluster/main.tf",
+        ),
         Document::Terraform => (
             RenderReport::Hcl {
-                terraform: terraform::module(&spec),
+                terraform: terraform::service_module(&spec, &routing(&args, &spec)?),
             },
-            "main.tf",
+            "service/main.tf",
         ),
     };
     let Some(dir) = &args.out else {
         return Ok(report);
     };
     let path = dir.join(file);
-    std::fs::create_dir_all(dir)
+    std::fs::create_dir_all(path.parent().unwrap_or(dir))
         .and_then(|_| std::fs::write(&path, report.document() + "\n"))
         .map_err(|e| {
             CliError::new(ErrorKind::Io, format!("writing {}: {e}", path.display())).in_file(&path)
         })?;
     Ok(RenderReport::Written { wrote: path })
+}
+
+/// The service's route as `render` shows it: the models of its repository, the priorities its
+/// name prefers (a rollout moves them past another service's block if one holds it).
+fn routing(args: &RenderArgs, spec: &DeploymentSpec) -> Result<Routing, CliError> {
+    let models = match spec.route {
+        RouteKind::All => Vec::new(),
+        RouteKind::Models => {
+            let dir = args
+                .spec
+                .dir()
+                .join(spec.model_repository.as_deref().unwrap_or("."));
+            ModelRepo::read(&dir, None)
+                .map_err(|e| {
+                    CliError::new(
+                        ErrorKind::Invalid,
+                        format!("image.model_repository {}: {e}", dir.display()),
+                    )
+                })?
+                .models
+                .into_iter()
+                .map(|m| m.name)
+                .collect()
+        }
+    };
+    Ok(Routing {
+        route: route::route(spec.route, &models)
+            .map_err(|e| CliError::new(ErrorKind::Invalid, format!("network.route: {e}")))?,
+        block: route::preferred_block(&spec.service),
+    })
 }
 
 impl RenderReport {

@@ -13,8 +13,10 @@ use crate::deploy::Timing;
 use crate::deploy::plan::FieldChange;
 use crate::deploy::render::cloudformation;
 use crate::deploy::rollout::{self, RolloutReport, RolloutSettings};
+use crate::deploy::route::{self, Route};
 use crate::deploy::service::ServicePlan;
 use crate::output::{self, CliError, Global, Render, exit, short_arn};
+use triton_deploy_aws::cfn::ResourceChange;
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
@@ -72,8 +74,9 @@ pub fn run(args: RolloutArgs, global: &Global) -> Result<Planned, CliError> {
     if !args.plan && !args.yes {
         output::confirm(
             &format!(
-                "Apply the changes to {}?",
-                cloudformation::stack_name(&spec)
+                "Apply the changes to {} and {}?",
+                cloudformation::cluster_stack_name(&spec),
+                cloudformation::service_stack_name(&spec)
             ),
             "--yes (or --plan to only look)",
         )?;
@@ -86,6 +89,7 @@ pub fn run(args: RolloutArgs, global: &Global) -> Result<Planned, CliError> {
         no_wait: args.no_wait,
         smoke: args.smoke,
         refresh_instances: args.refresh_instances,
+        yes: args.yes,
         timing: Timing {
             timeout: Duration::from_secs(args.timeout * 60),
             poll: Duration::from_secs(args.poll),
@@ -134,31 +138,36 @@ impl Render for Planned {
                 u.from, u.to
             );
         }
-        if self.infra.changes.is_empty() {
-            let _ = writeln!(out, "{}: no changes", self.infra.stack);
-        } else {
+        stack_changes(
+            &mut out,
+            &self.infra.stack,
+            &self.infra.changes,
+            self.planned,
+        );
+        if !self.infra.affects.is_empty() {
             let _ = writeln!(
                 out,
-                "{}: {} resource change(s){}",
-                self.infra.stack,
-                self.infra.changes.len(),
+                "  the cluster is shared: services {} run on it too{}",
+                self.infra.affects.join(", "),
                 if self.planned {
-                    " (plan: nothing applied)"
+                    " (applying needs --yes)"
                 } else {
                     ""
                 }
             );
-            for c in &self.infra.changes {
-                let what = match (c.action.as_str(), c.replacement.as_deref()) {
-                    ("Add", _) => "add",
-                    ("Remove", _) => "remove",
-                    ("Modify", Some("True")) => "replace",
-                    ("Modify", Some("Conditional")) => "modify (may replace)",
-                    ("Modify", _) => "modify",
-                    (other, _) => other,
-                };
-                let _ = writeln!(out, "  {what:<20} {:<28} {}", c.logical_id, c.resource_type);
-            }
+        }
+        if let Some(s) = &self.infra.service_stack {
+            stack_changes(&mut out, &s.stack, &s.changes, self.planned);
+            let route = match &s.route.route {
+                Route::All => "every path no other service routes".to_string(),
+                Route::Models { models } => format!(
+                    "by model ({}), rule priorities {}-{}",
+                    models.join(", "),
+                    s.route.block * route::BLOCK + 1,
+                    (s.route.block + 1) * route::BLOCK
+                ),
+            };
+            let _ = writeln!(out, "  route: {route}");
         }
         if let Some(p) = &self.service {
             service_plan_text(&mut out, p, self.planned);
@@ -183,6 +192,35 @@ impl Render for Planned {
             let _ = writeln!(out, "instance refresh {}: {}", r.id, r.status);
         }
         out
+    }
+}
+
+/// A stack's resource changes, a line each.
+fn stack_changes(out: &mut String, stack: &str, changes: &[ResourceChange], planned: bool) {
+    if changes.is_empty() {
+        let _ = writeln!(out, "{stack}: no changes");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{stack}: {} resource change(s){}",
+        changes.len(),
+        if planned {
+            " (plan: nothing applied)"
+        } else {
+            ""
+        }
+    );
+    for c in changes {
+        let what = match (c.action.as_str(), c.replacement.as_deref()) {
+            ("Add", _) => "add",
+            ("Remove", _) => "remove",
+            ("Modify", Some("True")) => "replace",
+            ("Modify", Some("Conditional")) => "modify (may replace)",
+            ("Modify", _) => "modify",
+            (other, _) => other,
+        };
+        let _ = writeln!(out, "  {what:<20} {:<28} {}", c.logical_id, c.resource_type);
     }
 }
 

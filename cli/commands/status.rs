@@ -1,4 +1,4 @@
-//! `triton-deploy status`: the stack, the service's deployments, running/desired, target health,
+//! `triton-deploy status`: the stacks, the service's deployments, running/desired, target health,
 //! the image digest, autoscaling, the endpoint, and whether a newer GPU AMI is out.
 
 use std::fmt::Write as _;
@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{AwsArgs, SpecArgs, block_on};
 use crate::deploy::plan;
-use crate::deploy::status::{self, StatusReport};
+use crate::deploy::status::{self, ClusterReport, StatusReport};
 use crate::output::{CliError, Global, Render, exit, short_arn};
 
 #[derive(Debug, Args)]
@@ -21,13 +21,114 @@ pub struct StatusArgs {
     /// How many recent service events to show.
     #[arg(long, default_value_t = 5)]
     pub events: usize,
+
+    /// The spec's whole cluster instead: its hosts and GPUs, and every service on it with its
+    /// route, models and tasks.
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// What `status` shows: one service, or with `--cluster` the cluster.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Status {
+    /// The spec's service.
+    Service(Box<StatusReport>),
+    /// The spec's cluster.
+    Cluster(ClusterReport),
 }
 
 /// Runs `status`.
-pub fn run(args: StatusArgs, _global: &Global) -> Result<StatusReport, CliError> {
+pub fn run(args: StatusArgs, _global: &Global) -> Result<Status, CliError> {
     let spec = args.spec.load()?;
     let aws = args.aws.options(spec.region.as_deref());
-    Ok(block_on(None, status::status(spec, &aws, args.events))??)
+    if args.cluster {
+        return Ok(Status::Cluster(block_on(
+            None,
+            status::cluster_status(spec, &aws),
+        )??));
+    }
+    Ok(Status::Service(Box::new(block_on(
+        None,
+        status::status(spec, &aws, args.events),
+    )??)))
+}
+
+impl Render for Status {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Status::Service(s) => s.exit_code(),
+            Status::Cluster(c) => c.exit_code(),
+        }
+    }
+
+    fn text(&self, global: &Global) -> String {
+        match self {
+            Status::Service(s) => s.text(global),
+            Status::Cluster(c) => c.text(global),
+        }
+    }
+}
+
+impl Render for ClusterReport {
+    /// 1 when the cluster is not deployed.
+    fn exit_code(&self) -> u8 {
+        if self.stack_status.is_some() {
+            exit::OK
+        } else {
+            exit::FAILURE
+        }
+    }
+
+    fn text(&self, _global: &Global) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "cluster  {} (stack {}: {})",
+            self.cluster,
+            self.stack,
+            self.stack_status.as_deref().unwrap_or("not deployed")
+        );
+        if self.stack_status.is_none() {
+            return out;
+        }
+        let hosts = match &self.instances {
+            Some(h) => format!("{} in service ({} desired)", h.in_service, h.desired),
+            None => "no Auto Scaling group".into(),
+        };
+        let _ = writeln!(
+            out,
+            "hosts    {hosts}; {} in the ECS cluster; GPUs {} used / {}",
+            self.container_instances.len(),
+            self.gpus - self.gpus_free,
+            self.gpus
+        );
+        if self.services.is_empty() {
+            let _ = writeln!(out, "services none");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<10} {:<12} models",
+            "service", "tasks", "status", "route"
+        );
+        for s in &self.services {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<8} {:<10} {:<12} {}",
+                s.name,
+                format!("{}/{}", s.running, s.desired),
+                s.status.as_deref().unwrap_or("-"),
+                s.route,
+                if s.route == "all" {
+                    "(every path no other service routes)".to_string()
+                } else {
+                    s.models.join(", ")
+                }
+            );
+        }
+        out
+    }
 }
 
 impl Render for StatusReport {
@@ -45,9 +146,13 @@ impl Render for StatusReport {
 
         let _ = writeln!(
             out,
-            "stack    {} ({})",
+            "stack    {} ({}); service stack {} ({})",
             self.stack,
-            self.stack_status.as_deref().unwrap_or("not deployed")
+            self.stack_status.as_deref().unwrap_or("not deployed"),
+            self.service_stack,
+            self.service_stack_status
+                .as_deref()
+                .unwrap_or("not deployed")
         );
         if let Some(a) = &self.ami {
             let _ = writeln!(out, "ami      {a}");

@@ -16,6 +16,7 @@ pub mod refresh;
 pub mod render;
 pub mod rollback;
 pub mod rollout;
+pub mod route;
 pub mod service;
 pub mod spec;
 pub mod stack;

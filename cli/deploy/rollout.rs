@@ -6,13 +6,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use triton_deploy_aws::AwsOptions;
-use triton_deploy_aws::cfn::Cfn;
 use triton_deploy_aws::short_arn;
 
 use super::error::DeployError;
 use super::plan::{self, Assessment};
 use super::service::{self, ServicePlan, WaitReport};
-use super::spec::DeploymentSpec;
+use super::spec::{DeploymentSpec, RouteKind};
 use super::stack::{self, StackReport, StackSettings};
 use super::{Timing, refresh};
 use crate::output::Progress;
@@ -32,6 +31,8 @@ pub struct RolloutSettings {
     pub smoke: bool,
     /// Replace the GPU hosts.
     pub refresh_instances: bool,
+    /// Change the cluster stack even when other services of the cluster run on it.
+    pub yes: bool,
     /// How long to wait, how often to look.
     pub timing: Timing,
     /// The directory of the spec file (relative paths in the spec start there).
@@ -73,7 +74,7 @@ impl RolloutReport {
 
     /// Whether anything changed (or, planning, would change).
     pub fn has_changes(&self) -> bool {
-        !self.infra.changes.is_empty() || self.service.as_ref().is_some_and(|s| !s.is_empty())
+        self.infra.has_changes() || self.service.as_ref().is_some_and(|s| !s.is_empty())
     }
 }
 
@@ -86,32 +87,28 @@ pub async fn rollout(
     progress: &Progress,
 ) -> Result<RolloutReport, DeployError> {
     let config = triton_deploy_aws::load_config(aws).await;
+    let models = match spec.route {
+        RouteKind::Models => models(&spec, &settings.spec_dir)?,
+        RouteKind::All => Vec::new(),
+    };
     let phase = stack::apply(
         &mut spec,
         &config,
         &StackSettings {
             plan: settings.plan,
             timeout_minutes: settings.timing.timeout.as_secs() / 60,
+            yes: settings.yes,
+            models,
         },
         progress,
     )
     .await?;
     let pf = phase.preflight;
-    let unchanged = phase.unchanged;
     let mut report = RolloutReport::new(phase.report);
-    let cfn = Cfn::new(&config);
-    // The infra phase's description still holds when it applied nothing.
-    let stack = match unchanged {
-        Some(s) => Some(s),
-        None => cfn.describe(&report.infra.stack).await?,
-    };
-    let Some(mut stack) = stack else {
-        // Planning a new cluster: the service comes with it.
+    let Some(mut stack) = phase.stack else {
+        // Planning a new cluster or service: the service comes with its stack.
         return Ok(report);
     };
-    if stack.status == "REVIEW_IN_PROGRESS" {
-        return Ok(report);
-    }
     service::complete_stack(&spec, &mut stack, &config).await?;
     let region = triton_deploy_aws::region_of(&config);
     let infra = plan::infra_from_stack(&spec, &stack, pf.subnets.clone(), &region)
@@ -172,6 +169,22 @@ pub async fn rollout(
     Ok(report)
 }
 
+/// The models of the spec's repository (none without one).
+fn models(spec: &DeploymentSpec, spec_dir: &std::path::Path) -> Result<Vec<String>, DeployError> {
+    let Some(dir) = &spec.model_repository else {
+        return Ok(Vec::new());
+    };
+    let path = spec_dir.join(dir);
+    crate::triton::model_repo::ModelRepo::read(&path, None)
+        .map(|r| r.models.into_iter().map(|m| m.name).collect())
+        .map_err(|e| {
+            DeployError::State(format!(
+                "image.model_repository {}: {e} (a route by model needs its models)",
+                path.display()
+            ))
+        })
+}
+
 /// `GET /v2/health/ready` through the load balancer (or `--endpoint`), and with `--smoke` one
 /// inference. An internal load balancer is not reachable from outside its VPC: said, not failed.
 async fn verify(
@@ -187,16 +200,15 @@ async fn verify(
         }
         (None, None) => return Ok("skipped: no load balancer DNS name".into()),
     };
-    service::verify_ready(&endpoint, std::time::Duration::from_secs(60)).await?;
+    let models = models(spec, &settings.spec_dir).unwrap_or_default();
+    let routed = match spec.route {
+        RouteKind::Models => models.as_slice(),
+        RouteKind::All => &[],
+    };
+    service::verify_ready(&endpoint, routed, std::time::Duration::from_secs(60)).await?;
     if !settings.smoke {
         return Ok(format!("ready at {endpoint}"));
     }
-    let models = match &spec.model_repository {
-        Some(dir) => crate::triton::model_repo::ModelRepo::read(&settings.spec_dir.join(dir), None)
-            .map(|r| r.models.into_iter().map(|m| m.name).collect())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
     let model = service::smoke(&endpoint, &models).await?;
     Ok(format!(
         "ready at {endpoint}; inference on {model} answered"

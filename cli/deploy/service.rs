@@ -521,25 +521,45 @@ pub fn epoch_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `GET <endpoint>/v2/health/ready`, retried for up to `within`.
-pub async fn verify_ready(endpoint: &str, within: Duration) -> Result<(), ServiceError> {
+/// `GET <endpoint>/v2/health/ready` — or, for a service routed by model, each of its models'
+/// `/v2/models/<m>/ready` — retried for up to `within`.
+pub async fn verify_ready(
+    endpoint: &str,
+    models: &[String],
+    within: Duration,
+) -> Result<(), ServiceError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| ServiceError::Verify(e.to_string()))?;
-    let url = format!("{}/v2/health/ready", endpoint.trim_end_matches('/'));
+    let base = endpoint.trim_end_matches('/');
+    // Routed by model, the shared endpoint's own /v2/health/ready belongs to no one service.
+    let urls: Vec<String> = if models.is_empty() {
+        vec![format!("{base}/v2/health/ready")]
+    } else {
+        models
+            .iter()
+            .map(|m| format!("{base}/v2/models/{m}/ready"))
+            .collect()
+    };
     let started = Instant::now();
-    loop {
-        let outcome = match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => format!("{url} answered {}", r.status()),
-            Err(e) => format!("{url}: {}", describe_http_error(&e)),
+    let mut pending = urls.iter();
+    let mut url = pending.next();
+    while let Some(u) = url {
+        let outcome = match client.get(u).send().await {
+            Ok(r) if r.status().is_success() => {
+                url = pending.next();
+                continue;
+            }
+            Ok(r) => format!("{u} answered {}", r.status()),
+            Err(e) => format!("{u}: {}", describe_http_error(&e)),
         };
         if started.elapsed() > within {
             return Err(ServiceError::Verify(outcome));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    Ok(())
 }
 
 /// One real inference: the first ready model's metadata → a request of zeros (dynamic dims as 1)
@@ -635,27 +655,38 @@ fn describe_http_error(e: &reqwest::Error) -> String {
 }
 
 /// What `status`, `rollback`, `destroy` and `logs` start from: the spec, the AWS configuration and
-/// the deployed stack (when there is one).
+/// the deployed stacks (when there are).
 pub struct Context {
     pub spec: DeploymentSpec,
     pub config: triton_deploy_aws::SdkConfig,
+    /// The cluster stack and the service stack merged ([`crate::deploy::stack::merge`]), when
+    /// both exist.
     pub stack: Option<triton_deploy_aws::cfn::StackInfo>,
+    /// The cluster stack alone, when it exists.
+    pub cluster_stack: Option<triton_deploy_aws::cfn::StackInfo>,
+    /// The service stack alone, when it exists.
+    pub service_stack: Option<triton_deploy_aws::cfn::StackInfo>,
     pub region: String,
 }
 
 impl Context {
     /// The context of `spec`: the SDK configuration for `aws` (the spec's region unless `aws`
-    /// names one) and the deployed stack.
+    /// names one) and the deployed stacks.
     pub async fn load(
         spec: DeploymentSpec,
         aws: &triton_deploy_aws::AwsOptions,
     ) -> Result<Context, DeployError> {
+        use crate::deploy::render::cloudformation::{cluster_stack_name, service_stack_name};
         let config = triton_deploy_aws::load_config(aws).await;
         let region = triton_deploy_aws::region_of(&config);
-        let mut stack = triton_deploy_aws::cfn::Cfn::new(&config)
-            .describe(&crate::deploy::render::cloudformation::stack_name(&spec))
-            .await?
-            .filter(|s| s.status != "REVIEW_IN_PROGRESS");
+        let cfn = triton_deploy_aws::cfn::Cfn::new(&config);
+        let live = |s: &triton_deploy_aws::cfn::StackInfo| s.status != "REVIEW_IN_PROGRESS";
+        let cluster_stack = cfn.describe(&cluster_stack_name(&spec)).await?.filter(live);
+        let service_stack = cfn.describe(&service_stack_name(&spec)).await?.filter(live);
+        let mut stack = match (&cluster_stack, &service_stack) {
+            (Some(c), Some(s)) => Some(crate::deploy::stack::merge(c, s)),
+            _ => None,
+        };
         if let Some(s) = stack.as_mut() {
             complete_stack(&spec, s, &config).await?;
         }
@@ -663,16 +694,23 @@ impl Context {
             spec,
             config,
             stack,
+            cluster_stack,
+            service_stack,
             region,
         })
     }
 
-    /// The stack's resources the service uses; an error naming the missing stack when there is none.
+    /// The stacks' resources the service uses; an error naming the missing stack when there is none.
     pub fn infra(&self) -> Result<Infra, DeployError> {
+        use crate::deploy::render::cloudformation::{cluster_stack_name, service_stack_name};
         let stack = self.stack.as_ref().ok_or_else(|| {
+            let missing = if self.cluster_stack.is_none() {
+                cluster_stack_name(&self.spec)
+            } else {
+                service_stack_name(&self.spec)
+            };
             DeployError::NotDeployed(format!(
-                "stack {} does not exist: nothing is deployed (run `triton-deploy rollout`)",
-                crate::deploy::render::cloudformation::stack_name(&self.spec)
+                "stack {missing} does not exist: nothing is deployed (run `triton-deploy rollout`)"
             ))
         })?;
         plan::infra_from_stack(&self.spec, stack, Vec::new(), &self.region)
@@ -707,8 +745,17 @@ pub async fn complete_stack(
     let points = triton_deploy_aws::efs::Efs::new(config)
         .access_points(&fs)
         .await?;
-    if let [only] = points.as_slice() {
-        stack.resources.insert("AccessPoint".into(), only.clone());
+    // Each service's access point has its own root directory.
+    let root = crate::deploy::render::cloudformation::access_point_root(spec);
+    let mine: Vec<&String> = points
+        .iter()
+        .filter(|(_, path)| *path == root)
+        .map(|(id, _)| id)
+        .collect();
+    if let [only] = mine.as_slice() {
+        stack
+            .resources
+            .insert("AccessPoint".into(), (*only).clone());
     }
     Ok(())
 }

@@ -101,6 +101,9 @@ struct NetworkSection {
     /// How long the load balancer lets requests in flight finish after it stops sending a task new
     /// ones (the target group's deregistration delay).
     deregistration_delay_seconds: S<u32>,
+    /// Which requests the shared load balancer sends to this service: `models` (its models'
+    /// paths) or `all` (every path no other service routes).
+    route: S<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -143,6 +146,18 @@ struct SpecFile {
     autoscaling: Option<AutoscalingSection>,
     #[serde(default)]
     env: BTreeMap<String, Sections>,
+}
+
+/// Which requests of the cluster's shared load balancer reach a service (`network.route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// `/v2/models/<model>` and `/v2/models/<model>/*` for each model of the service's repository
+    /// (the default when the spec names one): the services of a cluster share one endpoint.
+    Models,
+    /// Every path no other service routes (the default without a model repository); one service
+    /// per cluster.
+    All,
 }
 
 /// Where the GPU AMI comes from.
@@ -206,6 +221,8 @@ pub struct DeploymentSpec {
     pub listener_port: u16,
     pub certificate_arn: Option<String>,
     pub deregistration_delay_seconds: u32,
+    /// `network.route`: which requests of the cluster's load balancer reach this service.
+    pub route: RouteKind,
     pub min_tasks: u32,
     pub max_tasks: u32,
     pub target_requests_per_task: Option<u32>,
@@ -273,7 +290,8 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         allowed_cidrs,
         listener_port,
         certificate_arn,
-        deregistration_delay_seconds
+        deregistration_delay_seconds,
+        route
     );
     section!(
         autoscaling,
@@ -450,6 +468,7 @@ struct TaskSize {
 
 /// `[network]` resolved.
 struct Network {
+    route: RouteKind,
     subnets: Vec<String>,
     allowed_cidrs: Vec<String>,
     internet_facing: bool,
@@ -652,7 +671,11 @@ fn storage_section(cx: &Ctx, storage: &StorageSection) -> Result<(String, String
 }
 
 /// Subnets (two zones at least, with their VPC), who may connect, and the listener.
-fn network_section(cx: &Ctx, network: &NetworkSection) -> Result<Network, SpecError> {
+fn network_section(
+    cx: &Ctx,
+    network: &NetworkSection,
+    has_models: bool,
+) -> Result<Network, SpecError> {
     let subnets = val(&network.subnets).unwrap_or_default();
     if let Some(sn) = &network.subnets {
         if subnets.len() < 2 {
@@ -686,8 +709,31 @@ fn network_section(cx: &Ctx, network: &NetworkSection) -> Result<Network, SpecEr
     let certificate_arn = val(&network.certificate_arn);
     let listener_port =
         val(&network.listener_port).unwrap_or(if certificate_arn.is_some() { 443 } else { 80 });
+    let route = match network.route.as_ref() {
+        None if has_models => RouteKind::Models,
+        None => RouteKind::All,
+        Some(r) => match r.get_ref().as_str() {
+            "models" if has_models => RouteKind::Models,
+            "models" => {
+                return Err(cx.err(
+                    r.span(),
+                    "network.route",
+                    "\"models\" routes the paths of each model of image.model_repository, and the spec names none (\"all\" takes every path no other service routes)",
+                ));
+            }
+            "all" => RouteKind::All,
+            other => {
+                return Err(cx.err(
+                    r.span(),
+                    "network.route",
+                    format!("'{other}': one of \"models\" (each model's /v2/models/<name> paths) or \"all\" (every path no other service of the cluster routes)"),
+                ));
+            }
+        },
+    };
 
     Ok(Network {
+        route,
         subnets,
         allowed_cidrs,
         internet_facing,
@@ -891,7 +937,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
     let c = compute_section(cx, &compute)?;
     let t = task_section(cx, &task, &c.instance_type)?;
     let (holds, mount_path) = storage_section(cx, &storage)?;
-    let n = network_section(cx, &network)?;
+    let n = network_section(cx, &network, image.model_repository.is_some())?;
     let a = autoscaling_section(cx, &autoscaling, &task, &compute, &c, &t)?;
     let spot = val(&compute.spot).unwrap_or(false);
     let d = drain_section(cx, &task, &network, spot)?;
@@ -946,6 +992,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         listener_port: n.listener_port,
         certificate_arn: n.certificate_arn,
         deregistration_delay_seconds: d.deregistration_delay_seconds,
+        route: n.route,
         min_tasks: a.min_tasks,
         max_tasks: a.max_tasks,
         target_requests_per_task: val(&autoscaling.target_requests_per_task),
@@ -1062,6 +1109,22 @@ mod tests {
             (e.line, e.column, e.key.as_str()),
             (4, 19, "compute.target_capacity")
         );
+    }
+
+    #[test]
+    fn the_route_defaults_to_the_models_of_the_repository_and_is_checked() {
+        let s = p("[service]\nname = \"x\"\n").unwrap();
+        assert_eq!(s.route, RouteKind::All, "no model repository: every path");
+        let s = p("[service]\nname = \"x\"\n[image]\nmodel_repository = \"m\"\n").unwrap();
+        assert_eq!(s.route, RouteKind::Models);
+        let s = p("[service]\nname = \"x\"\n[image]\nmodel_repository = \"m\"\n[network]\nroute = \"all\"\n")
+            .unwrap();
+        assert_eq!(s.route, RouteKind::All);
+        let e = p("[service]\nname = \"x\"\n[network]\nroute = \"models\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "network.route"));
+        assert!(e.message.contains("names none"), "{e}");
+        let e = p("[service]\nname = \"x\"\n[network]\nroute = \"host\"\n").unwrap_err();
+        assert!(e.message.contains("'host': one of"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Tearing a deployment down: autoscaling deregistered, the service scaled to 0 and deleted, its
-//! task definitions deleted, the stack (with the dashboard) deleted; ECR images kept unless asked.
+//! task definitions deleted, its stack (with the dashboard) deleted, and the cluster stack too
+//! when no other service runs on the cluster; ECR images kept unless asked.
 //! Each step is skipped when its resource is already gone, so an interrupted destroy is finished
 //! by running it again.
 
@@ -16,7 +17,7 @@ use super::error::DeployError;
 use super::render::{cloudformation, taskdef};
 use super::service::Context;
 use super::spec::DeploymentSpec;
-use super::stack::event_line;
+use super::stack::{LAYER_TAG, event_line, other_services};
 use crate::output::Progress;
 
 #[derive(Debug, Serialize, Default)]
@@ -27,8 +28,45 @@ pub struct DestroyReport {
     pub kept: Vec<String>,
 }
 
+/// Removes the cluster of `spec` (its stack), refused while any service's stack remains on it.
+pub async fn destroy_cluster(
+    spec: DeploymentSpec,
+    aws: &AwsOptions,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<DestroyReport, DeployError> {
+    let config = triton_deploy_aws::load_config(aws).await;
+    let cfn = Cfn::new(&config);
+    let services: Vec<String> = cfn
+        .stacks_tagged("triton-deploy:cluster", &spec.cluster)
+        .await?
+        .into_iter()
+        .filter(|s| s.tags.get(LAYER_TAG).map(String::as_str) == Some("service"))
+        .filter_map(|s| s.tags.get("triton-deploy:service").cloned())
+        .collect();
+    if !services.is_empty() {
+        return Err(DeployError::State(format!(
+            "cluster {} still runs services {}: destroy them first (`triton-deploy destroy -f <their spec>`)",
+            spec.cluster,
+            services.join(", ")
+        )));
+    }
+    let mut report = DestroyReport::default();
+    let name = cloudformation::cluster_stack_name(&spec);
+    if cfn.describe(&name).await?.is_some() {
+        progress.line(format!("  deleting stack {name}"));
+        let on_event = |e: &StackEvent| progress.line(event_line(e));
+        cfn.delete_and_wait(&name, timeout, &on_event).await?;
+        report
+            .removed
+            .push(format!("stack {name} (hosts, load balancer, EFS)"));
+    }
+    Ok(report)
+}
+
 /// Removes the deployment of `spec`: autoscaling, the service (scaled to 0, deleted, drained),
-/// its task definitions, the stack and, with `delete_images`, the ECR repository.
+/// its task definitions, its stack, the cluster stack unless other services of the cluster remain,
+/// and, with `delete_images`, the ECR repository.
 pub async fn destroy(
     spec: DeploymentSpec,
     aws: &AwsOptions,
@@ -37,7 +75,6 @@ pub async fn destroy(
     progress: &Progress,
 ) -> Result<DestroyReport, DeployError> {
     let cx = Context::load(spec, aws).await?;
-    let stack_name = cloudformation::stack_name(&cx.spec);
     let say = |m: &str| progress.line(format!("  {m}"));
     let mut report = DestroyReport::default();
     let ecs = Ecs::new(&cx.config);
@@ -89,16 +126,35 @@ pub async fn destroy(
             revisions.len()
         ));
     }
-    if cx.stack.is_some() {
-        say(&format!("deleting stack {stack_name}"));
-        let on_event = |e: &StackEvent| progress.line(event_line(e));
-        Cfn::new(&cx.config)
-            .delete_and_wait(&stack_name, timeout, &on_event)
-            .await?;
+    let cfn = Cfn::new(&cx.config);
+    let on_event = |e: &StackEvent| progress.line(event_line(e));
+    if let Some(s) = &cx.service_stack {
+        say(&format!("deleting stack {}", s.name));
+        cfn.delete_and_wait(&s.name, timeout, &on_event).await?;
         report.removed.push(format!(
-            "stack {stack_name} (hosts, load balancer, EFS, dashboard {})",
+            "stack {} (target group, listener rules, task role, access point, logs, dashboard {})",
+            s.name,
             cloudformation::dashboard_name(&cx.spec)
         ));
+    }
+    if let Some(c) = &cx.cluster_stack {
+        let others = other_services(&cfn, &cx.spec).await?;
+        if others.is_empty() {
+            say(&format!(
+                "deleting stack {} (the cluster's last service is gone)",
+                c.name
+            ));
+            cfn.delete_and_wait(&c.name, timeout, &on_event).await?;
+            report
+                .removed
+                .push(format!("stack {} (hosts, load balancer, EFS)", c.name));
+        } else {
+            report.kept.push(format!(
+                "stack {} (the cluster: services {} still run on it)",
+                c.name,
+                others.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
     if let Some(repo) = &cx.spec.image_repository {
         let ecr = Ecr::new(&cx.config);

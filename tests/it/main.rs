@@ -3,6 +3,7 @@
 //! (`scripts/stack.sh up`; `./scripts/test.sh` starts it and runs them all).
 
 mod bench;
+mod cluster;
 mod conformance;
 mod deploy;
 mod docs;

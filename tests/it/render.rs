@@ -1,4 +1,4 @@
-//! `triton-deploy render`: the CloudFormation template passes AWS's cfn-lint, the Terraform module
+//! `triton-deploy render`: both stacks' CloudFormation templates pass AWS's cfn-lint, the Terraform module
 //! parses as HCL, the task definition has the GPU shape, and bad specs fail with file:line:key.
 
 use std::path::{Path, PathBuf};
@@ -8,9 +8,18 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn render(what: &str, spec: &Path, env: Option<&str>) -> std::process::Output {
+/// `render <what> --stack <layer>` (`None`: the default, the cluster's).
+fn render_stack(
+    what: &str,
+    layer: Option<&str>,
+    spec: &Path,
+    env: Option<&str>,
+) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_triton-deploy"));
     c.args(["render", what, "-f"]).arg(spec);
+    if let Some(l) = layer {
+        c.args(["--stack", l]);
+    }
     if let Some(e) = env {
         c.args(["--env", e]);
     }
@@ -40,11 +49,14 @@ fn every_rendered_template_passes_cfn_lint() {
     let lint = std::env::var("TD_CFN_LINT").expect("TD_CFN_LINT is not set: run ./scripts/test.sh");
     let dir = tempfile::tempdir().unwrap();
     for (i, spec) in variant_specs(dir.path()).iter().enumerate() {
-        for env in [None, Some("prod")] {
+        for (env, layer) in [None, Some("prod")]
+            .into_iter()
+            .flat_map(|e| [(e, "cluster"), (e, "service")])
+        {
             if env.is_some() && i > 0 {
                 continue;
             }
-            let out = render("cloudformation", spec, env);
+            let out = render_stack("cloudformation", Some(layer), spec, env);
             assert!(
                 out.status.success(),
                 "{}",
@@ -52,20 +64,20 @@ fn every_rendered_template_passes_cfn_lint() {
             );
             let file = dir
                 .path()
-                .join(format!("t{i}-{}.json", env.unwrap_or("base")));
+                .join(format!("t{i}-{}-{layer}.json", env.unwrap_or("base")));
             std::fs::write(&file, &out.stdout).unwrap();
             let l = Command::new(&lint).arg(&file).output().unwrap();
             // cfn-lint's exit code is a bit mask: 2 = errors, 4 = warnings, 8 = informational.
             let code = l.status.code().unwrap_or(-1);
             assert!(
                 code >= 0 && code & 2 == 0 && code & 1 == 0,
-                "{}:\n{}",
+                "{} ({layer}):\n{}",
                 spec.display(),
                 String::from_utf8_lossy(&l.stdout)
             );
             assert!(
                 code == 0,
-                "warnings are worth fixing too ({}):\n{}",
+                "warnings are worth fixing too ({}, {layer}):\n{}",
                 spec.display(),
                 String::from_utf8_lossy(&l.stdout)
             );
@@ -74,30 +86,39 @@ fn every_rendered_template_passes_cfn_lint() {
 }
 
 #[test]
-fn the_terraform_module_parses_as_hcl_and_names_the_same_resources() {
+fn the_terraform_modules_parse_as_hcl_and_name_the_same_resources_as_the_stacks() {
     let dir = tempfile::tempdir().unwrap();
     for spec in variant_specs(dir.path()) {
-        let out = render("terraform", &spec, None);
-        assert!(out.status.success());
-        let text = String::from_utf8(out.stdout).unwrap();
-        let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", spec.display()));
-        let cfn: serde_json::Value =
-            serde_json::from_slice(&render("cloudformation", &spec, None).stdout).unwrap();
-        let n_tf = body
-            .blocks()
-            .filter(|b| {
-                b.identifier() == "resource"
-                    && !b.labels()[0].as_str().starts_with("aws_iam_role_policy")
-            })
-            .count();
-        let n_cfn = cfn["Resources"].as_object().unwrap().len();
-        // CloudFormation has one MountTarget per subnet (Terraform uses count) and an extra
-        // association resource per attachment style; the sets must still be about the same size.
-        assert!(
-            n_tf.abs_diff(n_cfn) <= 3,
-            "{}: terraform {n_tf} vs cloudformation {n_cfn}",
-            spec.display()
-        );
+        for layer in ["cluster", "service"] {
+            let out = render_stack("terraform", Some(layer), &spec, None);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            let body =
+                hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", spec.display()));
+            let cfn: serde_json::Value = serde_json::from_slice(
+                &render_stack("cloudformation", Some(layer), &spec, None).stdout,
+            )
+            .unwrap();
+            let n_tf = body
+                .blocks()
+                .filter(|b| {
+                    b.identifier() == "resource"
+                        && !b.labels()[0].as_str().starts_with("aws_iam_role_policy")
+                })
+                .count();
+            let n_cfn = cfn["Resources"].as_object().unwrap().len();
+            // CloudFormation has one MountTarget per subnet (Terraform uses count) and an extra
+            // association resource per attachment style; the sets must still be about the same size.
+            assert!(
+                n_tf.abs_diff(n_cfn) <= 3,
+                "{} ({layer}): terraform {n_tf} vs cloudformation {n_cfn}",
+                spec.display()
+            );
+        }
     }
 }
 
@@ -134,7 +155,7 @@ fn the_task_definition_renders_with_the_image_and_placeholders() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(dir.path().join("main.tf").is_file());
+    assert!(dir.path().join("cluster/main.tf").is_file());
 }
 
 #[test]

@@ -1,13 +1,33 @@
-//! DeploymentSpec → the infra stack: one CloudFormation template per cluster with the GPU hosts
-//! (launch template on the ECS GPU AMI, Auto Scaling group across >= 2 AZs, capacity provider with
-//! managed scaling, termination protection and draining), the ALB, the EFS cache, IAM roles, security
-//! groups and the log group. CloudFormation orders, rolls back and deletes it; we only render it.
+//! DeploymentSpec → two layers of CloudFormation stacks. The cluster stack, shared by the services
+//! of a cluster: the GPU hosts (launch template on the ECS GPU AMI, Auto Scaling group across >= 2
+//! AZs, capacity provider with managed scaling, termination protection and draining), the ALB and
+//! its listener, the EFS file system, the execution role. A stack per service: its target group
+//! and listener rules, task role and security group, EFS access point, log group and dashboard.
+//! CloudFormation orders, rolls back and deletes them; we only render them.
 
 use serde_json::{Value, json};
 
+use crate::deploy::route::Routing;
 use crate::deploy::spec::{Ami, DeploymentSpec};
 
-/// Tags on every resource.
+/// Tags on every resource of the cluster stack (shared by the cluster's services).
+pub fn cluster_tags(spec: &DeploymentSpec) -> Vec<(String, String)> {
+    vec![
+        ("triton-deploy:cluster".into(), spec.cluster.clone()),
+        ("managed-by".into(), "triton-deploy".into()),
+    ]
+}
+
+fn cfn_cluster_tags(spec: &DeploymentSpec) -> Value {
+    Value::Array(
+        cluster_tags(spec)
+            .into_iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect(),
+    )
+}
+
+/// Tags on every resource of a service stack.
 pub fn tags(spec: &DeploymentSpec) -> Vec<(String, String)> {
     vec![
         ("triton-deploy:cluster".into(), spec.cluster.clone()),
@@ -25,9 +45,14 @@ fn cfn_tags(spec: &DeploymentSpec) -> Value {
     )
 }
 
-/// The stack's name.
-pub fn stack_name(spec: &DeploymentSpec) -> String {
+/// The cluster stack's name.
+pub fn cluster_stack_name(spec: &DeploymentSpec) -> String {
     format!("triton-deploy-{}", spec.cluster)
+}
+
+/// The service stack's name.
+pub fn service_stack_name(spec: &DeploymentSpec) -> String {
+    format!("triton-deploy-{}-{}", spec.cluster, spec.service)
 }
 
 /// The capacity provider's name (fixed, so that the service names it without a lookup).
@@ -43,6 +68,11 @@ fn lb_full_name() -> Value {
 /// `targetgroup/<name>/<id>` from the target group's ARN (what `TargetGroupFullName` returns).
 fn tg_full_name() -> Value {
     json!({"Fn::Select": [5, {"Fn::Split": [":", {"Ref": "TargetGroup"}]}]})
+}
+
+/// The root directory of a service's EFS access point: its own on the cluster's file system.
+pub fn access_point_root(spec: &DeploymentSpec) -> String {
+    format!("/triton-deploy/{}/{}", spec.service, spec.efs_holds)
 }
 
 /// The service's CloudWatch dashboard's name.
@@ -99,9 +129,14 @@ pub fn user_data(spec: &DeploymentSpec) -> String {
     )
 }
 
-/// Renders the infra stack template.
-pub fn template(spec: &DeploymentSpec) -> Value {
-    let t = cfn_tags(spec);
+/// The default answer of the shared listener: what no service routes.
+const NOT_ROUTED: &str = r#"{"error":"no service of this cluster routes this path: each model is under /v2/models/<name>"}"#;
+
+/// Renders the cluster stack's template: what the services of a cluster share — the ECS cluster,
+/// the GPU hosts and their capacity provider, the load balancer and its listener (answering 404
+/// where no service routes), the execution role, the EFS file system.
+pub fn cluster_template(spec: &DeploymentSpec) -> Value {
+    let t = cfn_cluster_tags(spec);
     let n_subnets = spec.subnets.len().max(2);
     let ami_param = match &spec.ami {
         Ami::SsmParameter(p) => json!({
@@ -167,53 +202,6 @@ pub fn template(spec: &DeploymentSpec) -> Value {
             }
         }),
     );
-    let mut task_role_props = json!({
-        "AssumeRolePolicyDocument": assume("ecs-tasks.amazonaws.com"),
-        "Tags": t
-    });
-    if spec.efs {
-        task_role_props["Policies"] = json!([{
-            "PolicyName": "efs-access-point",
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-                    // ARNs built from the IDs (Ref), which every CloudFormation engine resolves.
-                    "Resource": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:file-system/${FileSystem}"},
-                    "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:access-point/${AccessPoint}"}}}
-                }]
-            }
-        }]);
-    }
-    if spec.enable_exec {
-        // ECS Exec: the SSM agent in the task opens its channels.
-        let exec = json!({
-            "PolicyName": "ecs-exec",
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Action": [
-                        "ssmmessages:CreateControlChannel",
-                        "ssmmessages:CreateDataChannel",
-                        "ssmmessages:OpenControlChannel",
-                        "ssmmessages:OpenDataChannel"
-                    ],
-                    "Resource": "*"
-                }]
-            }
-        });
-        match task_role_props["Policies"].as_array_mut() {
-            Some(p) => p.push(exec),
-            None => task_role_props["Policies"] = json!([exec]),
-        }
-    }
-    r(
-        "TaskRole",
-        json!({"Type": "AWS::IAM::Role", "Properties": task_role_props}),
-    );
-
     let listener_ingress: Vec<Value> = spec
         .allowed_cidrs
         .iter()
@@ -224,24 +212,9 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         json!({
             "Type": "AWS::EC2::SecurityGroup",
             "Properties": {
-                "GroupDescription": format!("{} load balancer", spec.service),
+                "GroupDescription": format!("{} load balancer", spec.cluster),
                 "VpcId": {"Ref": "VpcId"},
                 "SecurityGroupIngress": listener_ingress,
-                "Tags": t
-            }
-        }),
-    );
-    r(
-        "TaskSecurityGroup",
-        json!({
-            "Type": "AWS::EC2::SecurityGroup",
-            "Properties": {
-                "GroupDescription": format!("{} Triton tasks", spec.service),
-                "VpcId": {"Ref": "VpcId"},
-                "SecurityGroupIngress": [
-                    {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8001, "SourceSecurityGroupId": {"Ref": "AlbSecurityGroup"}, "Description": "HTTP and gRPC from the load balancer"},
-                    {"IpProtocol": "tcp", "FromPort": 8002, "ToPort": 8002, "CidrIp": {"Ref": "VpcCidr"}, "Description": "metrics from inside the VPC"}
-                ],
                 "Tags": t
             }
         }),
@@ -283,7 +256,7 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         }),
     );
     let lt = json!({"LaunchTemplateId": {"Ref": "LaunchTemplate"}, "Version": {"Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"]}});
-    let mut asg_tags: Vec<Value> = tags(spec)
+    let mut asg_tags: Vec<Value> = cluster_tags(spec)
         .into_iter()
         .map(|(k, v)| json!({"Key": k, "Value": v, "PropagateAtLaunch": true}))
         .collect();
@@ -364,36 +337,16 @@ pub fn template(spec: &DeploymentSpec) -> Value {
             }
         }),
     );
-    r(
-        "TargetGroup",
-        json!({
-            "Type": "AWS::ElasticLoadBalancingV2::TargetGroup",
-            "Properties": {
-                "TargetType": "ip",
-                "Protocol": "HTTP",
-                "Port": 8000,
-                "VpcId": {"Ref": "VpcId"},
-                "HealthCheckProtocol": "HTTP",
-                "HealthCheckPath": "/v2/health/ready",
-                "HealthCheckPort": "8000",
-                "HealthCheckIntervalSeconds": 15,
-                "HealthCheckTimeoutSeconds": 5,
-                "HealthyThresholdCount": 2,
-                "UnhealthyThresholdCount": 3,
-                "Matcher": {"HttpCode": "200"},
-                "TargetGroupAttributes": [
-                    {"Key": "deregistration_delay.timeout_seconds", "Value": spec.deregistration_delay_seconds.to_string()},
-                    {"Key": "slow_start.duration_seconds", "Value": "60"}
-                ],
-                "Tags": t
-            }
-        }),
-    );
     let mut listener = json!({
         "LoadBalancerArn": {"Ref": "LoadBalancer"},
         "Port": spec.listener_port,
         "Protocol": if spec.certificate_arn.is_some() { "HTTPS" } else { "HTTP" },
-        "DefaultActions": [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
+        // No service answers a path it does not route: a KServe-style JSON error, not a 503.
+        "DefaultActions": [{"Type": "fixed-response", "FixedResponseConfig": {
+            "StatusCode": "404",
+            "ContentType": "application/json",
+            "MessageBody": NOT_ROUTED
+        }}]
     });
     if let Some(cert) = &spec.certificate_arn {
         listener["Certificates"] = json!([{"CertificateArn": cert}]);
@@ -403,26 +356,14 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         "Listener",
         json!({"Type": "AWS::ElasticLoadBalancingV2::Listener", "Properties": listener}),
     );
-    r(
-        "LogGroup",
-        json!({
-            "Type": "AWS::Logs::LogGroup",
-            "Properties": {
-                "LogGroupName": format!("/triton-deploy/{}/{}", spec.cluster, spec.service),
-                "RetentionInDays": 30,
-                "Tags": t
-            }
-        }),
-    );
     if spec.efs {
         r(
             "EfsSecurityGroup",
             json!({
                 "Type": "AWS::EC2::SecurityGroup",
                 "Properties": {
-                    "GroupDescription": format!("{} EFS (NFS from the tasks only)", spec.service),
+                    "GroupDescription": format!("{} EFS (NFS from the tasks of each service, let in by its stack)", spec.cluster),
                     "VpcId": {"Ref": "VpcId"},
-                    "SecurityGroupIngress": [{"IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "SourceSecurityGroupId": {"Ref": "TaskSecurityGroup"}, "Description": "NFS from Triton tasks"}],
                     "Tags": t
                 }
             }),
@@ -452,37 +393,7 @@ pub fn template(spec: &DeploymentSpec) -> Value {
                 }),
             );
         }
-        r(
-            "AccessPoint",
-            json!({
-                "Type": "AWS::EFS::AccessPoint",
-                "Properties": {
-                    "FileSystemId": {"Ref": "FileSystem"},
-                    // Numbers, not strings: CloudFormation takes either, and EFS reports them as numbers.
-                    "PosixUser": {"Uid": spec.efs_uid, "Gid": spec.efs_gid},
-                    "RootDirectory": {
-                        "Path": format!("/triton-deploy/{}", spec.efs_holds),
-                        "CreationInfo": {"OwnerUid": spec.efs_uid, "OwnerGid": spec.efs_gid, "Permissions": "0755"}
-                    },
-                    "AccessPointTags": t
-                }
-            }),
-        );
     }
-
-    r(
-        "Dashboard",
-        json!({
-            "Type": "AWS::CloudWatch::Dashboard",
-            "Properties": {
-                "DashboardName": dashboard_name(spec),
-                "DashboardBody": {"Fn::Sub": [
-                    dashboard_body(spec, "${LbName}", "${TgName}", "${Cluster}", "${CapacityProvider}", "${AWS::Region}"),
-                    {"LbName": lb_full_name(), "TgName": tg_full_name()}
-                ]}
-            }
-        }),
-    );
     let mut outputs = json!({
         "ClusterName": {"Value": {"Ref": "Cluster"}},
         "CapacityProviderName": {"Value": {"Ref": "CapacityProvider"}},
@@ -490,24 +401,20 @@ pub fn template(spec: &DeploymentSpec) -> Value {
         "LoadBalancerArn": {"Value": {"Ref": "LoadBalancer"}},
         "LoadBalancerDns": {"Value": {"Fn::GetAtt": ["LoadBalancer", "DNSName"]}},
         "LoadBalancerFullName": {"Value": lb_full_name()},
-        "TargetGroupArn": {"Value": {"Ref": "TargetGroup"}},
-        "TargetGroupFullName": {"Value": tg_full_name()},
-        "TaskSecurityGroupId": {"Value": {"Ref": "TaskSecurityGroup"}},
-        "TaskExecutionRoleArn": {"Value": {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]}},
-        "TaskRoleArn": {"Value": {"Fn::GetAtt": ["TaskRole", "Arn"]}},
-        "LogGroupName": {"Value": {"Ref": "LogGroup"}}
+        "ListenerArn": {"Value": {"Ref": "Listener"}},
+        "AlbSecurityGroupId": {"Value": {"Ref": "AlbSecurityGroup"}},
+        "TaskExecutionRoleArn": {"Value": {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]}}
     });
     if spec.efs {
         outputs["FileSystemId"] = json!({"Value": {"Ref": "FileSystem"}});
-        outputs["AccessPointId"] = json!({"Value": {"Ref": "AccessPoint"}});
+        outputs["EfsSecurityGroupId"] = json!({"Value": {"Ref": "EfsSecurityGroup"}});
     }
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": format!("triton-deploy infra for cluster {} (service {}): GPU hosts, capacity provider, ALB, EFS", spec.cluster, spec.service),
+        "Description": format!("triton-deploy cluster {}: GPU hosts, capacity provider, shared ALB, EFS", spec.cluster),
         "Parameters": {
             "AmiId": ami_param,
             "VpcId": {"Type": "AWS::EC2::VPC::Id", "Description": "The VPC (the default VPC unless the spec names one)"},
-            "VpcCidr": {"Type": "String", "Description": "The VPC's CIDR, for the metrics port", "AllowedPattern": "^[0-9./]+$"},
             "Subnets": {"Type": "List<AWS::EC2::Subnet::Id>", "Description": format!("{n_subnets} subnets in different availability zones")}
         },
         "Resources": resources,
@@ -515,11 +422,216 @@ pub fn template(spec: &DeploymentSpec) -> Value {
     })
 }
 
-/// Parameter values for the template, given the resolved network.
-pub fn parameters(vpc_id: &str, vpc_cidr: &str, subnets: &[String]) -> Vec<(String, String)> {
+/// Renders a service stack's template: what one service of the cluster has to itself — its
+/// target group and listener rules (`routing`), task role and security group, the EFS access
+/// point, the log group and the dashboard. The cluster stack's outputs come in as parameters
+/// (not imports, which would pin them).
+pub fn service_template(spec: &DeploymentSpec, routing: &Routing) -> Value {
+    let t = cfn_tags(spec);
+    let assume = |svc: &str| {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": svc}, "Action": "sts:AssumeRole"}]
+        })
+    };
+    let mut resources = serde_json::Map::new();
+    let mut r = |name: &str, v: Value| {
+        resources.insert(name.to_string(), v);
+    };
+    let mut task_role_props = json!({
+        "AssumeRolePolicyDocument": assume("ecs-tasks.amazonaws.com"),
+        "Tags": t
+    });
+    if spec.efs {
+        task_role_props["Policies"] = json!([{
+            "PolicyName": "efs-access-point",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                    // ARNs built from the IDs (Ref), which every CloudFormation engine resolves.
+                    "Resource": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:file-system/${FileSystemId}"},
+                    "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": {"Fn::Sub": "arn:${AWS::Partition}:elasticfilesystem:${AWS::Region}:${AWS::AccountId}:access-point/${AccessPoint}"}}}
+                }]
+            }
+        }]);
+    }
+    if spec.enable_exec {
+        // ECS Exec: the SSM agent in the task opens its channels.
+        let exec = json!({
+            "PolicyName": "ecs-exec",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Action": [
+                        "ssmmessages:CreateControlChannel",
+                        "ssmmessages:CreateDataChannel",
+                        "ssmmessages:OpenControlChannel",
+                        "ssmmessages:OpenDataChannel"
+                    ],
+                    "Resource": "*"
+                }]
+            }
+        });
+        match task_role_props["Policies"].as_array_mut() {
+            Some(p) => p.push(exec),
+            None => task_role_props["Policies"] = json!([exec]),
+        }
+    }
+    r(
+        "TaskRole",
+        json!({"Type": "AWS::IAM::Role", "Properties": task_role_props}),
+    );
+
+    r(
+        "TaskSecurityGroup",
+        json!({
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": format!("{} Triton tasks", spec.service),
+                "VpcId": {"Ref": "VpcId"},
+                "SecurityGroupIngress": [
+                    {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8001, "SourceSecurityGroupId": {"Ref": "AlbSecurityGroupId"}, "Description": "HTTP and gRPC from the load balancer"},
+                    {"IpProtocol": "tcp", "FromPort": 8002, "ToPort": 8002, "CidrIp": {"Ref": "VpcCidr"}, "Description": "metrics from inside the VPC"}
+                ],
+                "Tags": t
+            }
+        }),
+    );
+    r(
+        "TargetGroup",
+        json!({
+            "Type": "AWS::ElasticLoadBalancingV2::TargetGroup",
+            "Properties": {
+                "TargetType": "ip",
+                "Protocol": "HTTP",
+                "Port": 8000,
+                "VpcId": {"Ref": "VpcId"},
+                "HealthCheckProtocol": "HTTP",
+                "HealthCheckPath": "/v2/health/ready",
+                "HealthCheckPort": "8000",
+                "HealthCheckIntervalSeconds": 15,
+                "HealthCheckTimeoutSeconds": 5,
+                "HealthyThresholdCount": 2,
+                "UnhealthyThresholdCount": 3,
+                "Matcher": {"HttpCode": "200"},
+                "TargetGroupAttributes": [
+                    {"Key": "deregistration_delay.timeout_seconds", "Value": spec.deregistration_delay_seconds.to_string()},
+                    {"Key": "slow_start.duration_seconds", "Value": "60"}
+                ],
+                "Tags": t
+            }
+        }),
+    );
+    for rule in routing.rules() {
+        r(
+            &format!("Rule{}", rule.priority),
+            json!({
+                "Type": "AWS::ElasticLoadBalancingV2::ListenerRule",
+                "Properties": {
+                    "ListenerArn": {"Ref": "ListenerArn"},
+                    "Priority": rule.priority,
+                    "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": rule.paths}}],
+                    "Actions": [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
+                }
+            }),
+        );
+    }
+    r(
+        "LogGroup",
+        json!({
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {
+                "LogGroupName": format!("/triton-deploy/{}/{}", spec.cluster, spec.service),
+                "RetentionInDays": 30,
+                "Tags": t
+            }
+        }),
+    );
+    if spec.efs {
+        r(
+            "EfsIngress",
+            json!({
+                "Type": "AWS::EC2::SecurityGroupIngress",
+                "Properties": {
+                    "GroupId": {"Ref": "EfsSecurityGroupId"},
+                    "IpProtocol": "tcp",
+                    "FromPort": 2049,
+                    "ToPort": 2049,
+                    "SourceSecurityGroupId": {"Ref": "TaskSecurityGroup"},
+                    "Description": format!("NFS from {} tasks", spec.service)
+                }
+            }),
+        );
+        r(
+            "AccessPoint",
+            json!({
+                "Type": "AWS::EFS::AccessPoint",
+                "Properties": {
+                    "FileSystemId": {"Ref": "FileSystemId"},
+                    // Numbers, not strings: CloudFormation takes either, and EFS reports them as numbers.
+                    "PosixUser": {"Uid": spec.efs_uid, "Gid": spec.efs_gid},
+                    "RootDirectory": {
+                        "Path": access_point_root(spec),
+                        "CreationInfo": {"OwnerUid": spec.efs_uid, "OwnerGid": spec.efs_gid, "Permissions": "0755"}
+                    },
+                    "AccessPointTags": t
+                }
+            }),
+        );
+    }
+    r(
+        "Dashboard",
+        json!({
+            "Type": "AWS::CloudWatch::Dashboard",
+            "Properties": {
+                "DashboardName": dashboard_name(spec),
+                "DashboardBody": {"Fn::Sub": [
+                    dashboard_body(spec, "${LbName}", "${TgName}", "${ClusterName}", "${CapacityProviderName}", "${AWS::Region}"),
+                    {"LbName": {"Ref": "LoadBalancerFullName"}, "TgName": tg_full_name()}
+                ]}
+            }
+        }),
+    );
+    let mut outputs = json!({
+        "TargetGroupArn": {"Value": {"Ref": "TargetGroup"}},
+        "TargetGroupFullName": {"Value": tg_full_name()},
+        "TaskSecurityGroupId": {"Value": {"Ref": "TaskSecurityGroup"}},
+        "TaskRoleArn": {"Value": {"Fn::GetAtt": ["TaskRole", "Arn"]}},
+        "LogGroupName": {"Value": {"Ref": "LogGroup"}}
+    });
+    if spec.efs {
+        outputs["AccessPointId"] = json!({"Value": {"Ref": "AccessPoint"}});
+    }
+    let mut parameters = json!({
+        "VpcId": {"Type": "AWS::EC2::VPC::Id", "Description": "The cluster's VPC"},
+        "VpcCidr": {"Type": "String", "Description": "The VPC's CIDR, for the metrics port", "AllowedPattern": "^[0-9./]+$"},
+        "ClusterName": {"Type": "String", "Description": "The cluster stack's ECS cluster"},
+        "CapacityProviderName": {"Type": "String", "Description": "The cluster stack's capacity provider"},
+        "ListenerArn": {"Type": "String", "Description": "The cluster stack's listener"},
+        "LoadBalancerFullName": {"Type": "String", "Description": "The cluster stack's load balancer (app/<name>/<id>)"},
+        "AlbSecurityGroupId": {"Type": "AWS::EC2::SecurityGroup::Id", "Description": "The cluster stack's load balancer security group"}
+    });
+    if spec.efs {
+        parameters["FileSystemId"] =
+            json!({"Type": "String", "Description": "The cluster stack's EFS file system"});
+        parameters["EfsSecurityGroupId"] = json!({"Type": "AWS::EC2::SecurityGroup::Id", "Description": "The cluster stack's EFS security group"});
+    }
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("triton-deploy service {} on cluster {}: target group, listener rules, task role and security group, EFS access point, logs, dashboard", spec.service, spec.cluster),
+        "Parameters": parameters,
+        "Resources": resources,
+        "Outputs": outputs
+    })
+}
+
+/// The cluster template's parameter values, given the resolved network.
+pub fn cluster_parameters(vpc_id: &str, subnets: &[String]) -> Vec<(String, String)> {
     vec![
         ("VpcId".into(), vpc_id.into()),
-        ("VpcCidr".into(), vpc_cidr.into()),
         ("Subnets".into(), subnets.join(",")),
     ]
 }
@@ -538,10 +650,28 @@ mod tests {
         .unwrap()
     }
 
+    fn routing(models: &[&str]) -> Routing {
+        Routing {
+            route: crate::deploy::route::Route::Models {
+                models: models.iter().map(|m| m.to_string()).collect(),
+            },
+            block: 4,
+        }
+    }
+
+    fn service(spec: &DeploymentSpec) -> Value {
+        service_template(spec, &routing(&["m"]))
+    }
+
     #[test]
-    fn every_taggable_resource_is_tagged_and_the_template_is_small_enough() {
-        let t = template(&spec(""));
-        let resources = t["Resources"].as_object().unwrap();
+    fn every_taggable_resource_is_tagged_and_the_templates_are_small_enough() {
+        let s = spec("");
+        let (cluster, svc) = (cluster_template(&s), service(&s));
+        let resources = cluster["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .chain(svc["Resources"].as_object().unwrap());
         for (name, r) in resources {
             let p = &r["Properties"];
             let tags = p
@@ -554,18 +684,25 @@ mod tests {
                 "ClusterCapacityProviders",
                 "Listener",
                 "Dashboard",
+                "EfsIngress",
             ]
             .contains(&name.as_str())
-                || name.starts_with("MountTarget");
+                || name.starts_with("MountTarget")
+                || name.starts_with("Rule");
             if !untaggable && r["Type"] != "AWS::EC2::LaunchTemplate" {
                 let tags = tags.unwrap_or_else(|| panic!("{name} has no tags"));
                 assert!(tags.to_string().contains("triton-deploy:cluster"), "{name}");
             }
         }
-        assert!(
-            serde_json::to_vec(&t).unwrap().len() < 51_200,
-            "fits TemplateBody"
-        );
+        for t in [&cluster, &svc] {
+            assert!(
+                serde_json::to_vec(t).unwrap().len() < 51_200,
+                "fits TemplateBody"
+            );
+        }
+        // The cluster's resources name no service: they are shared.
+        assert!(!cluster.to_string().contains("clf"), "{cluster}");
+        let t = cluster;
         assert_eq!(t["Parameters"]["AmiId"]["Default"], Ami::AL2023_GPU);
         let ud = t["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"].as_str().unwrap();
         assert!(ud.contains("ECS_CLUSTER=ml\n") && ud.contains("ECS_ENABLE_GPU_SUPPORT=true"));
@@ -573,15 +710,16 @@ mod tests {
 
     #[test]
     fn hosts_are_replaced_by_the_refresh_not_an_update_policy_and_spot_drains_and_rebalances() {
-        let t = template(&spec("[compute]\nmin_instances = 2\nmax_instances = 2\n"));
+        let t = cluster_template(&spec("[compute]\nmin_instances = 2\nmax_instances = 2\n"));
         assert!(
             t["Resources"]["AutoScalingGroup"]
                 .get("UpdatePolicy")
                 .is_none()
         );
-        let t = template(&spec(
+        let s = spec(
             "[compute]\nspot = true\non_demand_base = 1\n[network]\nderegistration_delay_seconds = 20\n",
-        ));
+        );
+        let t = cluster_template(&s);
         let asg = &t["Resources"]["AutoScalingGroup"]["Properties"];
         assert_eq!(asg["CapacityRebalance"], true);
         assert_eq!(
@@ -594,18 +732,19 @@ mod tests {
             "{ud}"
         );
         assert!(
-            t.to_string()
+            service(&s)
+                .to_string()
                 .contains(r#"{"Key":"deregistration_delay.timeout_seconds","Value":"20"}"#)
         );
-        let plain = template(&spec(""));
+        let plain = cluster_template(&spec(""));
         assert!(!plain.to_string().contains("SPOT_INSTANCE_DRAINING"));
     }
 
     #[test]
     fn ecs_exec_adds_the_ssm_channels_to_the_task_role_only_when_asked() {
-        let off = template(&spec(""));
+        let off = service(&spec(""));
         assert!(!off.to_string().contains("ssmmessages"));
-        let on = template(&spec("[task]\nenable_exec = true\n"));
+        let on = service(&spec("[task]\nenable_exec = true\n"));
         let policies = on["Resources"]["TaskRole"]["Properties"]["Policies"].to_string();
         assert!(
             policies.contains("ssmmessages:OpenDataChannel")
@@ -615,7 +754,7 @@ mod tests {
 
     #[test]
     fn the_dashboard_charts_the_load_balancer_ecs_and_the_capacity_provider() {
-        let t = template(&spec(""));
+        let t = service(&spec(""));
         let d = &t["Resources"]["Dashboard"]["Properties"];
         assert_eq!(d["DashboardName"], "triton-deploy-ml-clf");
         let sub = d["DashboardBody"]["Fn::Sub"].as_array().unwrap();
@@ -637,18 +776,25 @@ mod tests {
         for var in [
             "${LbName}",
             "${TgName}",
-            "${Cluster}",
-            "${CapacityProvider}",
+            "${ClusterName}",
+            "${CapacityProviderName}",
             "${AWS::Region}",
         ] {
             assert!(text.contains(var), "{var}");
+            let name = var.trim_start_matches("${").trim_end_matches('}');
+            assert!(
+                name.starts_with("AWS::")
+                    || sub[1].get(name).is_some()
+                    || t["Parameters"].get(name).is_some(),
+                "{var} is defined"
+            );
         }
         assert!(sub[1].get("LbName").is_some() && sub[1].get("TgName").is_some());
     }
 
     #[test]
     fn options_change_the_template() {
-        let plain = template(&spec(""));
+        let plain = cluster_template(&spec(""));
         assert_eq!(
             plain["Resources"]["Listener"]["Properties"]["Protocol"],
             "HTTP"
@@ -658,9 +804,10 @@ mod tests {
                 .get("LaunchTemplate")
                 .is_some()
         );
-        let t = template(&spec(
+        let s = spec(
             "[compute]\nspot = true\nami = \"ami-0123abcd\"\n[storage]\nefs = false\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/x\"\ninternet_facing = true\n",
-        ));
+        );
+        let t = cluster_template(&s);
         assert_eq!(
             t["Resources"]["Listener"]["Properties"]["Protocol"],
             "HTTPS"
@@ -678,9 +825,73 @@ mod tests {
             t["Resources"].get("FileSystem").is_none()
                 && t["Outputs"].get("FileSystemId").is_none()
         );
+        let svc = service(&s);
         assert!(
-            t["Resources"]["TaskRole"]["Properties"]
+            svc["Resources"]["TaskRole"]["Properties"]
                 .get("Policies")
+                .is_none()
+        );
+        assert!(
+            svc["Resources"].get("AccessPoint").is_none()
+                && svc["Resources"].get("EfsIngress").is_none()
+                && svc["Parameters"].get("FileSystemId").is_none()
+        );
+    }
+
+    #[test]
+    fn the_listener_answers_404_json_and_each_model_gets_a_rule_to_its_target_group() {
+        let s = spec("");
+        let c = cluster_template(&s);
+        let default = &c["Resources"]["Listener"]["Properties"]["DefaultActions"][0];
+        assert_eq!(default["Type"], "fixed-response");
+        assert_eq!(default["FixedResponseConfig"]["StatusCode"], "404");
+        let body: Value = serde_json::from_str(
+            default["FixedResponseConfig"]["MessageBody"]
+                .as_str()
+                .unwrap(),
+        )
+        .expect("the 404 body is JSON");
+        assert!(body["error"].is_string());
+        let svc = service_template(&s, &routing(&["a", "b"]));
+        let rules: Vec<(&String, &Value)> = svc["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule")
+            .collect();
+        assert_eq!(rules.len(), 2);
+        for (id, r) in rules {
+            let p = &r["Properties"];
+            assert_eq!(
+                id,
+                &format!("Rule{}", p["Priority"]),
+                "the ID is the priority"
+            );
+            assert_eq!(p["ListenerArn"]["Ref"], "ListenerArn");
+            assert_eq!(p["Actions"][0]["TargetGroupArn"]["Ref"], "TargetGroup");
+            let paths = &p["Conditions"][0]["PathPatternConfig"]["Values"];
+            assert!(paths[0].as_str().unwrap().starts_with("/v2/models/"));
+        }
+        // Every Ref is a parameter or a resource of its own template.
+        for t in [&c, &svc] {
+            let text = t.to_string();
+            for (i, _) in text.match_indices(r#""Ref":""#) {
+                let name = text[i + 7..].split('"').next().unwrap();
+                assert!(
+                    name.starts_with("AWS::")
+                        || t["Parameters"].get(name).is_some()
+                        || t["Resources"].get(name).is_some(),
+                    "Ref {name}"
+                );
+            }
+        }
+        // The access point lives on the cluster's file system; the EFS group lets the tasks in.
+        let ingress = &svc["Resources"]["EfsIngress"]["Properties"];
+        assert_eq!(ingress["GroupId"]["Ref"], "EfsSecurityGroupId");
+        assert_eq!(ingress["SourceSecurityGroupId"]["Ref"], "TaskSecurityGroup");
+        assert!(
+            c["Resources"]["EfsSecurityGroup"]["Properties"]
+                .get("SecurityGroupIngress")
                 .is_none()
         );
     }

@@ -20,14 +20,16 @@ pub struct InfraOutputs {
 impl InfraOutputs {
     /// Placeholders naming the stack output each value comes from.
     pub fn placeholders(spec: &DeploymentSpec) -> InfraOutputs {
-        let stack = crate::deploy::render::cloudformation::stack_name(spec);
-        let p = |o: &str| format!("<{stack}:{o}>");
+        use crate::deploy::render::cloudformation::{cluster_stack_name, service_stack_name};
+        let (cluster, service) = (cluster_stack_name(spec), service_stack_name(spec));
+        let c = |o: &str| format!("<{cluster}:{o}>");
+        let s = |o: &str| format!("<{service}:{o}>");
         InfraOutputs {
-            task_execution_role_arn: p("TaskExecutionRoleArn"),
-            task_role_arn: p("TaskRoleArn"),
+            task_execution_role_arn: c("TaskExecutionRoleArn"),
+            task_role_arn: s("TaskRoleArn"),
             log_group: format!("/triton-deploy/{}/{}", spec.cluster, spec.service),
-            file_system_id: spec.efs.then(|| p("FileSystemId")),
-            access_point_id: spec.efs.then(|| p("AccessPointId")),
+            file_system_id: spec.efs.then(|| c("FileSystemId")),
+            access_point_id: spec.efs.then(|| s("AccessPointId")),
             region: spec.region.clone().unwrap_or_else(|| "<region>".into()),
         }
     }

@@ -1,9 +1,11 @@
-//! DeploymentSpec → an equivalent Terraform module (HCL) of the infra stack, for teams that keep their
-//! infrastructure in Terraform. Same resources, same settings, same tags as [`crate::deploy::render::cloudformation`].
+//! DeploymentSpec → Terraform modules (HCL) equivalent to the two stacks, for teams that keep their
+//! infrastructure in Terraform: a cluster module and a service module on its outputs. Same
+//! resources, same settings, same tags as [`crate::deploy::render::cloudformation`].
 
 use std::fmt::Write as _;
 
-use crate::deploy::render::cloudformation::user_data;
+use crate::deploy::render::cloudformation::{self, user_data};
+use crate::deploy::route::Routing;
 use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// An HCL value.
@@ -117,13 +119,8 @@ fn block(out: &mut String, kind: &str, labels: &[&str], body: Body) {
     out.push('\n');
 }
 
-fn tag_map(spec: &DeploymentSpec) -> V {
-    V::M(
-        crate::deploy::render::cloudformation::tags(spec)
-            .into_iter()
-            .map(|(k, v)| (k, s(v)))
-            .collect(),
-    )
+fn tag_map(tags: Vec<(String, String)>) -> V {
+    V::M(tags.into_iter().map(|(k, v)| (k, s(v))).collect())
 }
 
 fn assume(svc: &str) -> V {
@@ -132,13 +129,27 @@ fn assume(svc: &str) -> V {
     ))
 }
 
-/// Renders the module.
-pub fn module(spec: &DeploymentSpec) -> String {
+/// The shared listener's answer where no service routes (the same as the CloudFormation one).
+const NOT_ROUTED: &str = r#"{"error":"no service of this cluster routes this path: each model is under /v2/models/<name>"}"#;
+
+fn variable(o: &mut String, name: &str, ty: &str) {
+    block(o, "variable", &[name], Body::default().a("type", e(ty)));
+}
+
+fn outputs(o: &mut String, values: &[(&str, &str)]) {
+    for (name, v) in values {
+        block(o, "output", &[name], Body::default().a("value", e(*v)));
+    }
+}
+
+/// Renders the cluster module, the Terraform equivalent of the cluster stack: what the services of
+/// a cluster share. Its outputs are the service module's inputs.
+pub fn cluster_module(spec: &DeploymentSpec) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "# triton-deploy infra for cluster {} (service {}), the Terraform equivalent of\n# `triton-deploy render cloudformation`. Inputs: vpc_id, vpc_cidr, subnets (>= 2 AZs).\n",
-        spec.cluster, spec.service
+        "# triton-deploy cluster {}, the Terraform equivalent of\n# `triton-deploy render cloudformation --stack cluster`. Inputs: vpc_id, subnets (>= 2 AZs).\n# Its outputs feed the module of each service (`render terraform --stack service`).\n",
+        spec.cluster
     );
     block(
         &mut o,
@@ -155,24 +166,8 @@ pub fn module(spec: &DeploymentSpec) -> String {
             ),
         ),
     );
-    block(
-        &mut o,
-        "variable",
-        &["vpc_id"],
-        Body::default().a("type", e("string")),
-    );
-    block(
-        &mut o,
-        "variable",
-        &["vpc_cidr"],
-        Body::default().a("type", e("string")),
-    );
-    block(
-        &mut o,
-        "variable",
-        &["subnets"],
-        Body::default().a("type", e("list(string)")),
-    );
+    variable(&mut o, "vpc_id", "string");
+    variable(&mut o, "subnets", "list(string)");
     let ami = match &spec.ami {
         Ami::SsmParameter(p) => {
             block(
@@ -190,10 +185,16 @@ pub fn module(spec: &DeploymentSpec) -> String {
         &mut o,
         "locals",
         &[],
-        Body::default().a("tags", tag_map(spec)),
+        Body::default().a("tags", tag_map(cloudformation::cluster_tags(spec))),
     );
     let tags = || e("local.tags");
-
+    let egress = || {
+        Body::default()
+            .a("protocol", s("-1"))
+            .a("from_port", V::N(0))
+            .a("to_port", V::N(0))
+            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
+    };
     block(
         &mut o,
         "resource",
@@ -257,22 +258,8 @@ pub fn module(spec: &DeploymentSpec) -> String {
                 s("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"),
             ),
     );
-    block(
-        &mut o,
-        "resource",
-        &["aws_iam_role", "task"],
-        Body::default()
-            .a("assume_role_policy", assume("ecs-tasks.amazonaws.com"))
-            .a("tags", tags()),
-    );
-    if spec.efs {
-        block(&mut o, "resource", &["aws_iam_role_policy", "task_efs"], Body::default()
-            .a("role", e("aws_iam_role.task.id"))
-            .a("policy", e("jsonencode({ Version = \"2012-10-17\", Statement = [{ Effect = \"Allow\", Action = [\"elasticfilesystem:ClientMount\", \"elasticfilesystem:ClientWrite\"], Resource = aws_efs_file_system.cache.arn, Condition = { StringEquals = { \"elasticfilesystem:AccessPointArn\" = aws_efs_access_point.cache.arn } } }] })")));
-    }
-
     let mut alb_sg = Body::default()
-        .a("name_prefix", s(format!("{}-alb-", spec.service)))
+        .a("name_prefix", s(format!("{}-alb-", spec.cluster)))
         .a("vpc_id", e("var.vpc_id"));
     for c in &spec.allowed_cidrs {
         alb_sg = alb_sg.b(
@@ -284,49 +271,11 @@ pub fn module(spec: &DeploymentSpec) -> String {
                 .a("cidr_blocks", V::L(vec![s(c.clone())])),
         );
     }
-    let egress = || {
-        Body::default()
-            .a("protocol", s("-1"))
-            .a("from_port", V::N(0))
-            .a("to_port", V::N(0))
-            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
-    };
     block(
         &mut o,
         "resource",
         &["aws_security_group", "alb"],
         alb_sg.b("egress", egress()).a("tags", tags()),
-    );
-    block(
-        &mut o,
-        "resource",
-        &["aws_security_group", "task"],
-        Body::default()
-            .a("name_prefix", s(format!("{}-task-", spec.service)))
-            .a("vpc_id", e("var.vpc_id"))
-            .b(
-                "ingress",
-                Body::default()
-                    .a("description", s("HTTP and gRPC from the load balancer"))
-                    .a("protocol", s("tcp"))
-                    .a("from_port", V::N(8000))
-                    .a("to_port", V::N(8001))
-                    .a(
-                        "security_groups",
-                        V::L(vec![e("aws_security_group.alb.id")]),
-                    ),
-            )
-            .b(
-                "ingress",
-                Body::default()
-                    .a("description", s("metrics from inside the VPC"))
-                    .a("protocol", s("tcp"))
-                    .a("from_port", V::N(8002))
-                    .a("to_port", V::N(8002))
-                    .a("cidr_blocks", V::L(vec![e("var.vpc_cidr")])),
-            )
-            .b("egress", egress())
-            .a("tags", tags()),
     );
     block(
         &mut o,
@@ -428,7 +377,7 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("value", s("true"))
             .a("propagate_at_launch", V::B(true)),
     );
-    for (k, v) in crate::deploy::render::cloudformation::tags(spec) {
+    for (k, v) in cloudformation::cluster_tags(spec) {
         asg = asg.b(
             "tag",
             Body::default()
@@ -505,6 +454,202 @@ pub fn module(spec: &DeploymentSpec) -> String {
             .a("idle_timeout", V::N(120))
             .a("tags", tags()),
     );
+    let mut listener = Body::default()
+        .a("load_balancer_arn", e("aws_lb.this.arn"))
+        .a("port", V::N(spec.listener_port.into()))
+        .a(
+            "protocol",
+            s(if spec.certificate_arn.is_some() {
+                "HTTPS"
+            } else {
+                "HTTP"
+            }),
+        );
+    if let Some(c) = &spec.certificate_arn {
+        listener = listener
+            .a("certificate_arn", s(c.clone()))
+            .a("ssl_policy", s("ELBSecurityPolicy-TLS13-1-2-2021-06"));
+    }
+    block(
+        &mut o,
+        "resource",
+        &["aws_lb_listener", "this"],
+        listener.b(
+            "default_action",
+            Body::default().a("type", s("fixed-response")).b(
+                "fixed_response",
+                Body::default()
+                    .a("status_code", s("404"))
+                    .a("content_type", s("application/json"))
+                    .a("message_body", s(NOT_ROUTED)),
+            ),
+        ),
+    );
+    if spec.efs {
+        block(
+            &mut o,
+            "resource",
+            &["aws_security_group", "efs"],
+            Body::default()
+                .a("name_prefix", s(format!("{}-efs-", spec.cluster)))
+                .a("vpc_id", e("var.vpc_id"))
+                .a("tags", tags()),
+        );
+        block(
+            &mut o,
+            "resource",
+            &["aws_efs_file_system", "cache"],
+            Body::default()
+                .a("encrypted", V::B(true))
+                .a("performance_mode", s("generalPurpose"))
+                .a("throughput_mode", s("elastic"))
+                .a("tags", tags()),
+        );
+        block(
+            &mut o,
+            "resource",
+            &["aws_efs_mount_target", "cache"],
+            Body::default()
+                .a("count", e("length(var.subnets)"))
+                .a("file_system_id", e("aws_efs_file_system.cache.id"))
+                .a("subnet_id", e("var.subnets[count.index]"))
+                .a(
+                    "security_groups",
+                    V::L(vec![e("aws_security_group.efs.id")]),
+                ),
+        );
+    }
+    outputs(
+        &mut o,
+        &[
+            ("cluster_name", "aws_ecs_cluster.this.name"),
+            (
+                "capacity_provider_name",
+                "aws_ecs_capacity_provider.gpu.name",
+            ),
+            ("auto_scaling_group_name", "aws_autoscaling_group.gpu.name"),
+            ("load_balancer_arn", "aws_lb.this.arn"),
+            ("load_balancer_arn_suffix", "aws_lb.this.arn_suffix"),
+            ("load_balancer_dns", "aws_lb.this.dns_name"),
+            ("listener_arn", "aws_lb_listener.this.arn"),
+            ("alb_security_group_id", "aws_security_group.alb.id"),
+            ("task_execution_role_arn", "aws_iam_role.task_execution.arn"),
+        ],
+    );
+    if spec.efs {
+        outputs(
+            &mut o,
+            &[
+                ("file_system_id", "aws_efs_file_system.cache.id"),
+                ("file_system_arn", "aws_efs_file_system.cache.arn"),
+                ("efs_security_group_id", "aws_security_group.efs.id"),
+            ],
+        );
+    }
+    o
+}
+
+/// Renders a service module, the Terraform equivalent of the service stack: the service's target
+/// group and listener rules (`routing`), task role and security group, EFS access point, log group
+/// and dashboard, on the cluster module's outputs.
+pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# triton-deploy service {} on cluster {}, the Terraform equivalent of\n# `triton-deploy render cloudformation --stack service`. Inputs: vpc_id, vpc_cidr and the\n# cluster module's outputs.\n",
+        spec.service, spec.cluster
+    );
+    block(
+        &mut o,
+        "terraform",
+        &[],
+        Body::default().b(
+            "required_providers",
+            Body::default().a(
+                "aws",
+                V::M(vec![
+                    ("source".into(), s("hashicorp/aws")),
+                    ("version".into(), s(">= 5.60")),
+                ]),
+            ),
+        ),
+    );
+    variable(&mut o, "vpc_id", "string");
+    variable(&mut o, "vpc_cidr", "string");
+    for name in [
+        "cluster_name",
+        "capacity_provider_name",
+        "listener_arn",
+        "load_balancer_arn_suffix",
+        "alb_security_group_id",
+    ] {
+        variable(&mut o, name, "string");
+    }
+    if spec.efs {
+        for name in ["file_system_id", "file_system_arn", "efs_security_group_id"] {
+            variable(&mut o, name, "string");
+        }
+    }
+    block(&mut o, "data", &["aws_region", "current"], Body::default());
+    block(
+        &mut o,
+        "locals",
+        &[],
+        Body::default().a("tags", tag_map(cloudformation::tags(spec))),
+    );
+    let tags = || e("local.tags");
+    let egress = || {
+        Body::default()
+            .a("protocol", s("-1"))
+            .a("from_port", V::N(0))
+            .a("to_port", V::N(0))
+            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
+    };
+    block(
+        &mut o,
+        "resource",
+        &["aws_iam_role", "task"],
+        Body::default()
+            .a("assume_role_policy", assume("ecs-tasks.amazonaws.com"))
+            .a("tags", tags()),
+    );
+    if spec.efs {
+        block(&mut o, "resource", &["aws_iam_role_policy", "task_efs"], Body::default()
+            .a("role", e("aws_iam_role.task.id"))
+            .a("policy", e("jsonencode({ Version = \"2012-10-17\", Statement = [{ Effect = \"Allow\", Action = [\"elasticfilesystem:ClientMount\", \"elasticfilesystem:ClientWrite\"], Resource = var.file_system_arn, Condition = { StringEquals = { \"elasticfilesystem:AccessPointArn\" = aws_efs_access_point.cache.arn } } }] })")));
+    }
+
+    block(
+        &mut o,
+        "resource",
+        &["aws_security_group", "task"],
+        Body::default()
+            .a("name_prefix", s(format!("{}-task-", spec.service)))
+            .a("vpc_id", e("var.vpc_id"))
+            .b(
+                "ingress",
+                Body::default()
+                    .a("description", s("HTTP and gRPC from the load balancer"))
+                    .a("protocol", s("tcp"))
+                    .a("from_port", V::N(8000))
+                    .a("to_port", V::N(8001))
+                    .a(
+                        "security_groups",
+                        V::L(vec![e("var.alb_security_group_id")]),
+                    ),
+            )
+            .b(
+                "ingress",
+                Body::default()
+                    .a("description", s("metrics from inside the VPC"))
+                    .a("protocol", s("tcp"))
+                    .a("from_port", V::N(8002))
+                    .a("to_port", V::N(8002))
+                    .a("cidr_blocks", V::L(vec![e("var.vpc_cidr")])),
+            )
+            .b("egress", egress())
+            .a("tags", tags()),
+    );
     block(
         &mut o,
         "resource",
@@ -533,33 +678,30 @@ pub fn module(spec: &DeploymentSpec) -> String {
             )
             .a("tags", tags()),
     );
-    let mut listener = Body::default()
-        .a("load_balancer_arn", e("aws_lb.this.arn"))
-        .a("port", V::N(spec.listener_port.into()))
-        .a(
-            "protocol",
-            s(if spec.certificate_arn.is_some() {
-                "HTTPS"
-            } else {
-                "HTTP"
-            }),
-        );
-    if let Some(c) = &spec.certificate_arn {
-        listener = listener
-            .a("certificate_arn", s(c.clone()))
-            .a("ssl_policy", s("ELBSecurityPolicy-TLS13-1-2-2021-06"));
-    }
-    block(
-        &mut o,
-        "resource",
-        &["aws_lb_listener", "this"],
-        listener.b(
-            "default_action",
+    for rule in routing.rules() {
+        block(
+            &mut o,
+            "resource",
+            &["aws_lb_listener_rule", &format!("p{}", rule.priority)],
             Body::default()
-                .a("type", s("forward"))
-                .a("target_group_arn", e("aws_lb_target_group.triton.arn")),
-        ),
-    );
+                .a("listener_arn", e("var.listener_arn"))
+                .a("priority", V::N(rule.priority.into()))
+                .b(
+                    "action",
+                    Body::default()
+                        .a("type", s("forward"))
+                        .a("target_group_arn", e("aws_lb_target_group.triton.arn")),
+                )
+                .b(
+                    "condition",
+                    Body::default().b(
+                        "path_pattern",
+                        Body::default().a("values", V::L(rule.paths.into_iter().map(s).collect())),
+                    ),
+                )
+                .a("tags", tags()),
+        );
+    }
     block(
         &mut o,
         "resource",
@@ -583,10 +725,10 @@ pub fn module(spec: &DeploymentSpec) -> String {
     );
     let mut body = quote(&body);
     for (marker, reference) in [
-        ("@LB@", "aws_lb.this.arn_suffix"),
+        ("@LB@", "var.load_balancer_arn_suffix"),
         ("@TG@", "aws_lb_target_group.triton.arn_suffix"),
-        ("@CLUSTER@", "aws_ecs_cluster.this.name"),
-        ("@CP@", "aws_ecs_capacity_provider.gpu.name"),
+        ("@CLUSTER@", "var.cluster_name"),
+        ("@CP@", "var.capacity_provider_name"),
         ("@REGION@", "data.aws_region.current.name"),
     ] {
         body = body.replace(marker, &format!("${{{reference}}}"));
@@ -606,52 +748,25 @@ pub fn module(spec: &DeploymentSpec) -> String {
         block(
             &mut o,
             "resource",
-            &["aws_security_group", "efs"],
+            &["aws_vpc_security_group_ingress_rule", "efs"],
             Body::default()
-                .a("name_prefix", s(format!("{}-efs-", spec.service)))
-                .a("vpc_id", e("var.vpc_id"))
-                .b(
-                    "ingress",
-                    Body::default()
-                        .a("protocol", s("tcp"))
-                        .a("from_port", V::N(2049))
-                        .a("to_port", V::N(2049))
-                        .a(
-                            "security_groups",
-                            V::L(vec![e("aws_security_group.task.id")]),
-                        ),
+                .a("security_group_id", e("var.efs_security_group_id"))
+                .a("description", s(format!("NFS from {} tasks", spec.service)))
+                .a("ip_protocol", s("tcp"))
+                .a("from_port", V::N(2049))
+                .a("to_port", V::N(2049))
+                .a(
+                    "referenced_security_group_id",
+                    e("aws_security_group.task.id"),
                 )
                 .a("tags", tags()),
         );
         block(
             &mut o,
             "resource",
-            &["aws_efs_file_system", "cache"],
-            Body::default()
-                .a("encrypted", V::B(true))
-                .a("performance_mode", s("generalPurpose"))
-                .a("throughput_mode", s("elastic"))
-                .a("tags", tags()),
-        );
-        block(
-            &mut o,
-            "resource",
-            &["aws_efs_mount_target", "cache"],
-            Body::default()
-                .a("count", e("length(var.subnets)"))
-                .a("file_system_id", e("aws_efs_file_system.cache.id"))
-                .a("subnet_id", e("var.subnets[count.index]"))
-                .a(
-                    "security_groups",
-                    V::L(vec![e("aws_security_group.efs.id")]),
-                ),
-        );
-        block(
-            &mut o,
-            "resource",
             &["aws_efs_access_point", "cache"],
             Body::default()
-                .a("file_system_id", e("aws_efs_file_system.cache.id"))
+                .a("file_system_id", e("var.file_system_id"))
                 .b(
                     "posix_user",
                     Body::default()
@@ -661,7 +776,12 @@ pub fn module(spec: &DeploymentSpec) -> String {
                 .b(
                     "root_directory",
                     Body::default()
-                        .a("path", s(format!("/triton-deploy/{}", spec.efs_holds)))
+                        .a(
+                            "path",
+                            s(crate::deploy::render::cloudformation::access_point_root(
+                                spec,
+                            )),
+                        )
                         .b(
                             "creation_info",
                             Body::default()
@@ -673,33 +793,19 @@ pub fn module(spec: &DeploymentSpec) -> String {
                 .a("tags", tags()),
         );
     }
-    for (name, v) in [
-        ("cluster_name", "aws_ecs_cluster.this.name"),
-        (
-            "capacity_provider_name",
-            "aws_ecs_capacity_provider.gpu.name",
-        ),
-        ("load_balancer_dns", "aws_lb.this.dns_name"),
-        ("target_group_arn", "aws_lb_target_group.triton.arn"),
-        ("task_security_group_id", "aws_security_group.task.id"),
-        ("task_execution_role_arn", "aws_iam_role.task_execution.arn"),
-        ("task_role_arn", "aws_iam_role.task.arn"),
-        ("log_group_name", "aws_cloudwatch_log_group.triton.name"),
-    ] {
-        block(&mut o, "output", &[name], Body::default().a("value", e(v)));
-    }
+    outputs(
+        &mut o,
+        &[
+            ("target_group_arn", "aws_lb_target_group.triton.arn"),
+            ("task_security_group_id", "aws_security_group.task.id"),
+            ("task_role_arn", "aws_iam_role.task.arn"),
+            ("log_group_name", "aws_cloudwatch_log_group.triton.name"),
+        ],
+    );
     if spec.efs {
-        block(
+        outputs(
             &mut o,
-            "output",
-            &["file_system_id"],
-            Body::default().a("value", e("aws_efs_file_system.cache.id")),
-        );
-        block(
-            &mut o,
-            "output",
-            &["access_point_id"],
-            Body::default().a("value", e("aws_efs_access_point.cache.id")),
+            &[("access_point_id", "aws_efs_access_point.cache.id")],
         );
     }
     o
@@ -709,13 +815,9 @@ pub fn module(spec: &DeploymentSpec) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_module_parses_as_hcl_with_the_expected_resources() {
-        let spec = crate::deploy::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\n[compute]\nspot = true\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/${x}\"\n", None).unwrap();
-        let text = module(&spec);
-        let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let resources: Vec<String> = body
-            .blocks()
+    fn resources(text: &str) -> Vec<String> {
+        let body = hcl::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        body.blocks()
             .filter(|b| b.identifier() == "resource")
             .map(|b| {
                 b.labels()
@@ -724,19 +826,64 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(".")
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_modules_parse_as_hcl_with_the_expected_resources_split_as_the_stacks() {
+        let spec = crate::deploy::spec::parse(std::path::Path::new("t.toml"), "[service]\nname = \"clf\"\n[compute]\nspot = true\n[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/${x}\"\n", None).unwrap();
+        let cluster = cluster_module(&spec);
+        let routing = Routing {
+            route: crate::deploy::route::Route::Models {
+                models: vec!["a".into(), "b".into()],
+            },
+            block: 2,
+        };
+        let service = service_module(&spec, &routing);
+        let (c, s) = (resources(&cluster), resources(&service));
         for r in [
             "aws_ecs_cluster.this",
             "aws_autoscaling_group.gpu",
             "aws_ecs_capacity_provider.gpu",
-            "aws_lb_target_group.triton",
-            "aws_efs_access_point.cache",
+            "aws_lb_listener.this",
+            "aws_efs_file_system.cache",
             "aws_launch_template.gpu",
         ] {
-            assert!(resources.contains(&r.to_string()), "{r} in {resources:?}");
+            assert!(c.contains(&r.to_string()), "{r} in {c:?}");
+        }
+        for r in [
+            "aws_lb_target_group.triton",
+            "aws_efs_access_point.cache",
+            "aws_iam_role.task",
+            "aws_vpc_security_group_ingress_rule.efs",
+        ] {
+            assert!(s.contains(&r.to_string()), "{r} in {s:?}");
+        }
+        assert_eq!(
+            s.iter()
+                .filter(|r| r.starts_with("aws_lb_listener_rule."))
+                .count(),
+            2
+        );
+        assert!(cluster.contains("fixed-response") && !cluster.contains("triton-deploy:service"));
+        // Every var.<name> the service module uses is declared, and every one is an output of the
+        // cluster module (or the network).
+        for (i, _) in service.match_indices("var.") {
+            let name: String = service[i + 4..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                service.contains(&format!("variable \"{name}\"")),
+                "var.{name} declared"
+            );
+            assert!(
+                name.starts_with("vpc_") || cluster.contains(&format!("output \"{name}\"")),
+                "var.{name} is a cluster output"
+            );
         }
         assert!(
-            text.contains("$${x}"),
+            cluster.contains("$${x}"),
             "template sequences in strings are escaped"
         );
     }

@@ -47,6 +47,25 @@ impl AutoScaling {
         }
     }
 
+    /// The group's instances in service and its desired capacity, or `None` when it is gone.
+    pub async fn size(&self, group: &str) -> Result<Option<(usize, i32)>, ApiError> {
+        let out = self
+            .client
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .map_err(api(SVC, "DescribeAutoScalingGroups"))?;
+        Ok(out.auto_scaling_groups().first().map(|g| {
+            let in_service = g
+                .instances()
+                .iter()
+                .filter(|i| i.lifecycle_state().map(|l| l.as_str()) == Some("InService"))
+                .count();
+            (in_service, g.desired_capacity().unwrap_or_default())
+        }))
+    }
+
     /// Starts a rolling refresh that keeps `min_healthy` percent in service and skips instances
     /// already on the launch template's version.
     pub async fn start_refresh(

@@ -183,6 +183,54 @@ impl Cfn {
         Ok(Some(info))
     }
 
+    /// Every live stack tagged `key` = `value` (their names, statuses and tags; resources are not
+    /// read), every page of DescribeStacks.
+    pub async fn stacks_tagged(&self, key: &str, value: &str) -> Result<Vec<StackInfo>, CfnError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_stacks()
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| CfnError::Api {
+                    action: "DescribeStacks",
+                    detail: describe_sdk_error(&e),
+                })?;
+            for s in out.stacks() {
+                let status = s
+                    .stack_status()
+                    .map(|x| x.as_str().to_string())
+                    .unwrap_or_default();
+                let tags: BTreeMap<String, String> = s
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                if status != "DELETE_COMPLETE" && tags.get(key).map(String::as_str) == Some(value) {
+                    found.push(StackInfo {
+                        name: s.stack_name().unwrap_or_default().to_string(),
+                        status,
+                        tags,
+                        outputs: BTreeMap::new(),
+                        resources: BTreeMap::new(),
+                    });
+                }
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     /// Creates a change set and waits for it. Returns its changes; empty when the template and
     /// parameters change nothing (the empty change set is deleted).
     pub async fn create_change_set(

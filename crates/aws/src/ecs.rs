@@ -478,6 +478,21 @@ macro_rules! service_fields {
     };
 }
 
+/// A container instance of a cluster, as ECS counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerInstance {
+    /// Its EC2 instance.
+    pub ec2_instance: String,
+    /// ACTIVE, DRAINING, ...
+    pub status: String,
+    /// The GPUs the agent registered.
+    pub gpus: usize,
+    /// Those no task holds.
+    pub gpus_free: usize,
+    /// Tasks running on it.
+    pub running_tasks: i32,
+}
+
 /// ECS.
 pub struct Ecs {
     client: Client,
@@ -629,6 +644,67 @@ impl Ecs {
                 return Ok(arns);
             }
         }
+    }
+
+    /// The cluster's container instances (none when the cluster does not exist).
+    pub async fn container_instances(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<ContainerInstance>, ApiError> {
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = match self
+                .client
+                .list_container_instances()
+                .cluster(cluster)
+                .set_next_token(token.clone())
+                .send()
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = api(SVC, "ListContainerInstances")(e);
+                    if e.has_code("ClusterNotFoundException") {
+                        return Ok(Vec::new());
+                    }
+                    return Err(e);
+                }
+            };
+            arns.extend(out.container_instance_arns().iter().cloned());
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let gpus = |r: &[aws_sdk_ecs::types::Resource]| {
+            r.iter()
+                .filter(|x| x.name() == Some("GPU"))
+                .map(|x| x.string_set_value().len())
+                .sum::<usize>()
+        };
+        let mut found = Vec::new();
+        // DescribeContainerInstances takes up to 100 at a time.
+        for chunk in arns.chunks(100) {
+            let out = self
+                .client
+                .describe_container_instances()
+                .cluster(cluster)
+                .set_container_instances(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(api(SVC, "DescribeContainerInstances"))?;
+            for c in out.container_instances() {
+                found.push(ContainerInstance {
+                    ec2_instance: c.ec2_instance_id().unwrap_or_default().to_string(),
+                    status: c.status().unwrap_or_default().to_string(),
+                    gpus: gpus(c.registered_resources()),
+                    gpus_free: gpus(c.remaining_resources()),
+                    running_tasks: c.running_tasks_count(),
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// The service, or `None` when it does not exist or is INACTIVE (deleted).

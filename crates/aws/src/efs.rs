@@ -18,8 +18,11 @@ impl Efs {
         }
     }
 
-    /// IDs of the access points of `file_system_id`.
-    pub async fn access_points(&self, file_system_id: &str) -> Result<Vec<String>, ApiError> {
+    /// The access points of `file_system_id`: (ID, root directory path).
+    pub async fn access_points(
+        &self,
+        file_system_id: &str,
+    ) -> Result<Vec<(String, String)>, ApiError> {
         let out = self
             .client
             .describe_access_points()
@@ -30,7 +33,13 @@ impl Efs {
         Ok(out
             .access_points()
             .iter()
-            .filter_map(|a| a.access_point_id().map(str::to_string))
+            .filter_map(|a| {
+                let path = a
+                    .root_directory()
+                    .and_then(|r| r.path())
+                    .unwrap_or_default();
+                Some((a.access_point_id()?.to_string(), path.to_string()))
+            })
             .collect())
     }
 }

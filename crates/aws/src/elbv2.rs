@@ -1,4 +1,5 @@
-//! Elastic Load Balancing: the load balancer's DNS name and the target group's target health.
+//! Elastic Load Balancing: the load balancer's DNS name, its listener's rules and the target
+//! group's target health.
 
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde::Serialize;
@@ -20,6 +21,17 @@ pub struct TargetHealth {
     pub reason: Option<String>,
     /// The load balancer's description of it.
     pub description: Option<String>,
+}
+
+/// A listener rule: its priority and the path patterns it matches (the default rule left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Its priority.
+    pub priority: u32,
+    /// Its path-pattern values (none when it matches on something else).
+    pub paths: Vec<String>,
+    /// Its host-header values.
+    pub hosts: Vec<String>,
 }
 
 /// `app/<name>/<id>/targetgroup/<name>/<id>`, the ALBRequestCountPerTarget resource label, from the
@@ -57,6 +69,56 @@ impl Elb {
             .first()
             .and_then(|l| l.dns_name())
             .map(str::to_string))
+    }
+
+    /// The listener's rules but its default one, every page.
+    pub async fn rules(&self, listener_arn: &str) -> Result<Vec<Rule>, ApiError> {
+        let mut rules = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(api(SVC, "DescribeRules"))?;
+            for r in out.rules() {
+                let Some(priority) = r.priority().and_then(|p| p.parse().ok()) else {
+                    continue; // "default"
+                };
+                let mut rule = Rule {
+                    priority,
+                    paths: Vec::new(),
+                    hosts: Vec::new(),
+                };
+                for c in r.conditions() {
+                    let values: Vec<String> = match c.field() {
+                        Some("path-pattern") => c
+                            .path_pattern_config()
+                            .map(|p| p.values().to_vec())
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or_else(|| c.values().to_vec()),
+                        Some("host-header") => c
+                            .host_header_config()
+                            .map(|h| h.values().to_vec())
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or_else(|| c.values().to_vec()),
+                        _ => continue,
+                    };
+                    match c.field() {
+                        Some("path-pattern") => rule.paths.extend(values),
+                        _ => rule.hosts.extend(values),
+                    }
+                }
+                rules.push(rule);
+            }
+            marker = out.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(rules);
+            }
+        }
     }
 
     /// The health of every target of the target group.
