@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine, without AWS, in a few minutes (the first build takes longer):
-#   validate -> push -> run (the pushed image) -> rollout --plan -> rollout -> status -> bench -> destroy -> run --stop
+#   validate -> push -> run (the pushed image) -> rollout --plan -> rollout -> status -> bench
+#   -> a second service on the same cluster -> status --cluster -> destroy both -> run --stop
 # Real: the images, NVIDIA's tritonserver 2.51 in them (CPU, python backend; built here by
 # scripts/tritonserver-image.sh), the container the Docker Engine runs, rollout's verification
 # inference, the benchmark. Emulated: the AWS APIs (moto) and ECR's registry (Debian's
@@ -64,7 +65,7 @@ code=$?
 set -e
 [ "$code" = 2 ] || { echo "expected exit 2 from the plan, got $code" >&2; exit 1; }
 
-say "rollout: the cluster stack, then the service; verified (a real inference) against the container at $triton"
+say "rollout: the cluster stack, the service's stack, then the service; verified (a real inference) against the container at $triton"
 echo "(the emulated ECS runs no tasks: the container above stands in for the load balancer's targets)"
 "$bin" rollout --yes -f "$spec" --endpoint "$triton" --smoke --poll 1
 
@@ -81,7 +82,25 @@ say "bench: the real Triton in the container, binary tensors, with Triton's own 
   --out "$work/bench.json" --csv "$work/bench.csv" --report "$work/bench.html"
 echo "(on AWS, point autoscaling.bench_result at $work/bench.json: rollout sets its target from it)"
 
-say "destroy"
+second="examples/local/second-service.toml"
+say "a second service on the same cluster: model-repos/simple-onnx, its own stack and listener rule"
+"$bin" push model-repos/simple-onnx --repository demo/add-sub --base "$base" \
+  --registry-endpoint "$TD_REGISTRY_URL"
+set +e
+"$bin" rollout --plan -f "$second"
+code=$?
+set -e
+[ "$code" = 2 ] || { echo "expected exit 2 from the plan, got $code" >&2; exit 1; }
+"$bin" rollout --yes -f "$second" --poll 1
+
+say "status --cluster: the hosts, the GPUs, both services with their models"
+"$bin" status --cluster -f "$spec"
+
+say "destroy the second service: the first one and the cluster stay"
+"$bin" destroy --yes -f "$second"
+"$bin" status --cluster -f "$spec"
+
+say "destroy the first service: the cluster's last, so its stack goes too"
 "$bin" destroy --yes -f "$spec"
 
 say "run --stop: the local container removed"
