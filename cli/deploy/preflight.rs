@@ -89,6 +89,35 @@ pub async fn preflight(
             chosen.len()
         )));
     }
+    // The other instance types: the same GPU count, offered in at least one chosen zone.
+    for t in spec.instance_types.iter().skip(1) {
+        match ec2.gpus(t).await? {
+            None => {
+                return Err(DeployError::Preflight(format!(
+                    "EC2 does not know the instance type {t} in this region: check compute.instance_types"
+                )));
+            }
+            Some(g) if g != per => {
+                return Err(DeployError::Preflight(format!(
+                    "{t} has {g} GPU(s) and {} {per}: compute.instance_types need the same GPU count",
+                    spec.instance_type
+                )));
+            }
+            Some(_) => {}
+        }
+        let offered = ec2.zones_offering(t).await?;
+        if !chosen.iter().any(|(_, az)| offered.contains(az)) {
+            return Err(DeployError::Preflight(format!(
+                "{t} is offered in none of the zones chosen for {} ({}): drop it from compute.instance_types",
+                spec.instance_type,
+                chosen
+                    .iter()
+                    .map(|(_, z)| z.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     let ami_id = match &spec.ami {
         Ami::SsmParameter(p) => Ssm::new(config).get(p).await?.ok_or_else(|| {
             DeployError::Preflight(format!(

@@ -48,6 +48,8 @@ struct ImageSection {
 #[serde(deny_unknown_fields)]
 struct ComputeSection {
     instance_type: S<String>,
+    /// More instance types the group may launch (Spot diversity), each with the same GPU count.
+    instance_types: S<Vec<String>>,
     /// `al2023-gpu`, `al2-gpu`, an AMI ID (`ami-...`) or an SSM parameter path (`/...`).
     ami: S<String>,
     min_instances: S<u32>,
@@ -187,6 +189,9 @@ pub struct DeploymentSpec {
     pub image_repository: Option<String>,
     pub model_repository: Option<String>,
     pub instance_type: String,
+    /// Every instance type the hosts may be (`instance_type` first); more than one gives the Auto
+    /// Scaling group a mixed-instances policy.
+    pub instance_types: Vec<String>,
     pub ami: Ami,
     pub min_instances: u32,
     pub max_instances: u32,
@@ -256,6 +261,7 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
     section!(
         compute,
         instance_type,
+        instance_types,
         ami,
         min_instances,
         max_instances,
@@ -450,6 +456,7 @@ pub fn parse(
 /// `[compute]` resolved.
 struct Compute {
     instance_type: String,
+    instance_types: Vec<String>,
     ami: Ami,
     min_instances: u32,
     max_instances: u32,
@@ -525,13 +532,57 @@ fn service_section(
 }
 
 /// A GPU instance type, the AMI, and the group's bounds.
+const GPU_FAMILIES: [&str; 18] = [
+    "p2.", "p3.", "p4d.", "p4de.", "p5.", "p5e.", "p5en.", "p6", "g3.", "g3s.", "g4dn.", "g4ad.",
+    "g5.", "g5g.", "g6.", "g6e.", "g6f.", "gr6.",
+];
+
+/// `compute.instance_types` resolved: `instance_type` first, then the others, each a GPU type
+/// with the same GPU count where it is known.
+fn instance_types(
+    cx: &Ctx,
+    compute: &ComputeSection,
+    instance_type: &str,
+) -> Result<Vec<String>, SpecError> {
+    let mut types = vec![instance_type.to_string()];
+    let Some(list) = &compute.instance_types else {
+        return Ok(types);
+    };
+    let err = |m: String| cx.err(list.span(), "compute.instance_types", m);
+    if list.get_ref().is_empty() {
+        return Err(err(
+            "an empty list: leave it out, or name the types the hosts may be".into(),
+        ));
+    }
+    for t in list.get_ref() {
+        if !GPU_FAMILIES.iter().any(|f| t.starts_with(f)) {
+            return Err(err(format!(
+                "'{t}' is not a GPU instance type (g4dn, g5, g6, g6e, p4d, p5, ...)"
+            )));
+        }
+        if !types.contains(t) {
+            types.push(t.clone());
+        }
+    }
+    let known: Vec<(&String, u32)> = types
+        .iter()
+        .filter_map(|t| Some((t, known_gpus(t)?)))
+        .collect();
+    if let Some((a, ga)) = known.first()
+        && let Some((b, gb)) = known.iter().find(|(_, g)| g != ga)
+    {
+        return Err(err(format!(
+            "{a} has {ga} GPU(s) and {b} {gb}: the types of one group need the same GPU count, or tasks placed for one do not fit the other"
+        )));
+    }
+    Ok(types)
+}
+
 fn compute_section(cx: &Ctx, compute: &ComputeSection) -> Result<Compute, SpecError> {
-    let instance_type = val(&compute.instance_type).unwrap_or_else(|| "g5.xlarge".into());
-    let family_ok = [
-        "p2.", "p3.", "p4d.", "p4de.", "p5.", "p5e.", "p5en.", "p6", "g3.", "g3s.", "g4dn.",
-        "g4ad.", "g5.", "g5g.", "g6.", "g6e.", "g6f.", "gr6.",
-    ];
-    if !family_ok.iter().any(|f| instance_type.starts_with(f)) {
+    let instance_type = val(&compute.instance_type)
+        .or_else(|| val(&compute.instance_types).and_then(|t| t.first().cloned()))
+        .unwrap_or_else(|| "g5.xlarge".into());
+    if !GPU_FAMILIES.iter().any(|f| instance_type.starts_with(f)) {
         let span = compute
             .instance_type
             .as_ref()
@@ -592,8 +643,10 @@ fn compute_section(cx: &Ctx, compute: &ComputeSection) -> Result<Compute, SpecEr
         return Err(cx.err(compute.root_volume_gib.as_ref().expect("set").span(), "compute.root_volume_gib", "at least 50 GiB: tritonserver images are 10+ GB and layers are unpacked on the root volume"));
     }
 
+    let instance_types = instance_types(cx, compute, &instance_type)?;
     Ok(Compute {
         instance_type,
+        instance_types,
         ami,
         min_instances,
         max_instances,
@@ -960,6 +1013,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         image_repository: val(&image.repository),
         model_repository: val(&image.model_repository),
         instance_type: c.instance_type,
+        instance_types: c.instance_types,
         ami: c.ami,
         min_instances: c.min_instances,
         max_instances: c.max_instances,
@@ -1109,6 +1163,25 @@ mod tests {
             (e.line, e.column, e.key.as_str()),
             (4, 19, "compute.target_capacity")
         );
+    }
+
+    #[test]
+    fn several_instance_types_need_the_same_gpu_count() {
+        let s = p("[service]\nname = \"x\"\n[compute]\ninstance_types = [\"g5.xlarge\", \"g6.xlarge\", \"g5.xlarge\"]\n").unwrap();
+        assert_eq!(s.instance_type, "g5.xlarge");
+        assert_eq!(s.instance_types, ["g5.xlarge", "g6.xlarge"]);
+        let s = p("[service]\nname = \"x\"\n[compute]\ninstance_type = \"g6.xlarge\"\ninstance_types = [\"g5.2xlarge\"]\n").unwrap();
+        assert_eq!(s.instance_types, ["g6.xlarge", "g5.2xlarge"]);
+        let s = p("[service]\nname = \"x\"\n").unwrap();
+        assert_eq!(s.instance_types, ["g5.xlarge"]);
+        let e = p("[service]\nname = \"x\"\n[compute]\ninstance_types = [\"g5.xlarge\", \"g5.12xlarge\"]\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "compute.instance_types"));
+        assert!(e.message.contains("g5.12xlarge 4"), "{e}");
+        let e =
+            p("[service]\nname = \"x\"\n[compute]\ninstance_types = [\"m5.large\"]\n").unwrap_err();
+        assert!(e.message.contains("not a GPU instance type"), "{e}");
+        let e = p("[service]\nname = \"x\"\n[compute]\ninstance_types = []\n").unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
     }
 
     #[test]

@@ -28,8 +28,8 @@ fn render_stack(
 
 const VARIANTS: &[&str] = &[
     "",
-    "[compute]\nspot = true\nami = \"ami-0123456789abcdef0\"\n[network]\ninternet_facing = true\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\n",
-    "[storage]\nefs = false\n[compute]\nami = \"al2-gpu\"\ninstance_type = \"g5.12xlarge\"\n[task]\ngpus = 4\n",
+    "[compute]\nspot = true\ninstance_types = [\"g5.xlarge\", \"g6.xlarge\", \"g4dn.xlarge\"]\nami = \"ami-0123456789abcdef0\"\n[network]\ninternet_facing = true\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\n",
+    "[storage]\nefs = false\n[compute]\nami = \"al2-gpu\"\ninstance_type = \"g5.12xlarge\"\ninstance_types = [\"g6.12xlarge\"]\n[task]\ngpus = 4\n",
     "[network]\nvpc_id = \"vpc-0abc\"\nsubnets = [\"subnet-a\", \"subnet-b\", \"subnet-c\"]\nallowed_cidrs = [\"10.1.0.0/16\", \"192.168.0.0/24\"]\n[storage]\nholds = \"models\"\n",
 ];
 

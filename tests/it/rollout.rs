@@ -198,6 +198,16 @@ async fn preflight_failures_say_what_to_change_and_change_nothing() {
             "[compute]\ninstance_type = \"g4ad.xlarge\"\n",
             "EC2 does not know the instance type g4ad.xlarge",
         ),
+        // Several types: EC2 says a gr6.8xlarge has 1 GPU, a g5.12xlarge (the spec's own table
+        // does not list gr6) 4.
+        (
+            "[compute]\ninstance_type = \"g5.12xlarge\"\ninstance_types = [\"gr6.8xlarge\"]\n[task]\ngpus = 1\n",
+            "gr6.8xlarge has 1 GPU(s) and g5.12xlarge 4: compute.instance_types need the same GPU count",
+        ),
+        (
+            "[compute]\ninstance_types = [\"g5.xlarge\", \"g4ad.xlarge\"]\n",
+            "EC2 does not know the instance type g4ad.xlarge in this region: check compute.instance_types",
+        ),
         (
             "[compute]\nami = \"/triton/test/no-such-parameter\"\n",
             "the AMI parameter /triton/test/no-such-parameter does not exist",

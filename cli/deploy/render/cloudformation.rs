@@ -269,12 +269,23 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
         "HealthCheckType": "EC2",
         "Tags": asg_tags
     });
+    let overrides: Vec<Value> = spec
+        .instance_types
+        .iter()
+        .map(|t| json!({"InstanceType": t}))
+        .collect();
     if spec.spot {
         // A Spot host at elevated risk of interruption is replaced before it is taken.
         asg["CapacityRebalance"] = json!(true);
         asg["MixedInstancesPolicy"] = json!({
-            "LaunchTemplate": {"LaunchTemplateSpecification": lt},
+            "LaunchTemplate": {"LaunchTemplateSpecification": lt, "Overrides": overrides},
             "InstancesDistribution": {"OnDemandBaseCapacity": spec.on_demand_base, "OnDemandPercentageAboveBaseCapacity": 0, "SpotAllocationStrategy": "price-capacity-optimized"}
+        });
+    } else if spec.instance_types.len() > 1 {
+        // On demand, several types: the first that has capacity, in the spec's order.
+        asg["MixedInstancesPolicy"] = json!({
+            "LaunchTemplate": {"LaunchTemplateSpecification": lt, "Overrides": overrides},
+            "InstancesDistribution": {"OnDemandAllocationStrategy": "prioritized", "OnDemandPercentageAboveBaseCapacity": 100}
         });
     } else {
         asg["LaunchTemplate"] = lt;
@@ -736,8 +747,25 @@ mod tests {
                 .to_string()
                 .contains(r#"{"Key":"deregistration_delay.timeout_seconds","Value":"20"}"#)
         );
+        assert_eq!(
+            asg["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"],
+            json!([{"InstanceType": "g5.xlarge"}])
+        );
         let plain = cluster_template(&spec(""));
         assert!(!plain.to_string().contains("SPOT_INSTANCE_DRAINING"));
+        // Several types on demand: a prioritized mixed-instances policy.
+        let t = cluster_template(&spec(
+            "[compute]\ninstance_types = [\"g5.xlarge\", \"g6.xlarge\"]\n",
+        ));
+        let m = &t["Resources"]["AutoScalingGroup"]["Properties"]["MixedInstancesPolicy"];
+        assert_eq!(
+            m["LaunchTemplate"]["Overrides"],
+            json!([{"InstanceType": "g5.xlarge"}, {"InstanceType": "g6.xlarge"}])
+        );
+        assert_eq!(
+            m["InstancesDistribution"]["OnDemandAllocationStrategy"],
+            "prioritized"
+        );
     }
 
     #[test]

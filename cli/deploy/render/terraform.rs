@@ -344,28 +344,33 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
             .a("id", e("aws_launch_template.gpu.id"))
             .a("version", e("aws_launch_template.gpu.latest_version"))
     };
-    if spec.spot {
-        // A Spot host at elevated risk of interruption is replaced before it is taken.
-        asg = asg.a("capacity_rebalance", V::B(true));
+    if spec.spot || spec.instance_types.len() > 1 {
+        let mut template = Body::default().b(
+            "launch_template_specification",
+            Body::default()
+                .a("launch_template_id", e("aws_launch_template.gpu.id"))
+                .a("version", e("aws_launch_template.gpu.latest_version")),
+        );
+        for t in &spec.instance_types {
+            template = template.b("override", Body::default().a("instance_type", s(t)));
+        }
+        let distribution = if spec.spot {
+            // A Spot host at elevated risk of interruption is replaced before it is taken.
+            asg = asg.a("capacity_rebalance", V::B(true));
+            Body::default()
+                .a("on_demand_base_capacity", V::N(spec.on_demand_base.into()))
+                .a("on_demand_percentage_above_base_capacity", V::N(0))
+                .a("spot_allocation_strategy", s("price-capacity-optimized"))
+        } else {
+            Body::default()
+                .a("on_demand_allocation_strategy", s("prioritized"))
+                .a("on_demand_percentage_above_base_capacity", V::N(100))
+        };
         asg = asg.b(
             "mixed_instances_policy",
             Body::default()
-                .b(
-                    "launch_template",
-                    Body::default().b(
-                        "launch_template_specification",
-                        Body::default()
-                            .a("launch_template_id", e("aws_launch_template.gpu.id"))
-                            .a("version", e("aws_launch_template.gpu.latest_version")),
-                    ),
-                )
-                .b(
-                    "instances_distribution",
-                    Body::default()
-                        .a("on_demand_base_capacity", V::N(spec.on_demand_base.into()))
-                        .a("on_demand_percentage_above_base_capacity", V::N(0))
-                        .a("spot_allocation_strategy", s("price-capacity-optimized")),
-                ),
+                .b("launch_template", template)
+                .b("instances_distribution", distribution),
         );
     } else {
         asg = asg.b("launch_template", lt());
