@@ -98,8 +98,13 @@ pub struct Settings {
     pub max_error_rate: f64,
     /// Prometheus metrics (Triton's :8002/metrics), read at the end of each step.
     pub metrics_url: Option<String>,
+    /// Why GPU metrics are not read when `metrics_url` is not set (else `--no-server-stats`).
+    pub metrics_reason: Option<String>,
     /// Read the server's statistics extension around each step.
     pub server_stats: bool,
+    /// The tasks behind `url` (a deployed service's load balancer): the statistics are read
+    /// from each and summed.
+    pub tasks: u32,
     /// When the run started: the timeline's origin.
     pub started: Instant,
     /// The gRPC channel when the protocol is gRPC.

@@ -142,14 +142,19 @@ fn step_lines(out: &mut String, s: &Step, p: f64, extra: bool) {
     if let Some(st) = s.server.stats.get() {
         let _ = writeln!(
             out,
-            "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}",
+            "             server: queue {} us, input {} us, infer {} us, output {} us, avg batch {}{}",
             num(st.queue_us),
             num(st.compute_input_us),
             num(st.compute_infer_us),
             num(st.compute_output_us),
             st.avg_batch
                 .map(|b| format!("{b:.1}"))
-                .unwrap_or("-".into())
+                .unwrap_or("-".into()),
+            if st.tasks > 1 {
+                format!(" (summed over {} tasks)", st.tasks)
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(g) = s.server.gpu.get() {

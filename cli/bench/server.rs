@@ -161,16 +161,72 @@ pub fn check_batch(c: &crate::triton::model_config::ModelConfig, batch: u32) -> 
 }
 
 /// Triton's statistics extension: the model's cumulative counters, or why they are unavailable.
+/// Behind a load balancer (`s.tasks` > 1) each read reaches one task: it reads until it has seen
+/// every task's counters (at most 4 reads a task) and sums them; a task's counters are told apart
+/// by their values, which no two tasks that served requests share. When it cannot see them all,
+/// the statistics are unavailable rather than one task's taken for the service's.
 pub(super) async fn model_stats(client: &reqwest::Client, s: &Settings) -> Result<Value, String> {
     if !s.server_stats {
         return Err("not read (--no-server-stats)".into());
     }
     let url = format!("{}/stats", s.metadata_url());
-    let v: Value = serde_json::from_str(&get_text(client, &url).await?)
-        .map_err(|e| format!("{url}: not JSON: {e}"))?;
-    v.pointer("/model_stats/0")
-        .cloned()
-        .ok_or_else(|| format!("{url}: no model_stats"))
+    let tasks = s.tasks.max(1) as usize;
+    let mut seen: Vec<Value> = Vec::new();
+    for _ in 0..4 * tasks {
+        let v: Value = serde_json::from_str(&get_text(client, &url).await?)
+            .map_err(|e| format!("{url}: not JSON: {e}"))?;
+        let one = v
+            .pointer("/model_stats/0")
+            .cloned()
+            .ok_or_else(|| format!("{url}: no model_stats"))?;
+        if !seen.contains(&one) {
+            seen.push(one);
+        }
+        if seen.len() >= tasks {
+            break;
+        }
+    }
+    match seen.len() {
+        n if n == tasks => Ok(sum_stats(seen)),
+        n => Err(format!(
+            "{url}: {n} distinct tasks answered {} reads through the load balancer, of the {tasks} running; the statistics would mix tasks (pass --url to one task to read its own)",
+            4 * tasks
+        )),
+    }
+}
+
+/// Several tasks' statistics as one: numbers summed field by field (counts and nanoseconds),
+/// everything else the first task's; `tasks` says how many were summed.
+fn sum_stats(mut all: Vec<Value>) -> Value {
+    fn add(into: &mut Value, from: &Value) {
+        match (into, from) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(k) {
+                        Some(x) => add(x, v),
+                        None => {
+                            a.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (x @ Value::Number(_), Value::Number(n)) => {
+                // Triton reports counters as integers; u64 sums stay exact.
+                *x = match (x.as_u64(), n.as_u64()) {
+                    (Some(a), Some(b)) => Value::from(a.saturating_add(b)),
+                    _ => serde_json::json!(x.as_f64().unwrap_or(0.0) + n.as_f64().unwrap_or(0.0)),
+                };
+            }
+            _ => {}
+        }
+    }
+    let tasks = all.len();
+    let mut total = all.remove(0);
+    for other in &all {
+        add(&mut total, other);
+    }
+    total["tasks"] = Value::from(tasks);
+    total
 }
 
 /// GPU utilization and memory from Prometheus metrics (`nv_gpu_utilization`,
@@ -178,7 +234,10 @@ pub(super) async fn model_stats(client: &reqwest::Client, s: &Settings) -> Resul
 pub(super) async fn gpu_metrics(client: &reqwest::Client, s: &Settings) -> Availability<Gpu> {
     let Some(url) = &s.metrics_url else {
         return Availability::Unavailable {
-            reason: "not read (--no-server-stats)".into(),
+            reason: s
+                .metrics_reason
+                .clone()
+                .unwrap_or_else(|| "not read (--no-server-stats)".into()),
         };
     };
     match get_text(client, url).await {
@@ -271,6 +330,8 @@ pub struct Stats {
     pub compute_output_us: Option<f64>,
     /// Failed inferences.
     pub failed: f64,
+    /// The tasks whose statistics are summed (each one's read through the load balancer).
+    pub tasks: u64,
 }
 
 /// The server's view of a step: per-request average queue / compute-input / infer / output times
@@ -303,6 +364,7 @@ pub fn server_side(
                 compute_infer_us: avg_us("compute_infer"),
                 compute_output_us: avg_us("compute_output"),
                 failed: d("/inference_stats/fail/count"),
+                tasks: a.get("tasks").and_then(Value::as_u64).unwrap_or(1),
             })
         }
         (Err(reason), _) | (_, Err(reason)) => Availability::Unavailable { reason },
@@ -345,5 +407,95 @@ mod tests {
         assert_eq!(m["gpus"], 2);
         assert_eq!(m["memory_used_bytes"], json!(100.0));
         assert_eq!(m["available"], true);
+    }
+
+    /// A stand-in for a load balancer in front of tasks: each connection gets the next task's
+    /// statistics, round robin.
+    async fn balancer(tasks: Vec<Value>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let body = json!({"model_stats": [tasks[i % tasks.len()].clone()]}).to_string();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn settings(url: String, tasks: u32) -> Settings {
+        Settings {
+            url,
+            model: "m".into(),
+            version: None,
+            window: std::time::Duration::from_secs(1),
+            warmup: std::time::Duration::ZERO,
+            requests: None,
+            percentile: 99.0,
+            stability: 0.1,
+            max_trials: 1,
+            batch: 1,
+            headers: vec![],
+            timeout: std::time::Duration::from_secs(5),
+            max_error_rate: 0.0,
+            metrics_url: None,
+            metrics_reason: None,
+            server_stats: true,
+            tasks,
+            started: std::time::Instant::now(),
+            grpc: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn statistics_through_a_load_balancer_are_every_task_s_summed_or_unavailable() {
+        let task = |n: u64, ns: u64| {
+            json!({"name": "m", "version": "1", "inference_count": n, "execution_count": n / 2,
+                "inference_stats": {"queue": {"count": n, "ns": ns}}})
+        };
+        let client = reqwest::Client::new();
+        let url = balancer(vec![task(10, 1_000), task(30, 9_000)]).await;
+        let v = model_stats(&client, &settings(url.clone(), 2))
+            .await
+            .unwrap();
+        assert_eq!(v["inference_count"], 40);
+        assert_eq!(v["execution_count"], 20);
+        assert_eq!(v["inference_stats"]["queue"]["ns"], 10_000);
+        assert_eq!(v["name"], "m");
+        assert_eq!(v["tasks"], 2);
+        // Before and after a step, both summed: the service's delta, not one task's.
+        let before = v;
+        let after = model_stats(&client, &settings(url.clone(), 2))
+            .await
+            .unwrap();
+        let side = server_side(Ok(before), Ok(after), parse_gpu_metrics(""));
+        assert_eq!(side.stats.get().unwrap().tasks, 2);
+        // A task that never answered: no statistics, and why.
+        let err = model_stats(&client, &settings(url.clone(), 3))
+            .await
+            .unwrap_err();
+        assert!(err.contains("2 distinct tasks answered 12 reads"), "{err}");
+        // One task (no load balancer): one read, as it is.
+        let v = model_stats(&client, &settings(url, 1)).await.unwrap();
+        assert_eq!(v["tasks"], 1);
+        assert!(v["inference_count"] == 10 || v["inference_count"] == 30);
     }
 }

@@ -376,10 +376,21 @@ fn input_data(source: &InputSource) -> Result<InputData, CliError> {
 
 /// The options, with the deployment's endpoint where they leave it out, as one validated run.
 fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError> {
+    let from_spec = deployed.is_some();
     let (dep_url, dep_model, dep_tasks) = match deployed {
+        Some(e) if args.protocol == Protocol::Grpc && args.url.is_none() => {
+            let url = e.grpc_url.ok_or_else(|| {
+                CliError::usage(
+                    "--protocol grpc: the service has no gRPC through its load balancer (set network.grpc = true, with network.certificate_arn and network.hostname), or pass --url",
+                )
+            })?;
+            (Some(url), e.model, e.tasks)
+        }
         Some(e) => (Some(e.url), e.model, e.tasks),
         None => (None, None, None),
     };
+    // The deployment's own endpoint: its load balancer, in front of its tasks.
+    let behind_lb = from_spec && args.url.is_none();
     let url = args
         .url
         .clone()
@@ -406,12 +417,19 @@ fn settle(args: &BenchArgs, deployed: Option<Endpoint>) -> Result<Run, CliError>
         max_error_rate: args.max_error_rate,
         metrics_url: if args.no_server_stats {
             None
+        } else if behind_lb {
+            // Triton's :8002 is not behind the load balancer.
+            args.metrics_url.clone()
         } else {
             args.metrics_url
                 .clone()
                 .or_else(|| default_metrics_url(&url))
         },
+        metrics_reason: (behind_lb && !args.no_server_stats).then(|| {
+            "GPU metrics are on each task's :8002, which the load balancer does not expose: read them from a host in the VPC (--metrics-url http://<task-ip>:8002/metrics) or in CloudWatch Container Insights (`triton-deploy status` links it)".to_string()
+        }),
         server_stats: !args.no_server_stats,
+        tasks: if behind_lb { dep_tasks.unwrap_or(1) } else { 1 },
         started: std::time::Instant::now(),
         // Opened by the run (a channel needs the runtime).
         grpc: None,

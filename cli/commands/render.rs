@@ -128,7 +128,7 @@ pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError>
 /// name prefers (a rollout moves them past another service's block if one holds it).
 fn routing(args: &RenderArgs, spec: &DeploymentSpec) -> Result<Routing, CliError> {
     let models = match spec.route {
-        RouteKind::All => Vec::new(),
+        RouteKind::All | RouteKind::Host | RouteKind::Path => Vec::new(),
         RouteKind::Models => {
             let dir = args
                 .spec
@@ -147,11 +147,8 @@ fn routing(args: &RenderArgs, spec: &DeploymentSpec) -> Result<Routing, CliError
                 .collect()
         }
     };
-    Ok(Routing {
-        route: route::route(spec.route, &models)
-            .map_err(|e| CliError::new(ErrorKind::Invalid, format!("network.route: {e}")))?,
-        block: route::preferred_block(&spec.service),
-    })
+    route::routing(spec, &models, route::preferred_block(&spec.service))
+        .map_err(|e| CliError::new(ErrorKind::Invalid, format!("network.route: {e}")))
 }
 
 impl RenderReport {

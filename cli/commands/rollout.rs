@@ -158,16 +158,28 @@ impl Render for Planned {
         }
         if let Some(s) = &self.infra.service_stack {
             stack_changes(&mut out, &s.stack, &s.changes, self.planned);
+            let priorities = s.route.model_priorities();
             let route = match &s.route.route {
                 Route::All => "every path no other service routes".to_string(),
                 Route::Models { models } => format!(
                     "by model ({}), rule priorities {}-{}",
                     models.join(", "),
-                    s.route.block * route::BLOCK + 1,
-                    (s.route.block + 1) * route::BLOCK
+                    priorities.start(),
+                    priorities.end()
                 ),
+                Route::Host { host } => format!("every request for {host}"),
+                Route::Path { prefix } => {
+                    format!("every path under {prefix} (stripped before Triton sees it)")
+                }
             };
             let _ = writeln!(out, "  route: {route}");
+            if let Some(host) = &s.route.grpc_host {
+                let _ = writeln!(
+                    out,
+                    "  gRPC: {host} ({} on Triton's :8001)",
+                    route::GRPC_PATHS
+                );
+            }
         }
         if let Some(p) = &self.service {
             service_plan_text(&mut out, p, self.planned);

@@ -215,6 +215,15 @@ impl Render for StatusReport {
         if let Some(e) = &self.endpoint {
             let _ = writeln!(out, "endpoint {e}");
         }
+        if let Some(e) = &self.grpc_endpoint {
+            let _ = writeln!(out, "gRPC endpoint {e}");
+        }
+        if let Some(c) = &self.container_insights {
+            let _ = writeln!(
+                out,
+                "metrics: Container Insights {c} (GPU metrics: each task's :8002, from inside the VPC)"
+            );
+        }
         if !s.events.is_empty() {
             let _ = writeln!(out, "events");
             for e in &s.events {

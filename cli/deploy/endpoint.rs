@@ -1,5 +1,6 @@
-//! The endpoint a deployment answers on, for `bench -f SPEC`: the load balancer's URL, the first
-//! model of the spec's repository, and the number of running tasks.
+//! The endpoint a deployment answers on, for `bench -f SPEC`: the service's URL through the load
+//! balancer (HTTP, and gRPC where it has it), the first model of the spec's repository, and the
+//! number of running tasks.
 
 use std::path::Path;
 
@@ -16,8 +17,10 @@ use crate::triton::model_repo::ModelRepo;
 /// Where a deployed service answers.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// The load balancer's URL.
+    /// The service's URL (its hostname where the spec sets one, else the load balancer's).
     pub url: String,
+    /// Its gRPC endpoint through the load balancer (`network.grpc`).
+    pub grpc_url: Option<String>,
     /// The first model of the spec's model repository, when it has one.
     pub model: Option<String>,
     /// The running tasks (at least 1), when the service exists.
@@ -37,6 +40,7 @@ pub async fn deployed(
         .await?
         .ok_or_else(|| DeployError::State("the deployed load balancer has no DNS name".into()))?;
     let url = plan::endpoint_url(&cx.spec, &dns);
+    let grpc_url = plan::grpc_endpoint_url(&cx.spec);
     let model = cx.spec.model_repository.as_ref().and_then(|dir| {
         ModelRepo::read(&spec_dir.join(dir), None)
             .ok()?
@@ -49,5 +53,10 @@ pub async fn deployed(
         .describe_service(&infra.cluster, &cx.spec.service)
         .await?
         .map(|s| s.running.max(1) as u32);
-    Ok(Endpoint { url, model, tasks })
+    Ok(Endpoint {
+        url,
+        grpc_url,
+        model,
+        tasks,
+    })
 }

@@ -23,6 +23,8 @@ pub struct Infra {
     pub auto_scaling_group: String,
     pub load_balancer_arn: String,
     pub target_group_arn: String,
+    /// The gRPC target group (`network.grpc`).
+    pub grpc_target_group_arn: Option<String>,
     pub task_security_group: String,
     pub subnets: Vec<String>,
     #[serde(skip)]
@@ -108,6 +110,11 @@ pub fn infra_from_stack(
         auto_scaling_group: get("AutoScalingGroupName", "AutoScalingGroup")?,
         load_balancer_arn: get("LoadBalancerArn", "LoadBalancer")?,
         target_group_arn: target_group_arn.clone(),
+        grpc_target_group_arn: if spec.grpc {
+            Some(get("GrpcTargetGroupArn", "GrpcTargetGroup")?)
+        } else {
+            None
+        },
         task_security_group: get("TaskSecurityGroupId", "TaskSecurityGroup")?,
         subnets,
         task: InfraOutputs {
@@ -148,6 +155,7 @@ pub fn service_config(
         circuit_breaker_rollback: true,
         health_check_grace_period_seconds: spec.health_check_grace_seconds as i32,
         target_group_arn: infra.target_group_arn.clone(),
+        grpc_target_group_arn: infra.grpc_target_group_arn.clone(),
         container_name: "triton".into(),
         container_port: 8000,
         subnets: infra.subnets.clone(),
@@ -160,7 +168,7 @@ pub fn service_config(
 /// The service definition fields compared between desired and deployed (the JSON shape
 /// `DescribeServices` is read into).
 pub fn service_fields(c: &ServiceConfig) -> Value {
-    json!({
+    let mut v = json!({
         "capacityProviderStrategy": c.capacity_provider_strategy.iter().map(|(p, w, b)| json!([p, w, b])).collect::<Vec<_>>(),
         "minimumHealthyPercent": c.minimum_healthy_percent,
         "maximumPercent": c.maximum_percent,
@@ -172,7 +180,12 @@ pub fn service_fields(c: &ServiceConfig) -> Value {
         "subnets": c.subnets,
         "securityGroups": c.security_groups,
         "enableExecuteCommand": c.enable_execute_command,
-    })
+    });
+    // Only when set, so that a service without gRPC keeps the hash it had.
+    if let Some(arn) = &c.grpc_target_group_arn {
+        v["grpcTargetGroupArn"] = json!(arn);
+    }
+    v
 }
 
 /// A short hash of the service fields, kept as a service tag: the deployed configuration even
@@ -368,18 +381,32 @@ pub fn scaling(spec: &DeploymentSpec, infra: &Infra, target: &ScalingTarget) -> 
     out
 }
 
-/// The service's URL through the load balancer's DNS name and the spec's listener.
+/// The service's URL through the spec's listener: its `network.hostname` where it has one (the
+/// name the certificate covers and host routing matches), else the load balancer's DNS name; under
+/// its path prefix when routed by one.
 pub fn endpoint_url(spec: &DeploymentSpec, dns: &str) -> String {
     let (scheme, default_port) = if spec.certificate_arn.is_some() {
         ("https", 443)
     } else {
         ("http", 80)
     };
+    let host = spec.hostname.as_deref().unwrap_or(dns);
+    let prefix = spec.path_prefix.as_deref().unwrap_or_default();
     if spec.listener_port == default_port {
-        format!("{scheme}://{dns}")
+        format!("{scheme}://{host}{prefix}")
     } else {
-        format!("{scheme}://{dns}:{}", spec.listener_port)
+        format!("{scheme}://{host}:{}{prefix}", spec.listener_port)
     }
+}
+
+/// The service's gRPC endpoint through the load balancer (`network.grpc`): TLS to its hostname.
+pub fn grpc_endpoint_url(spec: &DeploymentSpec) -> Option<String> {
+    let host = spec.hostname.as_deref().filter(|_| spec.grpc)?;
+    Some(if spec.listener_port == 443 {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}:{}", spec.listener_port)
+    })
 }
 
 /// A task definition as compared: the fields `taskdef` writes, with empty lists and nulls dropped
@@ -590,6 +617,31 @@ pub fn target_summary(targets: &[TargetHealth]) -> BTreeMap<String, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endpoint_is_the_hostname_under_the_prefix_and_grpc_is_tls_to_the_hostname() {
+        let spec = |net: &str| {
+            crate::deploy::spec::parse(
+                std::path::Path::new("t.toml"),
+                &format!("[service]\nname = \"clf\"\n[network]\n{net}"),
+                None,
+            )
+            .unwrap()
+        };
+        let dns = "lb-1.us-east-1.elb.amazonaws.com";
+        assert_eq!(endpoint_url(&spec(""), dns), format!("http://{dns}"));
+        assert_eq!(grpc_endpoint_url(&spec("")), None);
+        let s = spec("route = \"path\"\npath_prefix = \"/text\"\nlistener_port = 8080\n");
+        assert_eq!(endpoint_url(&s, dns), format!("http://{dns}:8080/text"));
+        let s = spec(
+            "certificate_arn = \"arn:aws:acm:us-east-1:1:certificate/x\"\nhostname = \"Text.Example.com\"\ngrpc = true\n",
+        );
+        assert_eq!(endpoint_url(&s, dns), "https://text.example.com");
+        assert_eq!(
+            grpc_endpoint_url(&s).as_deref(),
+            Some("https://text.example.com")
+        );
+    }
 
     fn dep(status: &str, td: &str, state: Option<&str>, running: i32) -> Deployment {
         Deployment {

@@ -89,7 +89,7 @@ pub async fn rollout(
     let config = triton_deploy_aws::load_config(aws).await;
     let models = match spec.route {
         RouteKind::Models => models(&spec, &settings.spec_dir)?,
-        RouteKind::All => Vec::new(),
+        RouteKind::All | RouteKind::Host | RouteKind::Path => Vec::new(),
     };
     let phase = stack::apply(
         &mut spec,
@@ -203,7 +203,8 @@ async fn verify(
     let models = models(spec, &settings.spec_dir).unwrap_or_default();
     let routed = match spec.route {
         RouteKind::Models => models.as_slice(),
-        RouteKind::All => &[],
+        // The server's own readiness reaches the service by its host or prefix.
+        RouteKind::All | RouteKind::Host | RouteKind::Path => &[],
     };
     service::verify_ready(&endpoint, routed, std::time::Duration::from_secs(60)).await?;
     if !settings.smoke {

@@ -1,19 +1,26 @@
 //! Routing on the cluster's shared load balancer: the listener rules that send a service its
-//! requests (`network.route`), and the rule priorities it holds — a block of [`BLOCK`] per
-//! service, chosen from the service's name, kept across re-runs (the service stack records it)
-//! and never one another service of the cluster holds. Pure: the rollout reads the other
-//! services and the listener's rules, this decides.
+//! requests (`network.route`, and its gRPC with `network.grpc`), and the rule priorities it holds.
+//! A service has a block, chosen from its name, kept across re-runs (the service stack records
+//! it) and never one another service of the cluster holds. The block gives it two priorities in
+//! the head band (1–978: its gRPC rule, then its host or path rule), which come before every
+//! service's model rules, and [`BLOCK`] in the model band (1,001–49,900: a rule per model). A
+//! service routed by host gets every request for its name, whichever model it asks for. Pure:
+//! the rollout reads the other services and the listener's rules, this decides.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::spec::RouteKind;
+use super::spec::{DeploymentSpec, RouteKind};
 
 /// Priorities per service: one rule per model, up to this many models.
 pub const BLOCK: u32 = 100;
-/// Blocks 0..BLOCKS cover priorities 1..=49,900; the catch-all route has the last priority.
-const BLOCKS: u32 = 499;
+/// Blocks 0..BLOCKS: head-band priorities 1..=978, model-band ones 1,001..=49,900.
+const BLOCKS: u32 = 489;
+/// Where the model band starts (after the head band).
+const MODEL_BAND: u32 = 1000;
+/// The path prefix of Triton's gRPC service (`inference.GRPCInferenceService/<method>`).
+pub const GRPC_PATHS: &str = "/inference.GRPCInferenceService/*";
 /// The priority of an `all` route: after every other rule.
 pub const CATCH_ALL_PRIORITY: u32 = 50_000;
 
@@ -28,15 +35,45 @@ pub enum Route {
     },
     /// Every path no other rule takes.
     All,
+    /// Every request for a host name.
+    Host {
+        /// The name (`network.hostname`).
+        host: String,
+    },
+    /// Every path under a prefix, which the load balancer strips.
+    Path {
+        /// `/name` (`network.path_prefix`).
+        prefix: String,
+    },
 }
 
-/// One listener rule: forward requests whose path matches one of `paths`.
+/// Where a rule forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The service's HTTP target group (Triton's :8000).
+    Http,
+    /// Its gRPC target group (Triton's :8001).
+    Grpc,
+}
+
+/// One listener rule: forward requests for one of `hosts` (any, when empty) whose path matches
+/// one of `paths` (any, when empty) to `target`, rewriting the path first where `rewrite` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
     /// Its priority (lower is first).
     pub priority: u32,
+    /// Host names (host-header condition).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Path patterns (ALB wildcards).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// A URL rewrite: (regex, replacement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<(String, String)>,
+    /// The target group it forwards to.
+    pub target: Target,
 }
 
 /// A rule already on the listener (read from the load balancer).
@@ -44,6 +81,8 @@ pub struct Rule {
 pub struct ListenerRule {
     /// Its priority.
     pub priority: u32,
+    /// Its host names.
+    pub hosts: Vec<String>,
     /// Its path patterns.
     pub paths: Vec<String>,
 }
@@ -54,8 +93,11 @@ pub struct Routing {
     /// What the service is routed by.
     #[serde(flatten)]
     pub route: Route,
-    /// Its block of priorities: `block * BLOCK + 1 ..= (block + 1) * BLOCK`.
+    /// Its block of priorities (see the module's docs).
     pub block: u32,
+    /// The host its gRPC requests come for, when its gRPC port is behind the load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_host: Option<String>,
 }
 
 /// Why a route cannot be had.
@@ -73,7 +115,7 @@ pub enum RouteError {
     Unmatchable(String),
     /// The route takes a path another service is routed by.
     #[error(
-        "{path} is routed to {other} already (listener rule priority {priority}): one service per model on a cluster"
+        "{path} is routed to {other} already (listener rule priority {priority}): one service per model, host or path prefix on a cluster"
     )]
     Taken {
         /// The path pattern.
@@ -88,10 +130,22 @@ pub enum RouteError {
     Full,
 }
 
-/// The route of `kind`, given the models of the service's repository.
-pub fn route(kind: RouteKind, models: &[String]) -> Result<Route, RouteError> {
+/// The route of `kind`, given the models of the service's repository, its host name and its path
+/// prefix (which the spec has checked).
+pub fn route(
+    kind: RouteKind,
+    models: &[String],
+    host: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Route, RouteError> {
     match kind {
         RouteKind::All => Ok(Route::All),
+        RouteKind::Host => Ok(Route::Host {
+            host: host.unwrap_or_default().to_string(),
+        }),
+        RouteKind::Path => Ok(Route::Path {
+            prefix: prefix.unwrap_or_default().to_string(),
+        }),
         RouteKind::Models => {
             if models.len() > BLOCK as usize {
                 return Err(RouteError::TooManyModels(models.len()));
@@ -108,6 +162,25 @@ pub fn route(kind: RouteKind, models: &[String]) -> Result<Route, RouteError> {
             Ok(Route::Models { models })
         }
     }
+}
+
+/// The routing of `spec`'s service: its route (given its repository's models) in `block`, with
+/// its gRPC rule when `network.grpc` is on.
+pub fn routing(
+    spec: &DeploymentSpec,
+    models: &[String],
+    block: u32,
+) -> Result<Routing, RouteError> {
+    Ok(Routing {
+        route: route(
+            spec.route,
+            models,
+            spec.hostname.as_deref(),
+            spec.path_prefix.as_deref(),
+        )?,
+        block,
+        grpc_host: spec.grpc.then(|| spec.hostname.clone()).flatten(),
+    })
 }
 
 /// The block a service prefers: from its name (FNV-1a), the same on every machine and run.
@@ -143,18 +216,47 @@ pub fn choose_block(
 }
 
 impl Routing {
+    /// The first priority of this service's model rules.
+    pub fn model_priorities(&self) -> std::ops::RangeInclusive<u32> {
+        MODEL_BAND + self.block * BLOCK + 1..=MODEL_BAND + (self.block + 1) * BLOCK
+    }
+
     /// The listener rules of this route, in priority order.
     pub fn rules(&self) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        if let Some(host) = &self.grpc_host {
+            rules.push(Rule {
+                priority: 2 * self.block + 1,
+                hosts: vec![host.clone()],
+                paths: vec![GRPC_PATHS.into()],
+                rewrite: None,
+                target: Target::Grpc,
+            });
+        }
+        let http = |priority, hosts, paths, rewrite| Rule {
+            priority,
+            hosts,
+            paths,
+            rewrite,
+            target: Target::Http,
+        };
         match &self.route {
-            Route::All => vec![Rule {
-                priority: CATCH_ALL_PRIORITY,
-                paths: vec!["/*".into()],
-            }],
+            Route::All => rules.push(http(CATCH_ALL_PRIORITY, vec![], vec!["/*".into()], None)),
+            Route::Host { host } => {
+                rules.push(http(2 * self.block + 2, vec![host.clone()], vec![], None));
+            }
+            Route::Path { prefix } => rules.push(http(
+                2 * self.block + 2,
+                vec![],
+                vec![format!("{prefix}/*")],
+                // `/text/v2/models/m/infer` reaches Triton as `/v2/models/m/infer`.
+                Some((format!("^{}/(.*)$", regex_escape(prefix)), "/$1".into())),
+            )),
             Route::Models { models } => {
                 // A model keeps its slot of the block (from its name) when others come and go,
                 // so a rule's path rarely changes under it; names that meet probe on.
                 let mut used = [false; BLOCK as usize];
-                let mut rules: Vec<Rule> = models
+                let mut models: Vec<Rule> = models
                     .iter()
                     .map(|m| {
                         let mut slot = (fnv1a(m) % BLOCK) as usize;
@@ -162,23 +264,26 @@ impl Routing {
                             slot = (slot + 1) % BLOCK as usize;
                         }
                         used[slot] = true;
-                        Rule {
-                            priority: self.block * BLOCK + 1 + slot as u32,
-                            paths: vec![format!("/v2/models/{m}"), format!("/v2/models/{m}/*")],
-                        }
+                        http(
+                            self.model_priorities().start() + slot as u32,
+                            vec![],
+                            vec![format!("/v2/models/{m}"), format!("/v2/models/{m}/*")],
+                            None,
+                        )
                     })
                     .collect();
-                rules.sort_by_key(|r| r.priority);
-                rules
+                rules.append(&mut models);
             }
         }
+        rules.sort_by_key(|r| r.priority);
+        rules
     }
 
     /// Whether a priority is one of this route's.
     fn holds(&self, priority: u32) -> bool {
         match self.route {
-            Route::All => priority == CATCH_ALL_PRIORITY,
-            Route::Models { .. } => block_of(priority) == Some(self.block),
+            Route::All => priority == CATCH_ALL_PRIORITY || block_of(priority) == Some(self.block),
+            _ => block_of(priority) == Some(self.block),
         }
     }
 
@@ -205,13 +310,17 @@ impl Routing {
                     None => continue,
                 }
             }
-            if let Some(path) = rule
-                .paths
-                .iter()
-                .find(|p| mine.iter().any(|m| m.paths.contains(p)))
-            {
+            if let Some(m) = mine.iter().find(|m| same_requests(m, rule)) {
+                let path = match (
+                    m.hosts.first(),
+                    rule.paths.iter().find(|p| m.paths.contains(p)),
+                ) {
+                    (Some(h), Some(p)) => format!("{h}{p}"),
+                    (Some(h), None) => h.clone(),
+                    (None, p) => p.or(m.paths.first()).cloned().unwrap_or_default(),
+                };
                 return Err(RouteError::Taken {
-                    path: path.clone(),
+                    path,
                     other: other.unwrap_or_else(|| "a rule triton-deploy did not make".into()),
                     priority: rule.priority,
                 });
@@ -221,11 +330,38 @@ impl Routing {
     }
 }
 
+/// Whether two rules take the same requests: the same hosts (or none) and a path in common (or
+/// neither with a path).
+fn same_requests(mine: &Rule, other: &ListenerRule) -> bool {
+    let hosts = |h: &[String]| {
+        let mut h: Vec<String> = h.iter().map(|x| x.to_ascii_lowercase()).collect();
+        h.sort();
+        h
+    };
+    hosts(&mine.hosts) == hosts(&other.hosts)
+        && (mine.paths.is_empty() && other.paths.is_empty()
+            || other.paths.iter().any(|p| mine.paths.contains(p)))
+}
+
+/// A regular expression matching `s` literally.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = r"\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
 /// The block a priority belongs to (for naming a rule's service).
 pub fn block_of(priority: u32) -> Option<u32> {
-    (1..=BLOCKS * BLOCK)
-        .contains(&priority)
-        .then(|| (priority - 1) / BLOCK)
+    if (1..=2 * BLOCKS).contains(&priority) {
+        Some((priority - 1) / 2)
+    } else if (MODEL_BAND + 1..=MODEL_BAND + BLOCKS * BLOCK).contains(&priority) {
+        Some((priority - MODEL_BAND - 1) / BLOCK)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +370,18 @@ mod tests {
 
     fn models(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn by_models(m: &[String]) -> Result<Route, RouteError> {
+        route(RouteKind::Models, m, None, None)
+    }
+
+    fn lr(priority: u32, hosts: &[&str], paths: &[&str]) -> ListenerRule {
+        ListenerRule {
+            priority,
+            hosts: models(hosts),
+            paths: models(paths),
+        }
     }
 
     #[test]
@@ -264,8 +412,9 @@ mod tests {
     #[test]
     fn rules_per_model_are_in_the_block_and_the_catch_all_is_last() {
         let r = Routing {
-            route: route(RouteKind::Models, &models(&["b", "a", "a"])).unwrap(),
+            route: by_models(&models(&["b", "a", "a"])).unwrap(),
             block: 3,
+            grpc_host: None,
         };
         let rules = r.rules();
         assert_eq!(rules.len(), 2);
@@ -274,26 +423,35 @@ mod tests {
         assert_eq!(a.paths, ["/v2/models/a", "/v2/models/a/*"]);
         // A model's priority does not move when another model comes.
         let more = Routing {
-            route: route(RouteKind::Models, &models(&["a", "b", "c"])).unwrap(),
+            route: by_models(&models(&["a", "b", "c"])).unwrap(),
             block: 3,
+            grpc_host: None,
         };
         assert!(more.rules().contains(a));
         // Names whose slots meet still get distinct priorities.
         let many: Vec<String> = (0..BLOCK).map(|i| format!("m{i}")).collect();
         let full = Routing {
-            route: route(RouteKind::Models, &many).unwrap(),
+            route: by_models(&many).unwrap(),
             block: 0,
+            grpc_host: None,
         };
         let mut p: Vec<u32> = full.rules().iter().map(|x| x.priority).collect();
         p.dedup();
-        assert_eq!(p, (1..=BLOCK).collect::<Vec<_>>());
-        assert_eq!(block_of(301), Some(3));
-        assert_eq!(block_of(400), Some(3));
-        assert_eq!(block_of(401), Some(4));
+        assert_eq!(p, (1001..=1000 + BLOCK).collect::<Vec<_>>());
+        assert_eq!(block_of(1301), Some(3));
+        assert_eq!(block_of(1400), Some(3));
+        assert_eq!(block_of(1401), Some(4));
+        assert_eq!(block_of(7), Some(3), "the head band: two a block");
+        assert_eq!(block_of(8), Some(3));
+        assert_eq!(block_of(9), Some(4));
+        assert_eq!(block_of(1000), None);
         assert_eq!(block_of(CATCH_ALL_PRIORITY), None);
+        let last = BLOCKS - 1;
+        assert!(2 * last + 2 < 1000 && 1000 + (last + 1) * BLOCK < CATCH_ALL_PRIORITY);
         let all = Routing {
             route: Route::All,
             block: 3,
+            grpc_host: None,
         };
         assert_eq!(all.rules()[0].priority, CATCH_ALL_PRIORITY);
         assert_eq!(all.rules()[0].paths, ["/*"]);
@@ -302,35 +460,34 @@ mod tests {
     #[test]
     fn bad_models_and_taken_paths_are_refused_naming_the_other_service() {
         assert!(matches!(
-            route(RouteKind::Models, &models(&["a*b"])),
+            by_models(&models(&["a*b"])),
             Err(RouteError::Unmatchable(_))
         ));
         let many: Vec<String> = (0..=BLOCK).map(|i| format!("m{i}")).collect();
-        assert_eq!(
-            route(RouteKind::Models, &many),
-            Err(RouteError::TooManyModels(101))
-        );
+        assert_eq!(by_models(&many), Err(RouteError::TooManyModels(101)));
         let r = Routing {
-            route: route(RouteKind::Models, &models(&["a", "b"])).unwrap(),
+            route: by_models(&models(&["a", "b"])).unwrap(),
             block: 3,
+            grpc_host: None,
         };
         // Its own rules (a re-run) are no conflict, nor another model's.
         let own = r.rules()[0].priority;
         let existing = vec![
             ListenerRule {
                 priority: own,
+                hosts: vec![],
                 paths: r.rules()[0].paths.clone(),
             },
-            ListenerRule {
-                priority: 901,
-                paths: models(&["/v2/models/c", "/v2/models/c/*"]),
-            },
+            lr(1901, &[], &["/v2/models/c", "/v2/models/c/*"]),
+            // The same model's paths for another host are another route.
+            lr(
+                19,
+                &["other.example.com"],
+                &["/v2/models/a", "/v2/models/a/*"],
+            ),
         ];
         assert_eq!(r.check(&existing, |_| None), Ok(()));
-        let clash = vec![ListenerRule {
-            priority: 905,
-            paths: models(&["/v2/models/b", "/v2/models/b/*"]),
-        }];
+        let clash = vec![lr(1905, &[], &["/v2/models/b", "/v2/models/b/*"])];
         let err = r
             .check(&clash, |p| {
                 (block_of(p) == Some(9)).then(|| "images".to_string())
@@ -338,16 +495,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "/v2/models/b is routed to images already (listener rule priority 905): one service per model on a cluster"
+            "/v2/models/b is routed to images already (listener rule priority 1905): one service per model, host or path prefix on a cluster"
         );
         let all = Routing {
             route: Route::All,
             block: 0,
+            grpc_host: None,
         };
-        let other_all = vec![ListenerRule {
-            priority: CATCH_ALL_PRIORITY,
-            paths: models(&["/*"]),
-        }];
+        let other_all = vec![lr(CATCH_ALL_PRIORITY, &[], &["/*"])];
         // The catch-all priority is this route's own: a re-run, not a conflict...
         assert_eq!(all.check(&other_all, |_| None), Ok(()));
         // ... unless another service holds it.
@@ -359,6 +514,86 @@ mod tests {
         assert!(
             err.to_string().starts_with("/* is routed to images"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn host_path_and_grpc_rules_come_first_and_clash_on_the_same_host_or_prefix() {
+        let host = Routing {
+            route: route(RouteKind::Host, &[], Some("text.example.com"), None).unwrap(),
+            block: 5,
+            grpc_host: Some("text.example.com".into()),
+        };
+        let rules = host.rules();
+        assert_eq!(rules.len(), 2);
+        // gRPC first (its path is more specific), then every other request for the host.
+        assert_eq!(
+            (
+                rules[0].priority,
+                rules[0].target,
+                rules[0].paths.as_slice()
+            ),
+            (11, Target::Grpc, [GRPC_PATHS.to_string()].as_slice())
+        );
+        assert_eq!(rules[0].hosts, ["text.example.com"]);
+        assert_eq!((rules[1].priority, rules[1].target), (12, Target::Http));
+        assert!(rules[1].paths.is_empty());
+        // Both before any service's model rules.
+        assert!(rules.iter().all(|r| r.priority < 1001));
+        assert!(rules.iter().all(|r| block_of(r.priority) == Some(5)));
+
+        let path = Routing {
+            route: route(RouteKind::Path, &[], None, Some("/text.v1")).unwrap(),
+            block: 6,
+            grpc_host: None,
+        };
+        let rules = path.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].paths, ["/text.v1/*"]);
+        let (re, to) = rules[0].rewrite.clone().unwrap();
+        assert_eq!((re.as_str(), to.as_str()), (r"^/text\.v1/(.*)$", "/$1"));
+
+        // A re-run is no clash; another service on the same host, or the same prefix, is.
+        assert_eq!(
+            host.check(&[lr(12, &["text.example.com"], &[])], |_| None),
+            Ok(())
+        );
+        let err = host
+            .check(&[lr(40, &["TEXT.example.com"], &[])], |_| {
+                Some("chat".into())
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("text.example.com is routed to chat"),
+            "{err}"
+        );
+        assert_eq!(
+            host.check(&[lr(40, &["chat.example.com"], &[])], |_| Some(
+                "chat".into()
+            )),
+            Ok(())
+        );
+        let err = path
+            .check(&[lr(2, &[], &["/text.v1/*"])], |_| Some("old".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("/text.v1/* is routed to old"),
+            "{err}"
+        );
+        // A catch-all service's gRPC rule is in its block's head band.
+        let all = Routing {
+            route: Route::All,
+            block: 2,
+            grpc_host: Some("a.example.com".into()),
+        };
+        assert_eq!(
+            all.rules().iter().map(|r| r.priority).collect::<Vec<_>>(),
+            [5, CATCH_ALL_PRIORITY]
+        );
+        assert_eq!(
+            all.check(&[lr(5, &["a.example.com"], &[GRPC_PATHS])], |_| None),
+            Ok(())
         );
     }
 }

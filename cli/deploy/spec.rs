@@ -104,8 +104,16 @@ struct NetworkSection {
     /// ones (the target group's deregistration delay).
     deregistration_delay_seconds: S<u32>,
     /// Which requests the shared load balancer sends to this service: `models` (its models'
-    /// paths) or `all` (every path no other service routes).
+    /// paths), `host` (its `hostname`), `path` (under its `path_prefix`) or `all` (every path no
+    /// other service routes).
     route: S<String>,
+    /// The name clients reach the service by: a DNS name on the load balancer, covered by the
+    /// certificate. `verify`, `--smoke` and `bench -f` use it rather than the ALB's DNS name.
+    hostname: S<String>,
+    /// `route = "path"`: the prefix the service answers under (stripped before Triton sees it).
+    path_prefix: S<String>,
+    /// Triton's gRPC port behind the load balancer too (HTTPS listener and hostname needed).
+    grpc: S<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -160,6 +168,10 @@ pub enum RouteKind {
     /// Every path no other service routes (the default without a model repository); one service
     /// per cluster.
     All,
+    /// Every request for `network.hostname`.
+    Host,
+    /// Every path under `network.path_prefix`, rewritten to the path Triton serves.
+    Path,
 }
 
 /// Where the GPU AMI comes from.
@@ -228,6 +240,12 @@ pub struct DeploymentSpec {
     pub deregistration_delay_seconds: u32,
     /// `network.route`: which requests of the cluster's load balancer reach this service.
     pub route: RouteKind,
+    /// `network.hostname`: the name clients reach the service by.
+    pub hostname: Option<String>,
+    /// `network.path_prefix` (with `route = "path"`): `/name`, no trailing slash.
+    pub path_prefix: Option<String>,
+    /// `network.grpc`: Triton's gRPC port behind the load balancer, routed by hostname.
+    pub grpc: bool,
     pub min_tasks: u32,
     pub max_tasks: u32,
     pub target_requests_per_task: Option<u32>,
@@ -297,7 +315,10 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         listener_port,
         certificate_arn,
         deregistration_delay_seconds,
-        route
+        route,
+        hostname,
+        path_prefix,
+        grpc
     );
     section!(
         autoscaling,
@@ -339,6 +360,48 @@ fn valid_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A DNS name a host-header rule and a certificate can match: two or more labels, no wildcard.
+fn valid_hostname(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A path prefix the load balancer matches and strips literally: `/a` or `/a/b`, letters,
+/// digits, `-`, `_` and `.`, not Triton's own `/v2`.
+fn check_path_prefix(p: &str) -> Result<(), &'static str> {
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err("starts with '/'");
+    };
+    if rest.is_empty() || rest.ends_with('/') || rest.split('/').any(str::is_empty) {
+        return Err("segments after '/', none empty, no trailing '/'");
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(
+            "letters, digits, '-', '_', '.' and '/' only (the load balancer reads '*' and '?' as wildcards)",
+        );
+    }
+    if rest.split('/').any(|s| s == "." || s == "..") {
+        return Err("no '.' or '..' segments");
+    }
+    if p == "/v2" || p.starts_with("/v2/") {
+        return Err("Triton's own paths start with /v2");
+    }
+    if p.len() > 100 {
+        return Err("at most 100 characters");
+    }
+    Ok(())
 }
 
 fn valid_cidr(s: &str) -> bool {
@@ -476,6 +539,9 @@ struct TaskSize {
 /// `[network]` resolved.
 struct Network {
     route: RouteKind,
+    hostname: Option<String>,
+    path_prefix: Option<String>,
+    grpc: bool,
     subnets: Vec<String>,
     allowed_cidrs: Vec<String>,
     internet_facing: bool,
@@ -775,18 +841,83 @@ fn network_section(
                 ));
             }
             "all" => RouteKind::All,
+            "host" => RouteKind::Host,
+            "path" => RouteKind::Path,
             other => {
                 return Err(cx.err(
                     r.span(),
                     "network.route",
-                    format!("'{other}': one of \"models\" (each model's /v2/models/<name> paths) or \"all\" (every path no other service of the cluster routes)"),
+                    format!("'{other}': one of \"models\" (each model's /v2/models/<name> paths), \"host\" (every request for network.hostname), \"path\" (every path under network.path_prefix) or \"all\" (every path no other service of the cluster routes)"),
                 ));
             }
         },
     };
+    let hostname = match &network.hostname {
+        None => None,
+        Some(h) => {
+            let name = h.get_ref().to_ascii_lowercase();
+            if !valid_hostname(&name) {
+                return Err(cx.err(
+                    h.span(),
+                    "network.hostname",
+                    format!("'{}' is not a DNS name (labels of letters, digits and '-', at most 63 characters each and 253 in all, with a dot; no wildcard)", h.get_ref()),
+                ));
+            }
+            Some(name)
+        }
+    };
+    let route_span = network.route.as_ref().map(|r| r.span()).unwrap_or(0..0);
+    if route == RouteKind::Host && hostname.is_none() {
+        return Err(cx.err(
+            route_span.clone(),
+            "network.route",
+            "\"host\" routes the requests for network.hostname, and the spec sets none",
+        ));
+    }
+    let path_prefix = match (&network.path_prefix, route) {
+        (None, RouteKind::Path) => {
+            return Err(cx.err(
+                route_span,
+                "network.route",
+                "\"path\" routes the paths under network.path_prefix, and the spec sets none",
+            ));
+        }
+        (None, _) => None,
+        (Some(p), RouteKind::Path) => {
+            let prefix = p.get_ref();
+            if let Err(why) = check_path_prefix(prefix) {
+                return Err(cx.err(
+                    p.span(),
+                    "network.path_prefix",
+                    format!("'{prefix}': {why}"),
+                ));
+            }
+            Some(prefix.clone())
+        }
+        (Some(p), _) => {
+            return Err(cx.err(
+                p.span(),
+                "network.path_prefix",
+                "a path prefix needs network.route = \"path\"",
+            ));
+        }
+    };
+    let grpc = val(&network.grpc).unwrap_or(false);
+    if let Some(g) = network.grpc.as_ref().filter(|_| grpc)
+        && (certificate_arn.is_none() || hostname.is_none())
+    {
+        return Err(cx.err(
+                g.span(),
+                "network.grpc",
+                "gRPC through the load balancer needs HTTPS (network.certificate_arn) and the name its clients use (network.hostname): the load balancer speaks gRPC on HTTPS listeners only, and routes it by host",
+            ));
+    }
 
     Ok(Network {
         route,
+        hostname,
+        path_prefix,
+        grpc,
         subnets,
         allowed_cidrs,
         internet_facing,
@@ -1047,6 +1178,9 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         certificate_arn: n.certificate_arn,
         deregistration_delay_seconds: d.deregistration_delay_seconds,
         route: n.route,
+        hostname: n.hostname,
+        path_prefix: n.path_prefix,
+        grpc: n.grpc,
         min_tasks: a.min_tasks,
         max_tasks: a.max_tasks,
         target_requests_per_task: val(&autoscaling.target_requests_per_task),
@@ -1196,8 +1330,51 @@ mod tests {
         let e = p("[service]\nname = \"x\"\n[network]\nroute = \"models\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (4, "network.route"));
         assert!(e.message.contains("names none"), "{e}");
+        let e = p("[service]\nname = \"x\"\n[network]\nroute = \"hosts\"\n").unwrap_err();
+        assert!(e.message.contains("'hosts': one of"), "{e}");
         let e = p("[service]\nname = \"x\"\n[network]\nroute = \"host\"\n").unwrap_err();
-        assert!(e.message.contains("'host': one of"), "{e}");
+        assert!(e.message.contains("sets none"), "{e}");
+        let s = p(
+            "[service]\nname = \"x\"\n[network]\nroute = \"host\"\nhostname = \"A.example.com\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.route, s.hostname.as_deref()),
+            (RouteKind::Host, Some("a.example.com"))
+        );
+        for (prefix, why) in [
+            ("text", "starts with '/'"),
+            ("/text/", "no trailing"),
+            ("/a//b", "none empty"),
+            ("/a*", "wildcards"),
+            ("/a/../b", "'..'"),
+            ("/v2", "/v2"),
+        ] {
+            let e = p(&format!(
+                "[service]\nname = \"x\"\n[network]\nroute = \"path\"\npath_prefix = \"{prefix}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (5, "network.path_prefix"),
+                "{prefix}"
+            );
+            assert!(e.message.contains(why), "{prefix}: {e}");
+        }
+        let e = p("[service]\nname = \"x\"\n[network]\npath_prefix = \"/a\"\n").unwrap_err();
+        assert!(e.message.contains("needs network.route"), "{e}");
+        let s = p(
+            "[service]\nname = \"x\"\n[network]\nroute = \"path\"\npath_prefix = \"/a/b-c_1.2\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.path_prefix.as_deref(), Some("/a/b-c_1.2"));
+        for bad in ["example", "a..b.com", "-a.example.com", "a_b.example.com"] {
+            let e = p(&format!(
+                "[service]\nname = \"x\"\n[network]\nhostname = \"{bad}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, "network.hostname", "{bad}");
+        }
     }
 
     #[test]

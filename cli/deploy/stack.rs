@@ -230,8 +230,6 @@ pub async fn apply(
     };
 
     // The service layer.
-    let route = route::route(spec.route, &settings.models)
-        .map_err(|e| DeployError::State(format!("network.route: {e}")))?;
     let name = cloudformation::service_stack_name(spec);
     let existing = cfn.describe(&name).await?;
     let own_block = existing
@@ -244,7 +242,8 @@ pub async fn apply(
         .collect();
     let block = route::choose_block(&spec.service, own_block, &taken)
         .map_err(|e| DeployError::State(format!("network.route: {e}")))?;
-    let routing = Routing { route, block };
+    let routing = route::routing(spec, &settings.models, block)
+        .map_err(|e| DeployError::State(format!("network.route: {e}")))?;
     let template = json(&cloudformation::service_template(spec, &routing))?;
     let Some(cluster_info) = cluster.info else {
         // A new cluster, planned: the service stack would be made with it.
@@ -270,6 +269,7 @@ pub async fn apply(
         .into_iter()
         .map(|r| ListenerRule {
             priority: r.priority,
+            hosts: r.hosts,
             paths: r.paths,
         })
         .collect();
@@ -285,6 +285,8 @@ pub async fn apply(
         match spec.route {
             RouteKind::Models => "models",
             RouteKind::All => "all",
+            RouteKind::Host => "host",
+            RouteKind::Path => "path",
         }
         .into(),
     ));
@@ -329,7 +331,6 @@ fn owner(others: &BTreeMap<String, StackInfo>, priority: u32) -> Option<String> 
             s.tags.get(ROUTE_TAG).map(String::as_str) == Some("all")
         } else {
             s.tags.get(BLOCK_TAG).and_then(|b| b.parse().ok()) == route::block_of(priority)
-                && s.tags.get(ROUTE_TAG).map(String::as_str) != Some("all")
         };
         holds.then(|| svc.clone())
     })
@@ -571,11 +572,16 @@ mod tests {
                 stack("s2", &[(BLOCK_TAG, "9"), (ROUTE_TAG, "all")]),
             ),
         ]);
-        assert_eq!(owner(&others, 705).as_deref(), Some("images"));
-        assert_eq!(owner(&others, 701).as_deref(), Some("images"));
-        assert_eq!(owner(&others, 801), None);
-        // An `all` route holds the catch-all, not its block.
-        assert_eq!(owner(&others, 905), None);
+        assert_eq!(owner(&others, 1705).as_deref(), Some("images"));
+        assert_eq!(owner(&others, 1701).as_deref(), Some("images"));
+        assert_eq!(
+            owner(&others, 15).as_deref(),
+            Some("images"),
+            "its head band"
+        );
+        assert_eq!(owner(&others, 1801), None);
+        // An `all` route holds the catch-all, and its block for a gRPC rule.
+        assert_eq!(owner(&others, 19).as_deref(), Some("fallback"));
         assert_eq!(
             owner(&others, route::CATCH_ALL_PRIORITY).as_deref(),
             Some("fallback")

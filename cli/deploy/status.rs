@@ -32,6 +32,12 @@ pub struct StatusReport {
     pub ami_update: Option<AmiUpdate>,
     pub service: Option<ServiceStatus>,
     pub endpoint: Option<String>,
+    /// The gRPC endpoint through the load balancer (`network.grpc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_endpoint: Option<String>,
+    /// Where the tasks' CPU, memory and network are charted (Container Insights is on for the
+    /// cluster); GPU metrics are on each task's :8002, inside the VPC.
+    pub container_insights: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_refresh: Option<InstanceRefresh>,
 }
@@ -72,6 +78,8 @@ pub async fn status(
         ami_update: None,
         service: None,
         endpoint: None,
+        grpc_endpoint: None,
+        container_insights: None,
         instance_refresh: None,
     };
     if cx.stack.is_none() {
@@ -98,6 +106,8 @@ pub async fn status(
         .dns_name(&infra.load_balancer_arn)
         .await?
         .map(|d| plan::endpoint_url(&cx.spec, &d));
+    report.grpc_endpoint = plan::grpc_endpoint_url(&cx.spec);
+    report.container_insights = Some(container_insights_url(&infra.task.region, &infra.cluster));
     let ecs = Ecs::new(&cx.config);
     let Some(svc) = ecs
         .describe_service(&infra.cluster, &cx.spec.service)
@@ -189,6 +199,13 @@ pub struct ClusterService {
     pub status: Option<String>,
     pub running: i32,
     pub desired: i32,
+}
+
+/// The CloudWatch console's Container Insights page for an ECS cluster.
+pub fn container_insights_url(region: &str, cluster: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#container-insights:performance/ECS:Cluster?~(query~(controls~(CW*3a*3aECS.cluster~(~'{cluster}))))"
+    )
 }
 
 /// The models a service's listener rules route (paths `/v2/models/<m>` in its block).
@@ -296,9 +313,9 @@ mod tests {
             hosts: Vec::new(),
         };
         let rules = vec![
-            rule(305, &["/v2/models/b", "/v2/models/b/*"]),
-            rule(301, &["/v2/models/a", "/v2/models/a/*"]),
-            rule(401, &["/v2/models/c", "/v2/models/c/*"]),
+            rule(1305, &["/v2/models/b", "/v2/models/b/*"]),
+            rule(1301, &["/v2/models/a", "/v2/models/a/*"]),
+            rule(1401, &["/v2/models/c", "/v2/models/c/*"]),
             rule(50_000, &["/*"]),
         ];
         assert_eq!(routed_models(&rules, Some(3)), ["a", "b"]);

@@ -27,12 +27,19 @@ const METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
 const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 const CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
 
-/// A lazily connecting channel to `url` (`http://host:8001`).
+/// A lazily connecting channel to `url`: `http://host:8001` (Triton's port, plaintext HTTP/2), or
+/// `https://name[:port]` (a load balancer's HTTPS listener, the system's roots verifying it).
 pub fn channel(url: &str) -> Result<Channel, KserveError> {
-    Ok(Channel::from_shared(url.to_string())
-        .map_err(|e| KserveError::Endpoint(format!("{url}: {e}")))?
-        .tcp_nodelay(true)
-        .connect_lazy())
+    let bad = |e: &dyn std::fmt::Display| KserveError::Endpoint(format!("{url}: {e}"));
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .map_err(|e| bad(&e))?
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+            .map_err(|e| bad(&e))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 async fn unary<Req, Resp>(

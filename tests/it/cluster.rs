@@ -388,3 +388,161 @@ async fn two_services_share_one_cluster_each_behind_its_own_rules() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("nothing to destroy"), "{}", text(&out));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_service_routed_by_host_has_grpc_through_its_own_target_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = unique("g")
+        .replace('-', "")
+        .chars()
+        .take(10)
+        .collect::<String>();
+    let cluster = format!("grpc{tag}");
+    let name = format!("text{tag}");
+    let host = format!("{name}.models.example.com");
+    // An HTTPS listener needs a certificate the load balancer knows.
+    let cert = moto_json(
+        "acm",
+        "CertificateManager.RequestCertificate",
+        json!({"DomainName": "*.models.example.com"}),
+    )
+    .await["CertificateArn"]
+        .as_str()
+        .expect("moto issues a certificate")
+        .to_string();
+    let spec = spec(
+        dir.path(),
+        &name,
+        &cluster,
+        "python-backend",
+        &format!(
+            "[network]\ncertificate_arn = \"{cert}\"\nhostname = \"{host}\"\nroute = \"host\"\ngrpc = true\n"
+        ),
+    );
+    let out = cli(&["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("route: every request for {host}"))
+            && text(&out).contains(&format!("gRPC: {host}")),
+        "{}",
+        text(&out)
+    );
+    let out = cli(&["rollout", "--yes", "--timeout", "5"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stack = format!("triton-deploy-{cluster}-{name}");
+
+    // The service has both target groups: HTTP on 8000, gRPC on 8001.
+    let s = ecs_service(&cluster, &name).await;
+    let lbs = s["loadBalancers"].as_array().unwrap();
+    let port = |p: i64| {
+        lbs.iter()
+            .find(|l| l["containerPort"] == p)
+            .and_then(|l| l["targetGroupArn"].as_str())
+            .unwrap_or_else(|| panic!("no target group on {p}: {s}"))
+            .to_string()
+    };
+    let (http_tg, grpc_tg) = (port(8000), port(8001));
+    assert_ne!(http_tg, grpc_tg);
+
+    // The gRPC target group as sent (moto keeps the template as it got it) and as made.
+    let template = moto_query(
+        "cloudformation",
+        "2010-05-15",
+        &[("Action", "GetTemplate"), ("StackName", &stack)],
+    )
+    .await;
+    let body = values(&template, "TemplateBody")
+        .into_iter()
+        .next()
+        .unwrap();
+    let body = body
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let t: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let g = &t["Resources"]["GrpcTargetGroup"]["Properties"];
+    assert_eq!(
+        (&g["ProtocolVersion"], &g["Port"], &g["Matcher"]),
+        (&json!("GRPC"), &json!(8001), &json!({"GrpcCode": "0"})),
+        "{g}"
+    );
+    assert_eq!(
+        g["HealthCheckPath"],
+        "/inference.GRPCInferenceService/ServerReady"
+    );
+    let made = moto_query(
+        "elasticloadbalancing",
+        "2015-12-01",
+        &[
+            ("Action", "DescribeTargetGroups"),
+            ("TargetGroupArns.member.1", &grpc_tg),
+        ],
+    )
+    .await;
+    assert_eq!(
+        values(&made, "HealthCheckPath"),
+        ["/inference.GRPCInferenceService/ServerReady"],
+        "{made}"
+    );
+    assert_eq!(values(&made, "Port"), ["8001"], "{made}");
+
+    // The listener's rules: gRPC by host and path first, then every other request for the host.
+    let listener = {
+        let xml = moto_query(
+            "cloudformation",
+            "2010-05-15",
+            &[
+                ("Action", "DescribeStackResources"),
+                ("StackName", &format!("triton-deploy-{cluster}")),
+            ],
+        )
+        .await;
+        xml.split("<member>")
+            .find(|m| values(m, "LogicalResourceId") == ["Listener"])
+            .and_then(|m| values(m, "PhysicalResourceId").into_iter().next())
+            .unwrap_or_else(|| panic!("no Listener: {xml}"))
+    };
+    let listed = rules(&listener).await;
+    let grpc_rule = listed
+        .iter()
+        .find(|(_, paths, _)| paths == &["/inference.GRPCInferenceService/*"])
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert_eq!(grpc_rule.2, grpc_tg);
+    let host_rule = listed
+        .iter()
+        .find(|(_, paths, tg)| paths.is_empty() && tg == &http_tg)
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    let (pg, ph): (u32, u32) = (grpc_rule.0.parse().unwrap(), host_rule.0.parse().unwrap());
+    assert!(pg < ph && ph <= 1000, "before every model rule: {pg} {ph}");
+    let xml = moto_query(
+        "elasticloadbalancing",
+        "2015-12-01",
+        &[("Action", "DescribeRules"), ("ListenerArn", &listener)],
+    )
+    .await;
+    assert_eq!(
+        xml.matches(&format!("<member>{host}</member>")).count(),
+        2,
+        "both rules match the host: {xml}"
+    );
+
+    // Status shows both endpoints, by the hostname; a re-run changes nothing.
+    let out = cli(&["status", "--format", "json"], &spec).await;
+    let st = json_of(&out);
+    assert_eq!(st["endpoint"], format!("https://{host}"), "{st}");
+    assert_eq!(st["grpc_endpoint"], format!("https://{host}"), "{st}");
+    assert!(
+        st["container_insights"]
+            .as_str()
+            .is_some_and(|u| u.contains(&cluster)),
+        "{st}"
+    );
+    let out = cli(&["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = cli(&["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stack_status(&stack).await, None);
+}

@@ -31,6 +31,10 @@ const VARIANTS: &[&str] = &[
     "[compute]\nspot = true\ninstance_types = [\"g5.xlarge\", \"g6.xlarge\", \"g4dn.xlarge\"]\nami = \"ami-0123456789abcdef0\"\n[network]\ninternet_facing = true\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\n",
     "[storage]\nefs = false\n[compute]\nami = \"al2-gpu\"\ninstance_type = \"g5.12xlarge\"\ninstance_types = [\"g6.12xlarge\"]\n[task]\ngpus = 4\n",
     "[network]\nvpc_id = \"vpc-0abc\"\nsubnets = [\"subnet-a\", \"subnet-b\", \"subnet-c\"]\nallowed_cidrs = [\"10.1.0.0/16\", \"192.168.0.0/24\"]\n[storage]\nholds = \"models\"\n",
+    // Routed by host, gRPC behind the HTTPS listener, :80 redirected.
+    "[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\nhostname = \"svc4.models.example.com\"\nroute = \"host\"\ngrpc = true\n",
+    // Routed by path prefix, rewritten for Triton.
+    "[network]\nroute = \"path\"\npath_prefix = \"/text\"\n",
 ];
 
 fn variant_specs(dir: &Path) -> Vec<PathBuf> {
@@ -179,6 +183,22 @@ fn bad_specs_fail_with_file_line_and_key_and_write_nothing() {
         (
             "[servic]\nname = \"x\"\n",
             ":1:2: servic: unknown field `servic`",
+        ),
+        (
+            "[service]\nname = \"x\"\n[network]\nhostname = \"x.example.com\"\ngrpc = true\n",
+            ":5:8: network.grpc: gRPC through the load balancer needs HTTPS (network.certificate_arn)",
+        ),
+        (
+            "[service]\nname = \"x\"\n[network]\nroute = \"host\"\n",
+            ":4:9: network.route: \"host\" routes the requests for network.hostname, and the spec sets none",
+        ),
+        (
+            "[service]\nname = \"x\"\n[network]\nroute = \"path\"\npath_prefix = \"/v2/x\"\n",
+            ":5:15: network.path_prefix: '/v2/x': Triton's own paths start with /v2",
+        ),
+        (
+            "[service]\nname = \"x\"\n[network]\nhostname = \"*.example.com\"\n",
+            ":4:12: network.hostname: '*.example.com' is not a DNS name",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {

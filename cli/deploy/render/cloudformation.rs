@@ -7,7 +7,10 @@
 
 use serde_json::{Value, json};
 
-use crate::deploy::route::Routing;
+use crate::deploy::route::{Routing, Target};
+
+/// The gRPC target group's health check: Triton's `ServerReady` method.
+pub const GRPC_HEALTH_CHECK: &str = "/inference.GRPCInferenceService/ServerReady";
 use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// Tags on every resource of the cluster stack (shared by the cluster's services).
@@ -202,11 +205,14 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
             }
         }),
     );
-    let listener_ingress: Vec<Value> = spec
+    let mut listener_ingress: Vec<Value> = spec
         .allowed_cidrs
         .iter()
         .map(|c| json!({"IpProtocol": "tcp", "FromPort": spec.listener_port, "ToPort": spec.listener_port, "CidrIp": c, "Description": "listener"}))
         .collect();
+    if redirects_http(spec) {
+        listener_ingress.extend(spec.allowed_cidrs.iter().map(|c| json!({"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": c, "Description": "HTTP, redirected to HTTPS"})));
+    }
     r(
         "AlbSecurityGroup",
         json!({
@@ -367,6 +373,24 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
         "Listener",
         json!({"Type": "AWS::ElasticLoadBalancingV2::Listener", "Properties": listener}),
     );
+    if redirects_http(spec) {
+        r(
+            "RedirectListener",
+            json!({
+                "Type": "AWS::ElasticLoadBalancingV2::Listener",
+                "Properties": {
+                    "LoadBalancerArn": {"Ref": "LoadBalancer"},
+                    "Port": 80,
+                    "Protocol": "HTTP",
+                    "DefaultActions": [{"Type": "redirect", "RedirectConfig": {
+                        "Protocol": "HTTPS",
+                        "Port": spec.listener_port.to_string(),
+                        "StatusCode": "HTTP_301"
+                    }}]
+                }
+            }),
+        );
+    }
     if spec.efs {
         r(
             "EfsSecurityGroup",
@@ -431,6 +455,11 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
         "Resources": resources,
         "Outputs": outputs
     })
+}
+
+/// Whether the cluster has an HTTP listener on :80 that redirects to its HTTPS one.
+pub fn redirects_http(spec: &DeploymentSpec) -> bool {
+    spec.certificate_arn.is_some() && spec.listener_port != 80
 }
 
 /// Renders a service stack's template: what one service of the cluster has to itself — its
@@ -536,18 +565,60 @@ pub fn service_template(spec: &DeploymentSpec, routing: &Routing) -> Value {
             }
         }),
     );
-    for rule in routing.rules() {
+    if routing.grpc_host.is_some() {
         r(
-            &format!("Rule{}", rule.priority),
+            "GrpcTargetGroup",
             json!({
-                "Type": "AWS::ElasticLoadBalancingV2::ListenerRule",
+                "Type": "AWS::ElasticLoadBalancingV2::TargetGroup",
                 "Properties": {
-                    "ListenerArn": {"Ref": "ListenerArn"},
-                    "Priority": rule.priority,
-                    "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": rule.paths}}],
-                    "Actions": [{"Type": "forward", "TargetGroupArn": {"Ref": "TargetGroup"}}]
+                    "TargetType": "ip",
+                    "Protocol": "HTTP",
+                    "ProtocolVersion": "GRPC",
+                    "Port": 8001,
+                    "VpcId": {"Ref": "VpcId"},
+                    "HealthCheckProtocol": "HTTP",
+                    "HealthCheckPath": GRPC_HEALTH_CHECK,
+                    "HealthCheckPort": "8001",
+                    "HealthCheckIntervalSeconds": 15,
+                    "HealthCheckTimeoutSeconds": 5,
+                    "HealthyThresholdCount": 2,
+                    "UnhealthyThresholdCount": 3,
+                    "Matcher": {"GrpcCode": "0"},
+                    "TargetGroupAttributes": [
+                        {"Key": "deregistration_delay.timeout_seconds", "Value": spec.deregistration_delay_seconds.to_string()}
+                    ],
+                    "Tags": t
                 }
             }),
+        );
+    }
+    for rule in routing.rules() {
+        let mut conditions = Vec::new();
+        if !rule.hosts.is_empty() {
+            conditions
+                .push(json!({"Field": "host-header", "HostHeaderConfig": {"Values": rule.hosts}}));
+        }
+        if !rule.paths.is_empty() {
+            conditions.push(
+                json!({"Field": "path-pattern", "PathPatternConfig": {"Values": rule.paths}}),
+            );
+        }
+        let target = match rule.target {
+            Target::Http => "TargetGroup",
+            Target::Grpc => "GrpcTargetGroup",
+        };
+        let mut props = json!({
+            "ListenerArn": {"Ref": "ListenerArn"},
+            "Priority": rule.priority,
+            "Conditions": conditions,
+            "Actions": [{"Type": "forward", "TargetGroupArn": {"Ref": target}}]
+        });
+        if let Some((regex, replace)) = &rule.rewrite {
+            props["Transforms"] = json!([{"Type": "url-rewrite", "UrlRewriteConfig": {"Rewrites": [{"Regex": regex, "Replace": replace}]}}]);
+        }
+        r(
+            &format!("Rule{}", rule.priority),
+            json!({"Type": "AWS::ElasticLoadBalancingV2::ListenerRule", "Properties": props}),
         );
     }
     r(
@@ -616,6 +687,9 @@ pub fn service_template(spec: &DeploymentSpec, routing: &Routing) -> Value {
     if spec.efs {
         outputs["AccessPointId"] = json!({"Value": {"Ref": "AccessPoint"}});
     }
+    if routing.grpc_host.is_some() {
+        outputs["GrpcTargetGroupArn"] = json!({"Value": {"Ref": "GrpcTargetGroup"}});
+    }
     let mut parameters = json!({
         "VpcId": {"Type": "AWS::EC2::VPC::Id", "Description": "The cluster's VPC"},
         "VpcCidr": {"Type": "String", "Description": "The VPC's CIDR, for the metrics port", "AllowedPattern": "^[0-9./]+$"},
@@ -667,6 +741,7 @@ mod tests {
                 models: models.iter().map(|m| m.to_string()).collect(),
             },
             block: 4,
+            grpc_host: None,
         }
     }
 
@@ -922,5 +997,81 @@ mod tests {
                 .get("SecurityGroupIngress")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn grpc_gets_its_own_target_group_and_host_rule_and_https_redirects_http() {
+        let s = spec(
+            "[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:1:certificate/x\"\nhostname = \"clf.example.com\"\nroute = \"host\"\ngrpc = true\n",
+        );
+        let c = cluster_template(&s);
+        let redirect = &c["Resources"]["RedirectListener"]["Properties"];
+        assert_eq!(redirect["Port"], 80);
+        assert_eq!(
+            redirect["DefaultActions"][0]["RedirectConfig"]["Protocol"],
+            "HTTPS"
+        );
+        assert_eq!(
+            redirect["DefaultActions"][0]["RedirectConfig"]["Port"],
+            "443"
+        );
+        let ingress = c["Resources"]["AlbSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+            .as_array()
+            .unwrap();
+        assert!(ingress.iter().any(|r| r["FromPort"] == 80));
+        assert!(ingress.iter().any(|r| r["FromPort"] == 443));
+        let by_host = crate::deploy::route::routing(&s, &[], 4).unwrap();
+        let svc = service_template(&s, &by_host);
+        let tg = &svc["Resources"]["GrpcTargetGroup"]["Properties"];
+        assert_eq!(tg["ProtocolVersion"], "GRPC");
+        assert_eq!(tg["Port"], 8001);
+        assert_eq!(tg["HealthCheckPath"], GRPC_HEALTH_CHECK);
+        assert_eq!(tg["Matcher"]["GrpcCode"], "0");
+        let grpc = &svc["Resources"]["Rule9"]["Properties"];
+        assert_eq!(
+            grpc["Actions"][0]["TargetGroupArn"]["Ref"],
+            "GrpcTargetGroup"
+        );
+        assert_eq!(grpc["Conditions"][0]["Field"], "host-header");
+        assert_eq!(
+            grpc["Conditions"][0]["HostHeaderConfig"]["Values"][0],
+            "clf.example.com"
+        );
+        assert_eq!(
+            grpc["Conditions"][1]["PathPatternConfig"]["Values"][0],
+            "/inference.GRPCInferenceService/*"
+        );
+        let http = &svc["Resources"]["Rule10"]["Properties"];
+        assert_eq!(http["Actions"][0]["TargetGroupArn"]["Ref"], "TargetGroup");
+        assert_eq!(
+            http["Conditions"].as_array().unwrap().len(),
+            1,
+            "every path of the host"
+        );
+        assert!(svc["Outputs"]["GrpcTargetGroupArn"].is_object());
+        // Without HTTPS: one listener, no gRPC.
+        let plain = spec("");
+        assert!(
+            cluster_template(&plain)["Resources"]
+                .get("RedirectListener")
+                .is_none()
+        );
+        let svc = service_template(&plain, &routing(&["m"]));
+        assert!(svc["Resources"].get("GrpcTargetGroup").is_none());
+
+        let s = spec("[network]\nroute = \"path\"\npath_prefix = \"/text\"\n");
+        let svc = service_template(&s, &crate::deploy::route::routing(&s, &[], 4).unwrap());
+        let rule = &svc["Resources"]["Rule10"]["Properties"];
+        assert_eq!(
+            rule["Conditions"][0]["PathPatternConfig"]["Values"][0],
+            "/text/*"
+        );
+        let rw = &rule["Transforms"][0];
+        assert_eq!(rw["Type"], "url-rewrite");
+        assert_eq!(
+            rw["UrlRewriteConfig"]["Rewrites"][0]["Regex"],
+            "^/text/(.*)$"
+        );
+        assert_eq!(rw["UrlRewriteConfig"]["Rewrites"][0]["Replace"], "/$1");
     }
 }

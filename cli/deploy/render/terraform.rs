@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::deploy::render::cloudformation::{self, user_data};
-use crate::deploy::route::Routing;
+use crate::deploy::render::cloudformation::{GRPC_HEALTH_CHECK, redirects_http};
+use crate::deploy::route::{Route, Routing, Target};
 use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// An HCL value.
@@ -261,15 +262,21 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
     let mut alb_sg = Body::default()
         .a("name_prefix", s(format!("{}-alb-", spec.cluster)))
         .a("vpc_id", e("var.vpc_id"));
+    let mut ports = vec![spec.listener_port];
+    if redirects_http(spec) {
+        ports.push(80);
+    }
     for c in &spec.allowed_cidrs {
-        alb_sg = alb_sg.b(
-            "ingress",
-            Body::default()
-                .a("protocol", s("tcp"))
-                .a("from_port", V::N(spec.listener_port.into()))
-                .a("to_port", V::N(spec.listener_port.into()))
-                .a("cidr_blocks", V::L(vec![s(c.clone())])),
-        );
+        for port in &ports {
+            alb_sg = alb_sg.b(
+                "ingress",
+                Body::default()
+                    .a("protocol", s("tcp"))
+                    .a("from_port", V::N((*port).into()))
+                    .a("to_port", V::N((*port).into()))
+                    .a("cidr_blocks", V::L(vec![s(c.clone())])),
+            );
+        }
     }
     block(
         &mut o,
@@ -490,6 +497,27 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
             ),
         ),
     );
+    if redirects_http(spec) {
+        block(
+            &mut o,
+            "resource",
+            &["aws_lb_listener", "redirect"],
+            Body::default()
+                .a("load_balancer_arn", e("aws_lb.this.arn"))
+                .a("port", V::N(80))
+                .a("protocol", s("HTTP"))
+                .b(
+                    "default_action",
+                    Body::default().a("type", s("redirect")).b(
+                        "redirect",
+                        Body::default()
+                            .a("protocol", s("HTTPS"))
+                            .a("port", s(spec.listener_port.to_string()))
+                            .a("status_code", s("HTTP_301")),
+                    ),
+                ),
+        );
+    }
     if spec.efs {
         block(
             &mut o,
@@ -574,7 +602,15 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
                 "aws",
                 V::M(vec![
                     ("source".into(), s("hashicorp/aws")),
-                    ("version".into(), s(">= 5.60")),
+                    // Listener-rule transforms (a path prefix's rewrite) came in 6.18.
+                    (
+                        "version".into(),
+                        s(if matches!(routing.route, Route::Path { .. }) {
+                            ">= 6.18"
+                        } else {
+                            ">= 5.60"
+                        }),
+                    ),
                 ]),
             ),
         ),
@@ -683,28 +719,88 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
             )
             .a("tags", tags()),
     );
+    if routing.grpc_host.is_some() {
+        block(
+            &mut o,
+            "resource",
+            &["aws_lb_target_group", "grpc"],
+            Body::default()
+                .a("name_prefix", s("tdg-"))
+                .a("target_type", s("ip"))
+                .a("protocol", s("HTTP"))
+                .a("protocol_version", s("GRPC"))
+                .a("port", V::N(8001))
+                .a("vpc_id", e("var.vpc_id"))
+                .a(
+                    "deregistration_delay",
+                    V::N(spec.deregistration_delay_seconds.into()),
+                )
+                .b(
+                    "health_check",
+                    Body::default()
+                        .a("path", s(GRPC_HEALTH_CHECK))
+                        .a("port", s("8001"))
+                        .a("interval", V::N(15))
+                        .a("timeout", V::N(5))
+                        .a("healthy_threshold", V::N(2))
+                        .a("unhealthy_threshold", V::N(3))
+                        .a("matcher", s("0")),
+                )
+                .a("tags", tags()),
+        );
+    }
     for rule in routing.rules() {
+        let target = match rule.target {
+            Target::Http => "aws_lb_target_group.triton.arn",
+            Target::Grpc => "aws_lb_target_group.grpc.arn",
+        };
+        let mut body = Body::default()
+            .a("listener_arn", e("var.listener_arn"))
+            .a("priority", V::N(rule.priority.into()))
+            .b(
+                "action",
+                Body::default()
+                    .a("type", s("forward"))
+                    .a("target_group_arn", e(target)),
+            );
+        if !rule.hosts.is_empty() {
+            body = body.b(
+                "condition",
+                Body::default().b(
+                    "host_header",
+                    Body::default().a("values", V::L(rule.hosts.into_iter().map(s).collect())),
+                ),
+            );
+        }
+        if !rule.paths.is_empty() {
+            body = body.b(
+                "condition",
+                Body::default().b(
+                    "path_pattern",
+                    Body::default().a("values", V::L(rule.paths.into_iter().map(s).collect())),
+                ),
+            );
+        }
+        if let Some((regex, replace)) = rule.rewrite {
+            // The AWS provider's `transform` block (6.18 and later).
+            body = body.b(
+                "transform",
+                Body::default().a("type", s("url-rewrite")).b(
+                    "url_rewrite_config",
+                    Body::default().b(
+                        "rewrite",
+                        Body::default()
+                            .a("regex", s(regex))
+                            .a("replace", s(replace)),
+                    ),
+                ),
+            );
+        }
         block(
             &mut o,
             "resource",
             &["aws_lb_listener_rule", &format!("p{}", rule.priority)],
-            Body::default()
-                .a("listener_arn", e("var.listener_arn"))
-                .a("priority", V::N(rule.priority.into()))
-                .b(
-                    "action",
-                    Body::default()
-                        .a("type", s("forward"))
-                        .a("target_group_arn", e("aws_lb_target_group.triton.arn")),
-                )
-                .b(
-                    "condition",
-                    Body::default().b(
-                        "path_pattern",
-                        Body::default().a("values", V::L(rule.paths.into_iter().map(s).collect())),
-                    ),
-                )
-                .a("tags", tags()),
+            body.a("tags", tags()),
         );
     }
     block(
@@ -813,6 +909,12 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
             &[("access_point_id", "aws_efs_access_point.cache.id")],
         );
     }
+    if routing.grpc_host.is_some() {
+        outputs(
+            &mut o,
+            &[("grpc_target_group_arn", "aws_lb_target_group.grpc.arn")],
+        );
+    }
     o
 }
 
@@ -843,6 +945,7 @@ mod tests {
                 models: vec!["a".into(), "b".into()],
             },
             block: 2,
+            grpc_host: None,
         };
         let service = service_module(&spec, &routing);
         let (c, s) = (resources(&cluster), resources(&service));

@@ -18,6 +18,8 @@ use serde_json::{Map, Value, json};
 use crate::{ApiError, api};
 
 const SVC: &str = "ECS";
+/// Triton's gRPC port, where a second target group sends.
+const GRPC_PORT: i32 = 8001;
 
 /// A task definition in the API's JSON shape did not map onto the API's types.
 fn bad(what: impl std::fmt::Display) -> ApiError {
@@ -369,6 +371,8 @@ pub struct ServiceConfig {
     pub health_check_grace_period_seconds: i32,
     /// The load balancer's target group.
     pub target_group_arn: String,
+    /// A second target group on the container's gRPC port (8001), if any.
+    pub grpc_target_group_arn: Option<String>,
     /// The container the target group sends to.
     pub container_name: String,
     /// Its port.
@@ -464,13 +468,7 @@ macro_rules! service_fields {
             .deployment_configuration(Ecs::deployment_configuration($c))
             .health_check_grace_period_seconds($c.health_check_grace_period_seconds)
             .set_placement_strategy(Some(Ecs::placement()))
-            .load_balancers(
-                LoadBalancer::builder()
-                    .target_group_arn(&$c.target_group_arn)
-                    .container_name(&$c.container_name)
-                    .container_port($c.container_port)
-                    .build(),
-            )
+            .set_load_balancers(Some(Ecs::load_balancers($c)))
             .network_configuration(Ecs::network($c)?)
             .propagate_tags(PropagateTags::Service)
             .enable_ecs_managed_tags(true)
@@ -770,7 +768,22 @@ impl Ecs {
             "healthCheckGracePeriodSeconds",
             svc.health_check_grace_period_seconds().map(|x| json!(x)),
         );
-        if let Some(lb) = svc.load_balancers().first() {
+        if let Some(lb) = svc
+            .load_balancers()
+            .iter()
+            .find(|lb| lb.container_port() == Some(GRPC_PORT))
+        {
+            put(
+                &mut observed,
+                "grpcTargetGroupArn",
+                lb.target_group_arn().map(|x| json!(x)),
+            );
+        }
+        if let Some(lb) = svc
+            .load_balancers()
+            .iter()
+            .find(|lb| lb.container_port() != Some(GRPC_PORT))
+        {
             put(
                 &mut observed,
                 "targetGroupArn",
@@ -854,6 +867,22 @@ impl Ecs {
             .minimum_healthy_percent(c.minimum_healthy_percent)
             .maximum_percent(c.maximum_percent)
             .build()
+    }
+
+    /// The service's target groups: HTTP on the container port, and gRPC on 8001 when it has one.
+    fn load_balancers(c: &ServiceConfig) -> Vec<LoadBalancer> {
+        let lb = |arn: &str, port: i32| {
+            LoadBalancer::builder()
+                .target_group_arn(arn)
+                .container_name(&c.container_name)
+                .container_port(port)
+                .build()
+        };
+        let mut out = vec![lb(&c.target_group_arn, c.container_port)];
+        if let Some(arn) = &c.grpc_target_group_arn {
+            out.push(lb(arn, GRPC_PORT));
+        }
+        out
     }
 
     fn strategy(c: &ServiceConfig) -> Vec<CapacityProviderStrategyItem> {
