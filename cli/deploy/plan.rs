@@ -521,10 +521,21 @@ fn short(arn: &str) -> &str {
     triton_deploy_aws::short_arn(arn)
 }
 
+/// How long after an update a service without the new deployment is taken for a stale read.
+pub const STALE_READ_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Judges a service's deployment of `revision` from one `DescribeServices` answer and the target
 /// group's health. Never calls a rolled-back deployment a success: the PRIMARY deployment must run
-/// `revision` and be COMPLETED with running = desired and no unhealthy target.
-pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) -> Assessment {
+/// `revision` and be COMPLETED with running = desired and no unhealthy target. `fresh` says the
+/// update was just made ([`STALE_READ_GRACE`]): an answer without any deployment of `revision` is
+/// then a stale read (ECS's reads lag its writes), not a rollback — one whose deployment of
+/// `revision` is there but not primary is a rollback all the same.
+pub fn assess(
+    service: &ServiceState,
+    revision: &str,
+    targets: &[TargetHealth],
+    fresh: bool,
+) -> Assessment {
     let primary: Option<&Deployment> = service.deployments.iter().find(|d| d.status == "PRIMARY");
     let Some(p) = primary else {
         return Assessment::Waiting("no primary deployment yet".into());
@@ -534,6 +545,12 @@ pub fn assess(service: &ServiceState, revision: &str, targets: &[TargetHealth]) 
             .deployments
             .iter()
             .find(|d| d.task_definition == revision);
+        if ours.is_none() && fresh {
+            return Assessment::Waiting(format!(
+                "the service does not show the deployment of {} yet",
+                short(revision)
+            ));
+        }
         let why = ours
             .and_then(|d| d.rollout_state_reason.clone())
             .or_else(|| p.rollout_state_reason.clone())
@@ -692,11 +709,24 @@ mod tests {
             ],
             2,
         );
-        let p = assess(&s, "td:2", &[target("healthy")]);
-        assert!(
-            matches!(&p, Assessment::Failed(m) if m.contains("rolled back") && m.contains("td:1")),
-            "{p:?}"
-        );
+        for fresh in [false, true] {
+            let p = assess(&s, "td:2", &[target("healthy")], fresh);
+            assert!(
+                matches!(&p, Assessment::Failed(m) if m.contains("rolled back") && m.contains("td:1")),
+                "{p:?}"
+            );
+        }
+        // Right after the update, an answer that does not show the new deployment at all is stale:
+        // wait; later, the same answer means it was rolled back and is gone.
+        let stale = svc(vec![dep("PRIMARY", "td:1", Some("COMPLETED"), 2)], 2);
+        assert!(matches!(
+            assess(&stale, "td:2", &[target("healthy")], true),
+            Assessment::Waiting(m) if m.contains("does not show")
+        ));
+        assert!(matches!(
+            assess(&stale, "td:2", &[target("healthy")], false),
+            Assessment::Failed(m) if m.contains("rolled back")
+        ));
     }
 
     #[test]
@@ -709,21 +739,26 @@ mod tests {
             3,
         );
         assert!(matches!(
-            assess(&going, "td:2", &[]),
+            assess(&going, "td:2", &[], false),
             Assessment::Waiting(_)
         ));
         let done = svc(vec![dep("PRIMARY", "td:2", Some("COMPLETED"), 2)], 2);
         assert!(matches!(
-            assess(&done, "td:2", &[target("initial")]),
+            assess(&done, "td:2", &[target("initial")], false),
             Assessment::Waiting(m) if m.contains("initial")
         ));
         assert_eq!(
-            assess(&done, "td:2", &[target("healthy"), target("draining")]),
+            assess(
+                &done,
+                "td:2",
+                &[target("healthy"), target("draining")],
+                false
+            ),
             Assessment::Done
         );
         let failed = svc(vec![dep("PRIMARY", "td:2", Some("FAILED"), 0)], 0);
         assert!(matches!(
-            assess(&failed, "td:2", &[]),
+            assess(&failed, "td:2", &[], false),
             Assessment::Failed(m) if m.contains("tasks failed to start")
         ));
     }

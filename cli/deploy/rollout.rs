@@ -128,7 +128,9 @@ pub async fn rollout(
     // another client started it): wait for it too.
     let in_progress = !deployed
         && match (&existing, &plan.revision) {
-            (Some(s), Some(rev)) => matches!(plan::assess(s, rev, &[]), Assessment::Waiting(_)),
+            (Some(s), Some(rev)) => {
+                matches!(plan::assess(s, rev, &[], false), Assessment::Waiting(_))
+            }
             _ => false,
         };
     let revision = plan.revision.clone();

@@ -439,7 +439,12 @@ pub async fn wait(
         }
         first = false;
         let targets = elb.target_health(&infra.target_group_arn).await?;
-        let assessment = plan::assess(&svc, revision, &targets);
+        let assessment = plan::assess(
+            &svc,
+            revision,
+            &targets,
+            started.elapsed() < plan::STALE_READ_GRACE,
+        );
         let line = match &assessment {
             Assessment::Waiting(w) => {
                 format!("waiting: {w}; targets {:?}", plan::target_summary(&targets))

@@ -126,7 +126,7 @@ pub async fn status(
                 .map(str::to_string)
         });
     let targets = elb.target_health(&infra.target_group_arn).await?;
-    let assessment = plan::assess(&svc, &svc.task_definition, &targets);
+    let assessment = plan::assess(&svc, &svc.task_definition, &targets, false);
     let scaling = &plan::scaling(
         &cx.spec,
         &infra,

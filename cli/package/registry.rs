@@ -55,6 +55,8 @@ pub enum RegistryError {
         status: u16,
         /// The start of the answer's body.
         body: String,
+        /// How long the registry asked to wait before a retry (`Retry-After`, with 429 or 503).
+        retry_after: Option<Duration>,
     },
     /// Content that does not match its digest.
     #[error("blob {digest}: {detail}")]
@@ -72,6 +74,22 @@ pub enum RegistryError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// The longest `Retry-After` a push waits for before a retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A `Retry-After` header's delay: seconds (`120`), or an HTTP date in the future.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// Retries for transient failures: 5xx, 429, resets and timeouts.
@@ -334,8 +352,13 @@ impl Registry {
                     return Err(RegistryError::Unauthorized(self.base.to_string()));
                 }
                 Ok(resp) if retriable(resp.status()) && attempt + 1 < self.retry.attempts => {
-                    tracing::debug!(%method, %url, status = resp.status().as_u16(), attempt, "retrying");
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    // A registry that says how long to wait (429, 503) is taken at its word, up
+                    // to a limit; otherwise the backoff.
+                    let wait = retry_after(resp.headers())
+                        .map(|d| d.min(MAX_RETRY_AFTER))
+                        .unwrap_or_else(|| self.retry.delay(attempt));
+                    tracing::debug!(%method, %url, status = resp.status().as_u16(), attempt, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Ok(resp) => return Ok(resp),
@@ -367,6 +390,7 @@ impl Registry {
                 url: url.to_string(),
                 status: 404,
                 body: "this does not look like an OCI registry (no /v2/ endpoint)".into(),
+                retry_after: None,
             }),
             _ => Err(status_error("GET", &url, resp).await),
         }
@@ -440,6 +464,7 @@ impl Registry {
             url: url.to_string(),
             status: 202,
             body: "no Location header on the upload session".into(),
+            retry_after: None,
         })?;
         Ok((loc, min_chunk))
     }
@@ -467,7 +492,8 @@ impl Registry {
         .await
     }
 
-    /// Runs a whole transfer again (a new upload session) after a transport error or a 5xx.
+    /// Runs a whole transfer again (a new upload session) after a transport error, a 5xx or a 429
+    /// (after the `Retry-After` the registry asked for, if it did).
     async fn retry_transient<F, Fut>(&self, mut attempt_once: F) -> Result<(), RegistryError>
     where
         F: FnMut() -> Fut,
@@ -478,10 +504,20 @@ impl Registry {
             match attempt_once().await {
                 Err(RegistryError::Unreachable { .. })
                 | Err(RegistryError::Status {
-                    status: 500..=599, ..
+                    status: 500..=599 | 429,
+                    retry_after: None,
+                    ..
                 }) if attempt + 1 < self.retry.attempts => {
                     attempt += 1;
                     tokio::time::sleep(self.retry.delay(attempt)).await;
+                }
+                Err(RegistryError::Status {
+                    status: 500..=599 | 429,
+                    retry_after: Some(wait),
+                    ..
+                }) if attempt + 1 < self.retry.attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
                 }
                 other => return other,
             }
@@ -945,6 +981,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 async fn status_error(method: &str, url: &Url, resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
+    let retry_after = retry_after(resp.headers());
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().take(300).collect();
     match status {
@@ -955,6 +992,7 @@ async fn status_error(method: &str, url: &Url, resp: Response) -> RegistryError 
             url: url.to_string(),
             status,
             body: body.trim().to_string(),
+            retry_after,
         },
     }
 }

@@ -186,6 +186,27 @@ fn rolled_back() -> proxy::Hooks {
     }
 }
 
+/// Nothing tagged for the service is left, except what the emulator keeps after deletion: the
+/// deleted service (INACTIVE; ECS forgets it later) and the instances of the deleted Auto
+/// Scaling group (moto does not terminate them; AWS does).
+async fn assert_nothing_left(name: &str) {
+    let left: Vec<String> = tagged_resources(name)
+        .await
+        .into_iter()
+        .filter(|arn| !arn.contains(":instance/"))
+        .collect();
+    for arn in &left {
+        assert!(arn.contains(":service/"), "left behind: {left:?}");
+        let svc = moto_json(
+            "ecs",
+            "AmazonEC2ContainerServiceV20141113.DescribeServices",
+            json!({"cluster": format!("{name}-gpu"), "services": [arn]}),
+        )
+        .await;
+        assert_eq!(svc["services"][0]["status"], "INACTIVE", "{svc}");
+    }
+}
+
 async fn tagged_resources(service: &str) -> Vec<String> {
     let out = moto_json(
         "tagging",
@@ -401,24 +422,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     ] {
         assert!(removed.contains(what), "{what}: {d}");
     }
-    // Nothing tagged for the service is left, except what the emulator keeps after deletion: the
-    // deleted service (INACTIVE; ECS forgets it later) and the instances of the deleted Auto
-    // Scaling group (moto does not terminate them; AWS does).
-    let left: Vec<String> = tagged_resources(&name)
-        .await
-        .into_iter()
-        .filter(|arn| !arn.contains(":instance/"))
-        .collect();
-    for arn in &left {
-        assert!(arn.contains(":service/"), "left behind: {left:?}");
-        let svc = moto_json(
-            "ecs",
-            "AmazonEC2ContainerServiceV20141113.DescribeServices",
-            json!({"cluster": format!("{name}-gpu"), "services": [arn]}),
-        )
-        .await;
-        assert_eq!(svc["services"][0]["status"], "INACTIVE", "{svc}");
-    }
+    assert_nothing_left(&name).await;
     let repos = moto_json(
         "ecr",
         "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
@@ -549,7 +553,7 @@ async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_the
 
 #[tokio::test]
 #[ignore = "needs the local stack: run ./scripts/test.sh"]
-async fn throttled_service_calls_converge_and_a_missing_image_changes_nothing() {
+async fn throttled_and_failing_service_calls_converge_and_a_missing_image_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let name = short_name("thd");
     let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
@@ -582,6 +586,27 @@ async fn throttled_service_calls_converge_and_a_missing_image_changes_nothing() 
     assert_eq!(out.status.code(), Some(0), "converged: {}", text(&out));
     let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // AWS's own throttling answers (per service and protocol) on one call in ten: a rollout from
+    // nothing converges, and so does its destroy, leaving nothing behind.
+    let name = short_name("thf");
+    let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
+    put_image(&format!("{name}/triton"), "v1", &"e".repeat(64)).await;
+    let proxy = proxy::start(&moto, proxy::Mode::ThrottleEvery(10)).await;
+    let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = proxy.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("throttled 400") && proxy.faults.load(Ordering::SeqCst) >= 3,
+        "{log}"
+    );
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "converged: {}", text(&out));
+    let proxy = proxy::start(&moto, proxy::Mode::ThrottleEvery(10)).await;
+    let out = cli_async(&proxy.url, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(proxy.faults.load(Ordering::SeqCst) > 0);
+    assert_nothing_left(&name).await;
 }
 
 /// Answers the two Auto Scaling calls moto lacks the way EC2 Auto Scaling does: a refresh that is

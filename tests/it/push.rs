@@ -334,16 +334,16 @@ fn the_same_content_gives_the_same_digest_from_any_directory() {
     );
 }
 
-#[tokio::test]
-#[ignore = "needs the local stack: run ./scripts/test.sh"]
-async fn faults_on_one_request_in_ten_still_give_the_identical_image() {
+/// Pushes the ensemble repository through a registry proxy in `mode`, and checks that it gives
+/// the image an unhindered push gives, with every layer, and that the proxy did hinder it.
+async fn push_through(mode: proxy::Mode) -> proxy::Proxy {
     let base = upstream_base(&unique("base"));
     let clean_cache = tempfile::tempdir().unwrap();
     let clean = Push::new(root().join("model-repos/ensemble"), clean_cache.path())
         .into_ecr(&unique("td-test/clean"), &base)
         .ok();
 
-    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::FailEvery(10)).await;
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), mode).await;
     let cache = tempfile::tempdir().unwrap();
     let name = unique("td-test/faults");
     let push = Push::new(root().join("model-repos/ensemble"), cache.path())
@@ -377,6 +377,24 @@ async fn faults_on_one_request_in_ten_still_give_the_identical_image() {
         "--raw",
     );
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 4);
+    proxy
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn faults_on_one_request_in_ten_still_give_the_identical_image() {
+    push_through(proxy::Mode::FailEvery(10)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_registry_throttling_one_request_in_four_gets_waited_for_as_it_asks() {
+    let started = std::time::Instant::now();
+    let proxy = push_through(proxy::Mode::ThrottleEvery(4)).await;
+    // Each 429 said `Retry-After: 1`: the push waited at least that once.
+    let throttled = proxy.faults.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(throttled >= 2, "{:?}", proxy.log.lock().unwrap());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
 }
 
 #[tokio::test]

@@ -78,7 +78,9 @@ impl AppScaling {
             .resource_id(resource_id)
             .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
             .policy_names(policy_name)
+            .into_paginator()
             .send()
+            .try_collect()
             .await
             .map_err(api(SVC, "DescribeScalingPolicies"))?;
         let mut s = Scaling {
@@ -94,8 +96,8 @@ impl AppScaling {
         };
         // Picked by name: not every implementation applies the PolicyNames filter.
         if let Some(c) = p
-            .scaling_policies()
             .iter()
+            .flat_map(|page| page.scaling_policies())
             .find(|p| p.policy_name() == policy_name)
             .and_then(|p| p.target_tracking_scaling_policy_configuration())
         {

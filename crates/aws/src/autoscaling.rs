@@ -98,12 +98,14 @@ impl AutoScaling {
             .client
             .describe_instance_refreshes()
             .auto_scaling_group_name(group)
+            .into_paginator()
             .send()
+            .try_collect()
             .await
             .map_err(api(SVC, "DescribeInstanceRefreshes"))?;
         Ok(out
-            .instance_refreshes()
             .iter()
+            .flat_map(|p| p.instance_refreshes())
             .map(|r| InstanceRefresh {
                 id: r.instance_refresh_id().unwrap_or_default().to_string(),
                 status: r

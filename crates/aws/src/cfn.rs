@@ -39,9 +39,21 @@ pub enum CfnError {
         failures: Vec<String>,
     },
     /// Waiting took longer than this.
-    #[error("timed out after {0:?} waiting for CloudFormation")]
-    Timeout(Duration),
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
 }
+
+/// How long CloudFormation may take to make a change set (it takes seconds; a stuck one is an
+/// outage, not a slow template).
+pub const CHANGE_SET_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The most pages of stack events read between two polls (100 events a page).
+const EVENT_PAGES: usize = 20;
 
 /// A deployed stack.
 #[derive(Debug, Clone, Default)]
@@ -164,17 +176,18 @@ impl Cfn {
                 .collect(),
             resources: BTreeMap::new(),
         };
-        let res = self
+        // ListStackResources, every page (DescribeStackResources stops at 100).
+        let mut pages = self
             .client
-            .describe_stack_resources()
+            .list_stack_resources()
             .stack_name(name)
-            .send()
-            .await
-            .map_err(|e| CfnError::Api {
-                action: "DescribeStackResources",
-                detail: describe_sdk_error(&e),
-            })?;
-        for r in res.stack_resources() {
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(r) = pages.try_next().await.map_err(|e| CfnError::Api {
+            action: "ListStackResources",
+            detail: describe_sdk_error(&e),
+        })? {
             info.resources.insert(
                 r.logical_resource_id().unwrap_or_default().to_string(),
                 r.physical_resource_id().unwrap_or_default().to_string(),
@@ -275,6 +288,7 @@ impl Cfn {
                 action: "CreateChangeSet",
                 detail: describe_sdk_error(&e),
             })?;
+        let started = std::time::Instant::now();
         loop {
             let d = self
                 .client
@@ -289,20 +303,7 @@ impl Cfn {
                 })?;
             match d.status() {
                 Some(ChangeSetStatus::CreateComplete) => {
-                    return Ok(d
-                        .changes()
-                        .iter()
-                        .filter_map(|c| c.resource_change())
-                        .map(|r| ResourceChange {
-                            action: r
-                                .action()
-                                .map(|a| a.as_str().to_string())
-                                .unwrap_or_default(),
-                            logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
-                            resource_type: r.resource_type().unwrap_or_default().to_string(),
-                            replacement: r.replacement().map(|x| x.as_str().to_string()),
-                        })
-                        .collect());
+                    return self.changes(stack, change_set).await;
                 }
                 Some(ChangeSetStatus::Failed) => {
                     let reason = d.status_reason().unwrap_or_default().to_string();
@@ -315,9 +316,51 @@ impl Cfn {
                         reason,
                     });
                 }
+                _ if started.elapsed() > CHANGE_SET_TIMEOUT => {
+                    return Err(CfnError::Timeout {
+                        what: format!("change set {change_set} of {stack} to be made"),
+                        after: CHANGE_SET_TIMEOUT,
+                    });
+                }
                 _ => tokio::time::sleep(self.poll).await,
             }
         }
+    }
+
+    /// A made change set's resource changes, every page of DescribeChangeSet.
+    async fn changes(
+        &self,
+        stack: &str,
+        change_set: &str,
+    ) -> Result<Vec<ResourceChange>, CfnError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.try_next().await.map_err(|e| CfnError::Api {
+            action: "DescribeChangeSet",
+            detail: describe_sdk_error(&e),
+        })? {
+            out.extend(
+                page.changes()
+                    .iter()
+                    .filter_map(|c| c.resource_change())
+                    .map(|r| ResourceChange {
+                        action: r
+                            .action()
+                            .map(|a| a.as_str().to_string())
+                            .unwrap_or_default(),
+                        logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
+                        resource_type: r.resource_type().unwrap_or_default().to_string(),
+                        replacement: r.replacement().map(|x| x.as_str().to_string()),
+                    }),
+            );
+        }
+        Ok(out)
     }
 
     /// Deletes a stack (used to clean up the empty stack a planning CREATE change set leaves).
@@ -359,7 +402,7 @@ impl Cfn {
         on_event: &(dyn Fn(&StackEvent) + Sync),
     ) -> Result<StackInfo, CfnError> {
         let seen_before: std::collections::HashSet<String> = self
-            .events(stack)
+            .events(stack, None)
             .await?
             .into_iter()
             .map(|e| e.id)
@@ -392,7 +435,10 @@ impl Cfn {
                 });
             }
             if started.elapsed() > timeout {
-                return Err(CfnError::Timeout(timeout));
+                return Err(CfnError::Timeout {
+                    what: format!("stack {stack} to settle"),
+                    after: timeout,
+                });
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -406,7 +452,7 @@ impl Cfn {
         on_event: &(dyn Fn(&StackEvent) + Sync),
     ) -> Result<(), CfnError> {
         let mut seen: std::collections::HashSet<String> = self
-            .events(stack)
+            .events(stack, None)
             .await?
             .into_iter()
             .map(|e| e.id)
@@ -428,7 +474,10 @@ impl Cfn {
                 });
             }
             if started.elapsed() > timeout {
-                return Err(CfnError::Timeout(timeout));
+                return Err(CfnError::Timeout {
+                    what: format!("stack {stack} to be deleted"),
+                    after: timeout,
+                });
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -442,7 +491,7 @@ impl Cfn {
         failures: &mut Vec<String>,
         on_event: &(dyn Fn(&StackEvent) + Sync),
     ) -> Result<(), CfnError> {
-        let mut events = self.events(stack).await?;
+        let mut events = self.events(stack, Some(seen)).await?;
         events.reverse(); // oldest first
         for e in events {
             if seen.insert(e.id.clone()) {
@@ -460,40 +509,59 @@ impl Cfn {
         Ok(())
     }
 
-    async fn events(&self, stack: &str) -> Result<Vec<StackEvent>, CfnError> {
-        let out = match self
-            .client
-            .describe_stack_events()
-            .stack_name(stack)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                let code = crate::error_code(&e);
-                let msg = describe_sdk_error(&e);
-                if crate::quirks::says_not_found(code.as_deref(), &msg) {
-                    return Ok(Vec::new());
+    /// The stack's events, newest first: the newest page only (`since` = `None`), or every page
+    /// back to one holding an event of `since` (at most [`EVENT_PAGES`] pages), so that a busy
+    /// stack's events between two polls are not lost past the first page.
+    async fn events(
+        &self,
+        stack: &str,
+        since: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Vec<StackEvent>, CfnError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..EVENT_PAGES {
+            let page = match self
+                .client
+                .describe_stack_events()
+                .stack_name(stack)
+                .set_next_token(token.clone())
+                .send()
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    let code = crate::error_code(&e);
+                    let msg = describe_sdk_error(&e);
+                    if crate::quirks::says_not_found(code.as_deref(), &msg) {
+                        return Ok(out);
+                    }
+                    return Err(CfnError::Api {
+                        action: "DescribeStackEvents",
+                        detail: msg,
+                    });
                 }
-                return Err(CfnError::Api {
-                    action: "DescribeStackEvents",
-                    detail: msg,
-                });
+            };
+            let events: Vec<StackEvent> = page
+                .stack_events()
+                .iter()
+                .map(|e| StackEvent {
+                    id: e.event_id().unwrap_or_default().to_string(),
+                    logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
+                    resource_type: e.resource_type().unwrap_or_default().to_string(),
+                    status: e
+                        .resource_status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    reason: e.resource_status_reason().map(str::to_string),
+                })
+                .collect();
+            let reached = since.is_none_or(|seen| events.iter().any(|e| seen.contains(&e.id)));
+            out.extend(events);
+            token = page.next_token().map(str::to_string);
+            if reached || token.is_none() {
+                break;
             }
-        };
-        Ok(out
-            .stack_events()
-            .iter()
-            .map(|e| StackEvent {
-                id: e.event_id().unwrap_or_default().to_string(),
-                logical_id: e.logical_resource_id().unwrap_or_default().to_string(),
-                resource_type: e.resource_type().unwrap_or_default().to_string(),
-                status: e
-                    .resource_status()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-                reason: e.resource_status_reason().map(str::to_string),
-            })
-            .collect())
+        }
+        Ok(out)
     }
 }

@@ -75,13 +75,16 @@ impl Ec2 {
         if !subnets.is_empty() {
             sreq = sreq.set_subnet_ids(Some(subnets.to_vec()));
         }
-        let sout = sreq
+        // Every page: a VPC can hold more subnets than one answer.
+        let pages = sreq
+            .into_paginator()
             .send()
+            .try_collect()
             .await
             .map_err(|e| err("DescribeSubnets")(describe_sdk_error(&e)))?;
-        let mut found: Vec<(String, String)> = sout
-            .subnets()
+        let mut found: Vec<(String, String)> = pages
             .iter()
+            .flat_map(|p| p.subnets())
             .map(|s| {
                 (
                     s.subnet_id().unwrap_or_default().to_string(),
@@ -138,12 +141,14 @@ impl Ec2 {
                     .values(instance_type)
                     .build(),
             )
+            .into_paginator()
             .send()
+            .try_collect()
             .await
             .map_err(|e| err("DescribeInstanceTypeOfferings")(describe_sdk_error(&e)))?;
         let mut z: Vec<String> = out
-            .instance_type_offerings()
             .iter()
+            .flat_map(|p| p.instance_type_offerings())
             .filter_map(|o| o.location().map(str::to_string))
             .collect();
         z.sort();

@@ -27,12 +27,14 @@ impl Efs {
             .client
             .describe_access_points()
             .file_system_id(file_system_id)
+            .into_paginator()
             .send()
+            .try_collect()
             .await
             .map_err(api("EFS", "DescribeAccessPoints"))?;
         Ok(out
-            .access_points()
             .iter()
+            .flat_map(|p| p.access_points())
             .filter_map(|a| {
                 let path = a
                     .root_directory()

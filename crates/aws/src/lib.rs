@@ -30,13 +30,19 @@ pub struct AwsOptions {
 /// name one.
 pub const FALLBACK_REGION: &str = "us-east-1";
 
+/// Attempts per AWS call (the first and the retries).
+pub const MAX_ATTEMPTS: u32 = 6;
+
 /// Loads the SDK configuration for `opts`: the one place it is built. The region is resolved
 /// once (the option, else the standard chain, else [`FALLBACK_REGION`]), so that
-/// `config.region()` is always set; retries use the SDK's standard mode with 3 attempts
-/// (exponential backoff with jitter on throttling, 5xx and transient network errors).
+/// `config.region()` is always set; retries use the SDK's adaptive mode with 6 attempts:
+/// exponential backoff with jitter on throttling (HTTP 400 `Throttling`, `ThrottlingException`,
+/// EC2's `RequestLimitExceeded`, 429s), 5xx and transient network errors, and on throttling a
+/// client-side rate limit that slows the calls that follow — a rollout's polls meet AWS's
+/// per-account API rates, shared with everything else in the account.
 pub async fn load_config(opts: &AwsOptions) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(MAX_ATTEMPTS));
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }

@@ -19,6 +19,59 @@ pub enum Mode {
     FailEvery(usize),
     /// The first blob upload (PUT/PATCH with a body) stalls for a minute.
     StallFirstUpload,
+    /// Every `n`th request is throttled the way its service throttles: 400 `Throttling` (query
+    /// protocols), 400 `ThrottlingException` (JSON protocols), 503 `RequestLimitExceeded` (EC2),
+    /// 429 `ThrottlingException` (EFS's REST protocol), and a registry's 429 with `Retry-After`.
+    ThrottleEvery(usize),
+}
+
+/// The throttling answer of the service a request is for: (status, content type, extra header,
+/// body), from its signature's credential scope and its protocol.
+fn throttled(
+    auth: Option<&str>,
+    json_target: bool,
+) -> (
+    u16,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+) {
+    let service = auth
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or_default();
+    match (service, json_target) {
+        (_, true) => (
+            400,
+            "application/x-amz-json-1.1",
+            Some(("x-amzn-errortype", "ThrottlingException")),
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        ),
+        ("ec2", _) => (
+            503,
+            "text/xml",
+            None,
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>t</RequestID></Response>",
+        ),
+        ("elasticfilesystem", _) => (
+            429,
+            "application/json",
+            Some(("x-amzn-errortype", "ThrottlingException")),
+            r#"{"ErrorCode":"ThrottlingException","Message":"Rate exceeded"}"#,
+        ),
+        ("", _) => (
+            429,
+            "application/json",
+            Some(("retry-after", "1")),
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}"#,
+        ),
+        _ => (
+            400,
+            "text/xml",
+            None,
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>",
+        ),
+    }
 }
 
 /// Answers a request itself (action, request body) instead of forwarding it: `Some((status, body))`.
@@ -164,6 +217,25 @@ pub async fn start_with(upstream: &str, mode: Mode, hooks: Hooks) -> Proxy {
                                 let mut resp = Response::new(Full::new(Bytes::from_static(b"{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"injected\"}]}")));
                                 *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                                 return Ok(resp);
+                            }
+                            Mode::ThrottleEvery(k) if n % k == 0 => {
+                                f.fetch_add(1, Ordering::SeqCst);
+                                let auth = req
+                                    .headers()
+                                    .get(hyper::header::AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    .filter(|a| a.starts_with("AWS4-HMAC-SHA256"));
+                                let (status, ct, extra, body) = throttled(auth, target.is_some());
+                                let mut b = Response::builder()
+                                    .status(status)
+                                    .header("content-type", ct);
+                                if let Some((k, v)) = extra {
+                                    b = b.header(k, v);
+                                }
+                                l.lock().unwrap().push(format!("throttled {status}"));
+                                return Ok(b
+                                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                                    .unwrap());
                             }
                             Mode::StallFirstUpload
                                 if (method == hyper::Method::PUT
