@@ -28,6 +28,17 @@ fi
 export TD_ORACLE_PYTHON="$venv/bin/python"
 export TD_CFN_LINT="$venv/bin/cfn-lint"
 
+# checkov, the IaC scanner the rendered templates are held to.
+checkov_venv="${TD_VENV_DIR:-$PWD/.stack}/venv-checkov"
+checkov_requirements="scripts/requirements-checkov.txt"
+if [ ! -x "$checkov_venv/bin/checkov" ] || ! cmp -s "$checkov_requirements" "$checkov_venv/.requirements"; then
+  say "installing checkov into $checkov_venv"
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check -r "$checkov_requirements"
+  cp "$checkov_requirements" "$checkov_venv/.requirements"
+fi
+export TD_CHECKOV="$checkov_venv/bin/checkov"
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

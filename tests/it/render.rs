@@ -90,6 +90,80 @@ fn every_rendered_template_passes_cfn_lint() {
 }
 
 #[test]
+#[ignore = "needs checkov: run ./scripts/test.sh"]
+fn every_rendered_template_passes_checkov_or_says_why_not() {
+    let checkov =
+        std::env::var("TD_CHECKOV").expect("TD_CHECKOV is not set: run ./scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("rendered");
+    for (i, spec) in variant_specs(dir.path()).iter().enumerate() {
+        for layer in ["cluster", "service"] {
+            let cfn = render_stack("cloudformation", Some(layer), spec, None);
+            let tf = render_stack("terraform", Some(layer), spec, None);
+            assert!(cfn.status.success() && tf.status.success());
+            let d = out_dir.join(format!("v{i}")).join(layer);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("template.json"), &cfn.stdout).unwrap();
+            std::fs::write(d.join("main.tf"), &tf.stdout).unwrap();
+        }
+    }
+    let run = Command::new(&checkov)
+        .arg("-d")
+        .arg(&out_dir)
+        .args(["-o", "json", "--framework", "cloudformation", "terraform"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov: {e}: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    let reports = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    let frameworks: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| r["check_type"].as_str())
+        .collect();
+    assert_eq!(
+        frameworks.len(),
+        2,
+        "both frameworks scanned: {frameworks:?}"
+    );
+    for r in &reports {
+        let failed: Vec<String> = r["results"]["failed_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{} {} ({})", c["check_id"], c["resource"], c["file_path"]))
+            .collect();
+        assert!(failed.is_empty(), "{}: {failed:#?}", r["check_type"]);
+        assert_eq!(r["summary"]["parsing_errors"], 0, "{}", r["summary"]);
+        assert!(
+            r["summary"]["passed"].as_u64().unwrap() > 50,
+            "{}",
+            r["summary"]
+        );
+        // Every check not passed is skipped with its reason, in the template.
+        for c in r["results"]["skipped_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let why = c["check_result"]["suppress_comment"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                why.len() > 20,
+                "{} on {}: no reason",
+                c["check_id"],
+                c["resource"]
+            );
+        }
+    }
+}
+
+#[test]
 fn the_terraform_modules_parse_as_hcl_and_name_the_same_resources_as_the_stacks() {
     let dir = tempfile::tempdir().unwrap();
     for spec in variant_specs(dir.path()) {

@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use crate::deploy::render::checks::{self, Skip};
 use crate::deploy::route::{Routing, Target};
 
 /// The gRPC target group's health check: Triton's `ServerReady` method.
@@ -127,7 +128,7 @@ pub fn user_data(spec: &DeploymentSpec) -> String {
         ""
     };
     format!(
-        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\n{spot}EOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n",
+        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\nECS_AWSVPC_BLOCK_IMDS=true\n{spot}EOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n",
         spec.cluster
     )
 }
@@ -247,7 +248,9 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
                     "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}},
                     "SecurityGroupIds": [{"Ref": "InstanceSecurityGroup"}],
                     "UserData": {"Fn::Base64": user_data(spec)},
-                    "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"},
+                    // One hop: the host (and the ECS agent on its network) reaches the instance
+                    // metadata, containers do not; tasks get their role's credentials from ECS.
+                    "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
                     "BlockDeviceMappings": [{
                         "DeviceName": "/dev/xvda",
                         "Ebs": {"VolumeSize": spec.root_volume_gib, "VolumeType": "gp3", "Encrypted": true, "DeleteOnTermination": true}
@@ -349,7 +352,11 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
                 "Scheme": if spec.internet_facing { "internet-facing" } else { "internal" },
                 "Subnets": {"Ref": "Subnets"},
                 "SecurityGroups": [{"Ref": "AlbSecurityGroup"}],
-                "LoadBalancerAttributes": [{"Key": "idle_timeout.timeout_seconds", "Value": "120"}],
+                "LoadBalancerAttributes": [
+                    {"Key": "idle_timeout.timeout_seconds", "Value": "120"},
+                    // Requests with header names HTTP does not allow are dropped, not passed on.
+                    {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"}
+                ],
                 "Tags": t
             }
         }),
@@ -444,6 +451,12 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
         outputs["FileSystemId"] = json!({"Value": {"Ref": "FileSystem"}});
         outputs["EfsSecurityGroupId"] = json!({"Value": {"Ref": "EfsSecurityGroup"}});
     }
+    annotate(&mut resources, "LoadBalancer", &[checks::ALB_ACCESS_LOGS]);
+    annotate(
+        &mut resources,
+        "Listener",
+        &checks::listener_skips(spec.certificate_arn.is_some()),
+    );
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!("triton-deploy cluster {}: GPU hosts, capacity provider, shared ALB, EFS", spec.cluster),
@@ -455,6 +468,13 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
         "Resources": resources,
         "Outputs": outputs
     })
+}
+
+/// Writes why `resource` does not pass `skips` where the IaC scanner reads it.
+fn annotate(resources: &mut serde_json::Map<String, Value>, resource: &str, skips: &[Skip]) {
+    if let Some(r) = resources.get_mut(resource).filter(|_| !skips.is_empty()) {
+        r["Metadata"] = checks::cfn_metadata(skips);
+    }
 }
 
 /// Whether the cluster has an HTTP listener on :80 that redirects to its HTTPS one.
@@ -704,6 +724,7 @@ pub fn service_template(spec: &DeploymentSpec, routing: &Routing) -> Value {
             json!({"Type": "String", "Description": "The cluster stack's EFS file system"});
         parameters["EfsSecurityGroupId"] = json!({"Type": "AWS::EC2::SecurityGroup::Id", "Description": "The cluster stack's EFS security group"});
     }
+    annotate(&mut resources, "LogGroup", &[checks::LOGS_KMS]);
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!("triton-deploy service {} on cluster {}: target group, listener rules, task role and security group, EFS access point, logs, dashboard", spec.service, spec.cluster),

@@ -2,6 +2,7 @@
 //! stack ([`cloudformation`]), the ECS task definition ([`taskdef`]) and the equivalent Terraform
 //! module ([`terraform`]). Pure functions: they render, callers apply.
 
+pub mod checks;
 pub mod cloudformation;
 pub mod taskdef;
 pub mod terraform;

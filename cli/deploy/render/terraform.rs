@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::deploy::render::checks::{self, Skip};
 use crate::deploy::render::cloudformation::{self, user_data};
 use crate::deploy::render::cloudformation::{GRPC_HEALTH_CHECK, redirects_http};
 use crate::deploy::route::{Route, Routing, Target};
@@ -81,6 +82,8 @@ struct Body(Vec<(String, Item)>);
 enum Item {
     Attr(V),
     Block(Vec<String>, Body),
+    /// A `#` comment line (checkov reads its skips from them).
+    Comment(String),
 }
 
 impl Body {
@@ -90,6 +93,16 @@ impl Body {
     }
     fn b(mut self, k: &str, body: Body) -> Self {
         self.0.push((k.into(), Item::Block(vec![], body)));
+        self
+    }
+    /// Says why the resource does not pass the scanner's `skips`.
+    fn skip(mut self, skips: &[Skip]) -> Self {
+        for sk in skips {
+            self.0.push((
+                String::new(),
+                Item::Comment(format!("checkov:skip={}:{}", sk.id, sk.reason)),
+            ));
+        }
         self
     }
     fn write(&self, out: &mut String, indent: usize) {
@@ -104,6 +117,9 @@ impl Body {
                     let _ = writeln!(out, "{pad}{k}{labels} {{");
                     body.write(out, indent + 1);
                     let _ = writeln!(out, "{pad}}}");
+                }
+                Item::Comment(text) => {
+                    let _ = writeln!(out, "{pad}#{}", text.replace('\n', " "));
                 }
             }
         }
@@ -191,6 +207,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
     let tags = || e("local.tags");
     let egress = || {
         Body::default()
+            .a("description", s("outbound"))
             .a("protocol", s("-1"))
             .a("from_port", V::N(0))
             .a("to_port", V::N(0))
@@ -261,6 +278,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
     );
     let mut alb_sg = Body::default()
         .a("name_prefix", s(format!("{}-alb-", spec.cluster)))
+        .a("description", s(format!("{} load balancer", spec.cluster)))
         .a("vpc_id", e("var.vpc_id"));
     let mut ports = vec![spec.listener_port];
     if redirects_http(spec) {
@@ -271,6 +289,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
             alb_sg = alb_sg.b(
                 "ingress",
                 Body::default()
+                    .a("description", s(format!("clients on :{port}")))
                     .a("protocol", s("tcp"))
                     .a("from_port", V::N((*port).into()))
                     .a("to_port", V::N((*port).into()))
@@ -282,7 +301,10 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
         &mut o,
         "resource",
         &["aws_security_group", "alb"],
-        alb_sg.b("egress", egress()).a("tags", tags()),
+        alb_sg
+            .b("egress", egress())
+            .a("tags", tags())
+            .skip(&[checks::ALB_EGRESS]),
     );
     block(
         &mut o,
@@ -290,9 +312,17 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
         &["aws_security_group", "instance"],
         Body::default()
             .a("name_prefix", s(format!("{}-hosts-", spec.cluster)))
+            .a(
+                "description",
+                s(format!(
+                    "{} GPU hosts (egress only; tasks have their own interfaces)",
+                    spec.cluster
+                )),
+            )
             .a("vpc_id", e("var.vpc_id"))
             .b("egress", egress())
-            .a("tags", tags()),
+            .a("tags", tags())
+            .skip(&[checks::EGRESS_ANY]),
     );
     block(
         &mut o,
@@ -318,7 +348,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
                 "metadata_options",
                 Body::default()
                     .a("http_tokens", s("required"))
-                    .a("http_put_response_hop_limit", V::N(2))
+                    .a("http_put_response_hop_limit", V::N(1))
                     .a("http_endpoint", s("enabled")),
             )
             .b(
@@ -450,6 +480,13 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
                     .a("base", V::N(1)),
             ),
     );
+    let mut lb_skips = vec![checks::ALB_ACCESS_LOGS, checks::ALB_DELETION_PROTECTION];
+    if spec.internet_facing {
+        lb_skips.push(checks::ALB_WAF);
+    }
+    if spec.certificate_arn.is_none() {
+        lb_skips.push(checks::HTTP_LISTENER[2]);
+    }
     block(
         &mut o,
         "resource",
@@ -464,9 +501,12 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
                 V::L(vec![e("aws_security_group.alb.id")]),
             )
             .a("idle_timeout", V::N(120))
-            .a("tags", tags()),
+            .a("drop_invalid_header_fields", V::B(true))
+            .a("tags", tags())
+            .skip(&lb_skips),
     );
     let mut listener = Body::default()
+        .skip(&checks::listener_skips(spec.certificate_arn.is_some()))
         .a("load_balancer_arn", e("aws_lb.this.arn"))
         .a("port", V::N(spec.listener_port.into()))
         .a(
@@ -525,6 +565,13 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
             &["aws_security_group", "efs"],
             Body::default()
                 .a("name_prefix", s(format!("{}-efs-", spec.cluster)))
+                .a(
+                    "description",
+                    s(format!(
+                        "{} EFS (NFS from the tasks of each service, let in by its module)",
+                        spec.cluster
+                    )),
+                )
                 .a("vpc_id", e("var.vpc_id"))
                 .a("tags", tags()),
         );
@@ -533,6 +580,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
             "resource",
             &["aws_efs_file_system", "cache"],
             Body::default()
+                .skip(&[checks::EFS_CMK])
                 .a("encrypted", V::B(true))
                 .a("performance_mode", s("generalPurpose"))
                 .a("throughput_mode", s("elastic"))
@@ -641,6 +689,7 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
     let tags = || e("local.tags");
     let egress = || {
         Body::default()
+            .a("description", s("outbound"))
             .a("protocol", s("-1"))
             .a("from_port", V::N(0))
             .a("to_port", V::N(0))
@@ -666,6 +715,8 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
         &["aws_security_group", "task"],
         Body::default()
             .a("name_prefix", s(format!("{}-task-", spec.service)))
+            .a("description", s(format!("{} Triton tasks", spec.service)))
+            .skip(&[checks::EGRESS_ANY, checks::TASK_SG_ATTACHED])
             .a("vpc_id", e("var.vpc_id"))
             .b(
                 "ingress",
@@ -696,6 +747,7 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
         "resource",
         &["aws_lb_target_group", "triton"],
         Body::default()
+            .skip(&[checks::PLAIN_TARGETS])
             .a("name_prefix", s("td-"))
             .a("target_type", s("ip"))
             .a("protocol", s("HTTP"))
@@ -725,6 +777,7 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
             "resource",
             &["aws_lb_target_group", "grpc"],
             Body::default()
+                .skip(&[checks::PLAIN_TARGETS])
                 .a("name_prefix", s("tdg-"))
                 .a("target_type", s("ip"))
                 .a("protocol", s("HTTP"))
@@ -808,6 +861,7 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
         "resource",
         &["aws_cloudwatch_log_group", "triton"],
         Body::default()
+            .skip(&[checks::LOGS_KMS, checks::LOGS_RETENTION])
             .a(
                 "name",
                 s(format!("/triton-deploy/{}/{}", spec.cluster, spec.service)),
