@@ -69,6 +69,8 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // Only the tool's own events, at every verbosity: the AWS SDK's trace events carry response
+    // bodies (an ECR authorization token among them), so `-vvv` does not turn them on.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("triton_deploy={level}")));
     tracing_subscriber::fmt()

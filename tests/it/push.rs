@@ -93,9 +93,16 @@ async fn push_creates_the_repository_and_an_image_whose_layers_hold_exactly_each
     let cache = tempfile::tempdir().unwrap();
     let name = unique("td-test/ensemble");
     let base = upstream_base(&unique("base"));
-    let push = Push::new(root().join("model-repos/ensemble"), cache.path()).into_ecr(&name, &base);
+    let push = Push::new(root().join("model-repos/ensemble"), cache.path())
+        .into_ecr(&name, &base)
+        // At the highest verbosity too, the registry password and the ECR token stay out.
+        .arg("-vvv");
     let out = push.output();
     secrets_absent(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("INFO"),
+        "-vvv logs"
+    );
     assert!(
         out.status.success(),
         "{}",

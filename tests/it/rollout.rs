@@ -327,3 +327,86 @@ async fn a_newer_ami_behind_the_parameter_is_reported_and_planned() {
         "{st}"
     );
 }
+
+/// `rollout --plan` with `env` as the whole environment (and PATH), its output as text.
+async fn plan_with_env(
+    spec: &Path,
+    env: Vec<(&'static str, String)>,
+) -> (Option<i32>, String, usize) {
+    let spec = spec.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .args(["--format", "json", "rollout", "--plan", "-f"])
+            .arg(&spec)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout_lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    (out.status.code(), text(&out), stdout_lines)
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn missing_expired_refused_and_denied_credentials_say_what_to_do_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), &unique("cred"), "");
+    let home = tempfile::tempdir().unwrap();
+    let base = |endpoint: &str| {
+        vec![
+            ("HOME", home.path().display().to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ]
+    };
+    // No credentials anywhere: what was tried, what to do; not the SDK's structure.
+    let (code, out, _) = plan_with_env(&spec, base(&env("TD_MOTO_URL"))).await;
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let msg = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no AWS credentials found: tried the environment"),
+        "{msg}"
+    );
+    assert!(msg.contains("aws sso login"), "{msg}");
+    assert!(
+        !out.contains("DispatchFailure") && !out.contains("ProviderChainError"),
+        "{out}"
+    );
+
+    // AWS refusing the call: access denied names the action (AWS's own words) and the way out.
+    for (code_name, expect) in [
+        (
+            "AccessDenied",
+            "access denied: the caller's IAM policy needs this action",
+        ),
+        ("ExpiredToken", "the AWS credentials have expired"),
+        ("InvalidClientTokenId", "the AWS credentials were refused"),
+    ] {
+        let hooks = proxy::Hooks {
+            answer: Some(std::sync::Arc::new(move |action, _| {
+                (action == "DescribeStacks").then(|| {
+                    (403, format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code_name}</Code><Message>User: arn:aws:iam::123456789012:user/ci is not authorized to perform: cloudformation:DescribeStacks</Message></Error><RequestId>r</RequestId></ErrorResponse>"))
+                })
+            })),
+            rewrite: None,
+        };
+        let proxy = proxy::start_with(&env("TD_MOTO_URL"), proxy::Mode::Pass, hooks).await;
+        let mut e = base(&proxy.url);
+        e.push(("AWS_ACCESS_KEY_ID", "testing".into()));
+        e.push(("AWS_SECRET_ACCESS_KEY", "testing".into()));
+        let (code, out, documents) = plan_with_env(&spec, e).await;
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(expect), "{code_name}: {out}");
+        assert!(
+            out.contains("CloudFormation DescribeStacks failed")
+                && out.contains("cloudformation:DescribeStacks"),
+            "{out}"
+        );
+        assert_eq!(documents, 1, "one JSON document: {out}");
+    }
+}

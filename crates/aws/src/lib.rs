@@ -85,7 +85,10 @@ where
     }
 }
 
-/// Renders an SDK error with its service code and message, without the request's internals.
+/// Renders an SDK error with its service code and message, without the request's internals: one
+/// line saying what went wrong and what to do for the failures a user can fix (no credentials,
+/// expired or refused ones, access denied, an unreachable endpoint). The SDK's own structure is
+/// logged at debug level (`-vv`).
 pub fn describe_sdk_error<E, R>(err: &aws_sdk_ecr::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error,
@@ -94,17 +97,31 @@ where
     match err {
         SdkError::ServiceError(e) => {
             let inner = e.err();
-            match (inner.code(), inner.message()) {
+            tracing::debug!(error = ?inner, "AWS call failed");
+            let said = match (inner.code(), inner.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_string(),
                 _ => inner.to_string(),
+            };
+            match inner.code().and_then(advice) {
+                Some(what) => format!("{what} ({said})"),
+                None => said,
             }
         }
         SdkError::DispatchFailure(e) => {
-            if e.is_io() || e.is_timeout() {
+            let detail = format!("{e:?}");
+            tracing::debug!(error = %detail, "AWS call failed");
+            if detail.contains("CredentialsNotLoaded") {
+                NO_CREDENTIALS.to_string()
+            } else if detail.contains("FailedToLoadToken") || detail.contains("expired") {
+                "the AWS credentials could not be loaded: the SSO session or the token has expired (run `aws sso login`, or renew the credentials)".to_string()
+            } else if e.is_io() || e.is_timeout() {
                 "could not reach the AWS endpoint (network error or timeout)".to_string()
             } else {
-                format!("request failed: {e:?}")
+                match e.as_connector_error() {
+                    Some(c) => format!("request failed: {}", source_chain(c)),
+                    None => "request failed".to_string(),
+                }
             }
         }
         SdkError::TimeoutError(_) => "the request to AWS timed out".to_string(),
@@ -114,6 +131,48 @@ where
         SdkError::ResponseError(_) => "AWS sent a response that could not be read".to_string(),
         other => other.to_string(),
     }
+}
+
+/// What the credential chain tried when it found nothing.
+pub const NO_CREDENTIALS: &str = "no AWS credentials found: tried the environment (AWS_ACCESS_KEY_ID), the shared config and credentials files (the profile: --profile or AWS_PROFILE, SSO included), web identity, the ECS container and the instance metadata; set one of them (`aws configure`, `aws sso login`)";
+
+/// What to do about a service error code a user can fix.
+fn advice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired" => {
+            "the AWS credentials have expired: renew them (`aws sso login`, or new keys)"
+        }
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "UnauthorizedOperation"
+        | "UnauthorizedException" => {
+            "access denied: the caller's IAM policy needs this action on this resource (the README's \"On AWS\" lists what triton-deploy calls)"
+        }
+        "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "AuthFailure"
+        | "IncompleteSignature" => {
+            "the AWS credentials were refused: check the access key and secret, or the profile in use"
+        }
+        _ => return None,
+    })
+}
+
+/// An error and its sources, each once, joined by ": ".
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// A failed AWS call: the action, the service's error code and what AWS (or the network) said.
