@@ -481,27 +481,24 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
     }
 }
 
-/// The fields of the service that differ between what is deployed and what is wanted. When the
-/// service's configuration-hash tag matches, the configuration was applied as is: what a reader
-/// reports differently (an emulator's dropped fields) is not a change.
+/// The fields of the service that differ between what is deployed and what is wanted, field by
+/// field: a change made outside the tool (the console, another script) is seen and repaired. A
+/// field the reader does not report (an emulator drops some) is judged by the service's
+/// configuration-hash tag instead: when it matches, the field was applied as it is wanted.
 pub fn service_diff(observed: &ServiceState, desired: &ServiceConfig) -> Vec<FieldChange> {
     let hash = service_hash(desired);
-    if observed
+    let applied = observed
         .tags
         .iter()
-        .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash)
-    {
-        return Vec::new();
-    }
+        .any(|(k, v)| k == "triton-deploy:service-hash" && *v == hash);
     let mut changes: Vec<FieldChange> = Vec::new();
     if let Value::Object(want) = service_fields(desired) {
         for (k, v) in &want {
-            walk(
-                k,
-                observed.observed.get(k).unwrap_or(&Value::Null),
-                v,
-                &mut changes,
-            );
+            match observed.observed.get(k) {
+                Some(seen) => walk(k, seen, v, &mut changes),
+                None if applied => {}
+                None => walk(k, &Value::Null, v, &mut changes),
+            }
         }
     }
     changes

@@ -382,6 +382,34 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     assert_eq!(mutations(&proxy2), Vec::<String>::new());
     assert!(proxy2.actions().len() <= 25, "{:?}", proxy2.actions());
 
+    // A change made outside the tool (another security group on the tasks, from the console)
+    // is seen and repaired, though the configuration-hash tag still says what was applied.
+    let svc = moto_json(
+        "ecs",
+        "AmazonEC2ContainerServiceV20141113.DescribeServices",
+        json!({"cluster": format!("{name}-gpu"), "services": [name]}),
+    )
+    .await;
+    let mut network = svc["services"][0]["networkConfiguration"].clone();
+    network["awsvpcConfiguration"]["securityGroups"] = json!(["sg-0123456789abcdef0"]);
+    moto_json(
+        "ecs",
+        "AmazonEC2ContainerServiceV20141113.UpdateService",
+        json!({"cluster": format!("{name}-gpu"), "service": name, "networkConfiguration": network}),
+    )
+    .await;
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "drift: {}", text(&out));
+    assert!(
+        text(&out).contains("securityGroups") && text(&out).contains("sg-0123456789abcdef0"),
+        "{}",
+        text(&out)
+    );
+    let out = cli_async(&moto, &["rollout", "--yes", "--poll", "1"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "repaired: {}", text(&out));
+
     // Dropping the CPU policy from the spec is planned as its removal.
     let text_spec = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text_spec.replace("cpu_target = 70\n", "")).unwrap();

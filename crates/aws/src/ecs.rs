@@ -807,10 +807,12 @@ impl Ecs {
             observed.insert("subnets".into(), json!(v.subnets()));
             observed.insert("securityGroups".into(), json!(v.security_groups()));
         }
-        observed.insert(
-            "enableExecuteCommand".into(),
-            json!(svc.enable_execute_command()),
-        );
+        // The SDK reads an absent `enableExecuteCommand` as false, and emulators leave it out:
+        // only `true` is known to be what the service says; otherwise the configuration hash
+        // judges it.
+        if svc.enable_execute_command() {
+            observed.insert("enableExecuteCommand".into(), json!(true));
+        }
         Ok(Some(ServiceState {
             arn: svc.service_arn().unwrap_or_default().to_string(),
             status,
