@@ -92,7 +92,14 @@ pub enum Failure {
     Timeout,
     /// The connection broke, or the answer was not HTTP.
     Reset,
+    /// The answer's body is over [`MAX_BODY`] (announced or sent).
+    TooLarge,
 }
+
+/// The largest answer body read (an inference answer past it is counted as an error, not held).
+pub const MAX_BODY: usize = 256 << 20;
+/// The largest answer head (status line and headers).
+const MAX_HEAD: usize = 64 << 10;
 
 impl Failure {
     pub fn code(&self) -> &'static str {
@@ -100,6 +107,7 @@ impl Failure {
             Failure::Connect => "connect",
             Failure::Timeout => "timeout",
             Failure::Reset => "reset",
+            Failure::TooLarge => "too_large",
         }
     }
 }
@@ -241,13 +249,17 @@ impl Io {
             debug_assert!(n > 0);
             match parse_head(&self.buf, &mut self.header_len) {
                 Head::Complete(h) => break h,
-                Head::Partial if self.buf.len() < 1 << 20 => continue,
+                Head::Partial if self.buf.len() < MAX_HEAD => continue,
                 _ => return Ok(Err(Failure::Reset)),
             }
         };
         // The body.
         match framing {
             Framing::Length(n) => {
+                if n > MAX_BODY {
+                    self.stream = None;
+                    return Ok(Err(Failure::TooLarge));
+                }
                 let end = head_len + n;
                 if self.buf.len() < end {
                     self.buf.reserve(end - self.buf.len());
@@ -277,6 +289,11 @@ impl Io {
                         break;
                     }
                     Some(Err(())) => return Ok(Err(Failure::Reset)),
+                    None if self.buf.len() - head_len > MAX_BODY + MAX_HEAD => {
+                        // Chunk headers and trailers count too: a drip of empty trailers ends.
+                        self.stream = None;
+                        return Ok(Err(Failure::TooLarge));
+                    }
                     None => {
                         if self.buf.capacity() - self.buf.len() < 4096 {
                             self.buf.reserve(self.buf.capacity().max(4096));
@@ -295,6 +312,10 @@ impl Io {
                     }
                     match stream.read_buf(&mut self.buf).await {
                         Ok(0) => break,
+                        Ok(_) if self.buf.len() - head_len > MAX_BODY => {
+                            self.stream = None;
+                            return Ok(Err(Failure::TooLarge));
+                        }
                         Ok(_) => {}
                         Err(_) => return Ok(Err(Failure::Reset)),
                     }
@@ -393,6 +414,9 @@ pub fn dechunk(input: &[u8], out: &mut Vec<u8>) -> Option<Result<usize, ()>> {
             Some(s) => s,
             None => return Some(Err(())),
         };
+        if size > MAX_BODY {
+            return Some(Err(()));
+        }
         at = line_end + 2;
         if size == 0 {
             // Trailers, each a line, then an empty line.
@@ -405,6 +429,7 @@ pub fn dechunk(input: &[u8], out: &mut Vec<u8>) -> Option<Result<usize, ()>> {
                 }
             }
         }
+        // `size` is at most MAX_BODY and `at` within the input: no overflow.
         if input.len() < at + size + 2 {
             return None;
         }
@@ -536,5 +561,102 @@ mod tests {
         server.await.unwrap();
         // Nobody listens any more.
         assert_eq!(c.round_trip(&req, d).await, Err(Failure::Connect));
+    }
+
+    /// A server that answers each connection with one hostile answer in turn: what a load
+    /// generator pointed at a broken or hostile server meets. Each is an error code, never a
+    /// panic or a huge allocation.
+    #[tokio::test]
+    async fn hostile_answers_are_errors_not_panics_or_huge_buffers() {
+        let endless_headers: Vec<u8> = b"HTTP/1.1 200 OK\r\n"
+            .iter()
+            .copied()
+            .chain(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(4000))
+            .collect();
+        let answers: Vec<(Vec<u8>, Result<u16, Failure>)> = vec![
+            // A length no integer holds.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n".to_vec(),
+                Err(Failure::Reset),
+            ),
+            // A length over the limit: not allocated.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000000\r\n\r\nabc".to_vec(),
+                Err(Failure::TooLarge),
+            ),
+            // Chunk sizes that overflow, or pass the limit.
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nab"
+                    .to_vec(),
+                Err(Failure::Reset),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10000001\r\nab".to_vec(),
+                Err(Failure::Reset),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-5\r\nab".to_vec(),
+                Err(Failure::Reset),
+            ),
+            // Headers without end.
+            (endless_headers, Err(Failure::Reset)),
+            // A body longer than announced: the announced part is the answer.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nabcdef".to_vec(),
+                Ok(200),
+            ),
+            // Not HTTP at all.
+            (b"\x00\x01\x02garbage\r\n\r\n".to_vec(), Err(Failure::Reset)),
+        ];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let replies: Vec<Vec<u8>> = answers.iter().map(|(a, _)| a.clone()).collect();
+        let server = tokio::spawn(async move {
+            for reply in replies {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let k = s.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..k]);
+                }
+                let _ = s.write_all(&reply).await;
+                let _ = s.shutdown().await;
+            }
+            // A slow drip: the head, then a byte a second of a 100-byte body.
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                .await;
+            for _ in 0..3 {
+                let _ = s.write_all(b"x").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let url = url::Url::parse(&format!("http://{addr}/x")).unwrap();
+        let t = Target::new(&url).await.unwrap();
+        let req = t.post(&[], b"{}");
+        for (i, (_, want)) in answers.iter().enumerate() {
+            // A connection of its own for each answer.
+            let mut c = Conn::new(t.addrs.clone());
+            let got = c.round_trip(&req, Duration::from_secs(5)).await;
+            assert_eq!(&got, want, "answer {i}");
+            let held = c.io.buf.capacity();
+            assert!(
+                held <= 2 * (MAX_HEAD + (1 << 20)),
+                "answer {i}: {held} bytes held"
+            );
+            if got == Ok(200) {
+                assert_eq!(c.body(), b"ab");
+            }
+        }
+        let mut c = Conn::new(t.addrs.clone());
+        assert_eq!(
+            c.round_trip(&req, Duration::from_millis(1500)).await,
+            Err(Failure::Timeout)
+        );
+        server.abort();
     }
 }
