@@ -475,6 +475,20 @@ impl Layer<'_> {
         progress: &Progress,
     ) -> Result<Outcome, DeployError> {
         let stack = self.name;
+        let on_event = |e: &StackEvent| progress.line(event_line(e));
+        // A CREATE change set that was never executed (a rollout stopped between making and
+        // executing it) leaves an empty stack in REVIEW_IN_PROGRESS: it goes, and the stack is
+        // made afresh. A plan leaves it to its own clean-up.
+        let existing = match existing {
+            Some(s) if s.status == "REVIEW_IN_PROGRESS" && !plan => {
+                progress.line(format!(
+                    "  {stack}: left empty by a change set never executed (REVIEW_IN_PROGRESS); deleting it first"
+                ));
+                cfn.delete_and_wait(stack, timeout, &on_event).await?;
+                None
+            }
+            other => other,
+        };
         if let Some(s) = &existing
             && (s.status == "ROLLBACK_COMPLETE"
                 || s.status.ends_with("_IN_PROGRESS") && s.status != "REVIEW_IN_PROGRESS")
@@ -534,7 +548,6 @@ impl Layer<'_> {
                 info: existing,
             });
         }
-        let on_event = |e: &StackEvent| progress.line(event_line(e));
         cfn.execute(stack, &change_set, timeout, &on_event).await?;
         Ok(Outcome {
             changes,

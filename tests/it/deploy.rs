@@ -897,3 +897,73 @@ async fn the_example_spec_deploys_against_the_emulator_unchanged() {
     let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn a_rollout_killed_at_any_point_is_finished_by_the_next_one() {
+    let moto = env("TD_MOTO_URL");
+    // Killed (SIGKILL: no cleanup of its own) as soon as it sends each of these.
+    for point in ["CreateChangeSet", "RegisterTaskDefinition", "CreateService"] {
+        let dir = tempfile::tempdir().unwrap();
+        let name = short_name("kil");
+        let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
+        put_image(&format!("{name}/triton"), "v1", &"c".repeat(64)).await;
+        let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+            .args(["rollout", "--yes", "--poll", "1", "-f"])
+            .arg(&spec)
+            .env("AWS_ENDPOINT_URL", &proxy.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_REGION")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !proxy.actions().iter().any(|a| a == point) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "{point} never sent: {:?}",
+                proxy.actions()
+            );
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            proxy.actions().iter().any(|a| a == point),
+            "{point}: {:?}",
+            proxy.actions()
+        );
+
+        // The next rollout finishes the work: one service, and nothing left to change.
+        let out = cli_async(
+            &moto,
+            &["rollout", "--yes", "--poll", "1", "--timeout", "2"],
+            &spec,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "after {point}: {}", text(&out));
+        let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+        assert_eq!(out.status.code(), Some(0), "after {point}: {}", text(&out));
+        let services = moto_json(
+            "ecs",
+            "AmazonEC2ContainerServiceV20141113.ListServices",
+            json!({"cluster": format!("{name}-gpu")}),
+        )
+        .await;
+        assert_eq!(
+            services["serviceArns"].as_array().map(Vec::len),
+            Some(1),
+            "after {point}: {services}"
+        );
+        let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+        assert_eq!(out.status.code(), Some(0), "after {point}: {}", text(&out));
+        assert_nothing_left(&name).await;
+    }
+}
