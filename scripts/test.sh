@@ -14,30 +14,27 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 
+# venv NAME REQUIREMENTS: the venv NAME under TD_VENV_DIR, (re)installed when its requirements
+# changed; prints its path.
+venv() {
+  local dir="${TD_VENV_DIR:-$PWD/.stack}/$1" requirements="$2"
+  if [ ! -x "$dir/bin/python" ] || ! cmp -s "$requirements" "$dir/.requirements"; then
+    say "installing $requirements into $dir"
+    python3 -m venv "$dir" >&2
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+    cp "$requirements" "$dir/.requirements"
+  fi
+  echo "$dir"
+}
 # Python tools for the tests: the conformance oracle (tritonclient's ModelConfig schema and
 # Google's protobuf text-format parser), cfn-lint (AWS's CloudFormation linter) and onnx
 # (regenerates model-repos/ models).
-venv="${TD_VENV_DIR:-$PWD/.stack}/venv-tools"
-requirements="scripts/requirements-tools.txt"
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/.requirements"; then
-  say "installing Python test tools into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/.requirements"
-fi
-export TD_ORACLE_PYTHON="$venv/bin/python"
-export TD_CFN_LINT="$venv/bin/cfn-lint"
-
-# checkov, the IaC scanner the rendered templates are held to.
-checkov_venv="${TD_VENV_DIR:-$PWD/.stack}/venv-checkov"
-checkov_requirements="scripts/requirements-checkov.txt"
-if [ ! -x "$checkov_venv/bin/checkov" ] || ! cmp -s "$checkov_requirements" "$checkov_venv/.requirements"; then
-  say "installing checkov into $checkov_venv"
-  python3 -m venv "$checkov_venv"
-  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check -r "$checkov_requirements"
-  cp "$checkov_requirements" "$checkov_venv/.requirements"
-fi
-export TD_CHECKOV="$checkov_venv/bin/checkov"
+tools="$(venv venv-tools scripts/requirements-tools.txt)"
+export TD_ORACLE_PYTHON="$tools/bin/python"
+export TD_CFN_LINT="$tools/bin/cfn-lint"
+# checkov, the IaC scanner the rendered templates are held to (its dependencies apart).
+checkov="$(venv venv-checkov scripts/requirements-checkov.txt)"
+export TD_CHECKOV="$checkov/bin/checkov"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -27,18 +27,22 @@ fn write_spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
     p
 }
 
-fn cli(endpoint: &str, args: &[&str], spec: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
-        .args(args)
+/// The command `triton-deploy <args> -f <spec>` against `endpoint`, with test credentials.
+fn command(endpoint: &str, args: &[&str], spec: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"));
+    c.args(args)
         .arg("-f")
         .arg(spec)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_REGION")
-        .output()
-        .unwrap()
+        .env_remove("AWS_REGION");
+    c
+}
+
+fn cli(endpoint: &str, args: &[&str], spec: &Path) -> Output {
+    command(endpoint, args, spec).output().unwrap()
 }
 
 async fn cli_async(endpoint: &str, args: &[&str], spec: &Path) -> Output {
@@ -909,14 +913,7 @@ async fn a_rollout_killed_at_any_point_is_finished_by_the_next_one() {
         let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
         put_image(&format!("{name}/triton"), "v1", &"c".repeat(64)).await;
         let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
-            .args(["rollout", "--yes", "--poll", "1", "-f"])
-            .arg(&spec)
-            .env("AWS_ENDPOINT_URL", &proxy.url)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_REGION")
+        let mut child = command(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
