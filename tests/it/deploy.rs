@@ -904,7 +904,7 @@ async fn the_example_spec_deploys_against_the_emulator_unchanged() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: run ./scripts/test.sh"]
-async fn a_rollout_killed_at_any_point_is_finished_by_the_next_one() {
+async fn a_rollout_or_destroy_killed_at_any_point_is_finished_by_the_next_one() {
     let moto = env("TD_MOTO_URL");
     // Killed (SIGKILL: no cleanup of its own) as soon as it sends each of these.
     for point in ["CreateChangeSet", "RegisterTaskDefinition", "CreateService"] {
@@ -913,30 +913,12 @@ async fn a_rollout_killed_at_any_point_is_finished_by_the_next_one() {
         let spec = write_spec(dir.path(), &name, "[storage]\nefs = false\n");
         put_image(&format!("{name}/triton"), "v1", &"c".repeat(64)).await;
         let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
-        let mut child = command(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec)
+        let child = command(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let started = std::time::Instant::now();
-        while !proxy.actions().iter().any(|a| a == point) {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(120),
-                "{point} never sent: {:?}",
-                proxy.actions()
-            );
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(
-            proxy.actions().iter().any(|a| a == point),
-            "{point}: {:?}",
-            proxy.actions()
-        );
+        kill_at(child, &proxy, point).await;
 
         // The next rollout finishes the work: one service, and nothing left to change.
         let out = cli_async(
@@ -959,8 +941,39 @@ async fn a_rollout_killed_at_any_point_is_finished_by_the_next_one() {
             Some(1),
             "after {point}: {services}"
         );
+        // A destroy killed as it deletes the service's stack is finished by the next one.
+        let proxy = proxy::start(&moto, proxy::Mode::Pass).await;
+        let child = command(&proxy.url, &["destroy", "--yes"], &spec)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        kill_at(child, &proxy, "DeleteStack").await;
         let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
         assert_eq!(out.status.code(), Some(0), "after {point}: {}", text(&out));
         assert_nothing_left(&name).await;
     }
+}
+
+/// Kills `child` (SIGKILL) as soon as the proxy has seen it send `action`.
+async fn kill_at(mut child: std::process::Child, proxy: &proxy::Proxy, action: &str) {
+    let started = std::time::Instant::now();
+    while !proxy.actions().iter().any(|a| a == action) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{action} never sent: {:?}",
+            proxy.actions()
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        proxy.actions().iter().any(|a| a == action),
+        "{action}: {:?}",
+        proxy.actions()
+    );
 }
