@@ -74,11 +74,7 @@ pub fn infra_from_stack(
 ) -> Result<Infra, PlanError> {
     let get = |output: &str, resource: &str| -> Result<String, PlanError> {
         stack
-            .outputs
-            .get(output)
-            .or_else(|| stack.resources.get(resource))
-            .filter(|v| !v.is_empty())
-            .cloned()
+            .value(output, resource)
             .ok_or_else(|| PlanError::MissingOutput {
                 stack: stack.name.clone(),
                 output: output.into(),

@@ -390,18 +390,12 @@ fn service_parameters(
 
 /// An output of the stack, or the physical ID of the resource that gives it.
 fn get(stack: &StackInfo, output: &str, resource: &str) -> Result<String, DeployError> {
-    stack
-        .outputs
-        .get(output)
-        .or_else(|| stack.resources.get(resource))
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .ok_or_else(|| {
-            DeployError::State(format!(
-                "stack {} has no output {output} nor resource {resource}: a cluster stack made by another tool or version",
-                stack.name
-            ))
-        })
+    stack.value(output, resource).ok_or_else(|| {
+        DeployError::State(format!(
+            "stack {} has no output {output} nor resource {resource}: a cluster stack made by another tool or version",
+            stack.name
+        ))
+    })
 }
 
 fn json(v: &serde_json::Value) -> Result<String, DeployError> {

@@ -245,15 +245,7 @@ pub async fn cluster_status(
     let Some(stack) = stack else {
         return Ok(report);
     };
-    let pick = |output: &str, resource: &str| {
-        stack
-            .outputs
-            .get(output)
-            .or_else(|| stack.resources.get(resource))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
-    if let Some(group) = pick("AutoScalingGroupName", "AutoScalingGroup")
+    if let Some(group) = stack.value("AutoScalingGroupName", "AutoScalingGroup")
         && let Some((in_service, desired)) = AutoScaling::new(&config).size(&group).await?
     {
         report.instances = Some(HostCount {
@@ -262,11 +254,13 @@ pub async fn cluster_status(
         });
     }
     let ecs = Ecs::new(&config);
-    let cluster = pick("ClusterName", "Cluster").unwrap_or_else(|| spec.cluster.clone());
+    let cluster = stack
+        .value("ClusterName", "Cluster")
+        .unwrap_or_else(|| spec.cluster.clone());
     report.container_instances = ecs.container_instances(&cluster).await?;
     report.gpus = report.container_instances.iter().map(|c| c.gpus).sum();
     report.gpus_free = report.container_instances.iter().map(|c| c.gpus_free).sum();
-    let rules = match pick("ListenerArn", "Listener") {
+    let rules = match stack.value("ListenerArn", "Listener") {
         Some(l) => Elb::new(&config).rules(&l).await?,
         None => Vec::new(),
     };

@@ -47,18 +47,6 @@ async fn cli(args: &[&str], spec: &Path) -> Output {
     .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json_of(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
-
 /// A query-protocol call to moto (CloudFormation, ELB), its XML answer as text.
 async fn moto_query(service: &str, version: &str, params: &[(&str, &str)]) -> String {
     let mut form = url::form_urlencoded::Serializer::new(String::new());

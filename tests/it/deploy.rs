@@ -59,18 +59,6 @@ async fn cli_async(endpoint: &str, args: &[&str], spec: &Path) -> Output {
     .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("not JSON: {}", text(o)))
-}
-
 /// Puts an image into moto's ECR repository `repo` (created if needed); returns moto's digest.
 async fn put_image(repo: &str, tag: &str, layer: &str) -> String {
     let _ = moto_json(
@@ -257,7 +245,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let report = json_out(&out);
+    let report = json_of(&out);
     let service = &report["service"];
     assert_eq!(service["image"]["source"], format!("newest in {repo}"));
     assert!(
@@ -431,7 +419,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     // Status.
     let out = cli_async(&moto, &["status", "--format", "json"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let st = json_out(&out);
+    let st = json_of(&out);
     assert_eq!(st["stack_status"], "CREATE_COMPLETE");
     assert_eq!(st["service"]["state"], "steady", "{st}");
     assert_eq!(st["service"]["running"], 1);
@@ -443,7 +431,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     assert!(!tagged_resources(&name).await.is_empty());
     let out = cli_async(&moto, &["destroy", "--yes", "--format", "json"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let d = json_out(&out);
+    let d = json_of(&out);
     let removed = d["removed"].to_string();
     for what in [
         "autoscaling",
@@ -570,7 +558,7 @@ async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_the
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let r = json_out(&out);
+    let r = json_of(&out);
     assert!(r["from"].as_str().unwrap().ends_with(":2"), "{r}");
     assert!(r["to"].as_str().unwrap().ends_with(":1"), "{r}");
     assert!(!proxy.actions().iter().any(|a| a.starts_with("Deregister")));
@@ -741,7 +729,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let r = json_out(&out);
+    let r = json_of(&out);
     assert_eq!(
         r["verified"],
         format!("ready at {}; inference on add_sub answered", server.url)
@@ -829,7 +817,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(json_out(&out)["instance_refresh"]["status"], "Successful");
+    assert_eq!(json_of(&out)["instance_refresh"]["status"], "Successful");
     let start = proxy.sent_form("StartInstanceRefresh");
     assert_eq!(start.len(), 1);
     assert!(
@@ -869,7 +857,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(json_out(&out)["model"], "add_sub");
+    assert_eq!(json_of(&out)["model"], "add_sub");
     let out = cli_async(&moto, &["bench", "--requests", "1"], &spec).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains(".elb.amazonaws.com"), "{}", text(&out));
@@ -895,7 +883,7 @@ async fn the_example_spec_deploys_against_the_emulator_unchanged() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = cli_async(&moto, &["status", "--format", "json"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let st = json_out(&out);
+    let st = json_of(&out);
     assert_eq!(st["service"]["name"], "text-classifier");
     assert_eq!(st["service"]["state"], "steady", "{st}");
     let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;

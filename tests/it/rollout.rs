@@ -33,14 +33,6 @@ fn rollout(endpoint: &str, args: &[&str], spec: &Path) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 async fn stack_status(name: &str) -> Option<String> {
     let url = env("TD_MOTO_URL");
     let resp = reqwest::Client::new()

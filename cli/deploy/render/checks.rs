@@ -34,7 +34,7 @@ pub const ALB_WAF: Skip = skip(
     "a WAF web ACL's rules and cost are the account's policy; associate one with the load balancer (network.allowed_cidrs limits who connects)",
 );
 /// The checks an HTTP listener fails, when the spec has no certificate.
-pub const HTTP_LISTENER: [Skip; 3] = [
+pub const HTTP_LISTENER: [Skip; 2] = [
     skip(
         "CKV_AWS_2",
         "no network.certificate_arn: the listener is HTTP (internal unless network.internet_facing); with a certificate it is HTTPS",
@@ -43,11 +43,12 @@ pub const HTTP_LISTENER: [Skip; 3] = [
         "CKV_AWS_103",
         "no network.certificate_arn: the listener is HTTP; with a certificate it takes TLS 1.2 and 1.3 only",
     ),
-    skip(
-        "CKV2_AWS_20",
-        "no network.certificate_arn: nothing to redirect HTTP to; with a certificate :80 redirects to HTTPS",
-    ),
 ];
+/// The load balancer's check for an HTTP → HTTPS redirect, when the spec has no certificate.
+pub const HTTP_NO_REDIRECT: Skip = skip(
+    "CKV2_AWS_20",
+    "no network.certificate_arn: nothing to redirect HTTP to; with a certificate :80 redirects to HTTPS",
+);
 /// Plain HTTP from the load balancer to the tasks.
 pub const PLAIN_TARGETS: Skip = skip(
     "CKV_AWS_378",

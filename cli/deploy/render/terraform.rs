@@ -149,6 +149,16 @@ fn assume(svc: &str) -> V {
 /// The shared listener's answer where no service routes (the same as the CloudFormation one).
 const NOT_ROUTED: &str = r#"{"error":"no service of this cluster routes this path: each model is under /v2/models/<name>"}"#;
 
+/// A security group's egress anywhere (its checkov skip says why where it is used).
+fn egress() -> Body {
+    Body::default()
+        .a("description", s("outbound"))
+        .a("protocol", s("-1"))
+        .a("from_port", V::N(0))
+        .a("to_port", V::N(0))
+        .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
+}
+
 fn variable(o: &mut String, name: &str, ty: &str) {
     block(o, "variable", &[name], Body::default().a("type", e(ty)));
 }
@@ -205,14 +215,6 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
         Body::default().a("tags", tag_map(cloudformation::cluster_tags(spec))),
     );
     let tags = || e("local.tags");
-    let egress = || {
-        Body::default()
-            .a("description", s("outbound"))
-            .a("protocol", s("-1"))
-            .a("from_port", V::N(0))
-            .a("to_port", V::N(0))
-            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
-    };
     block(
         &mut o,
         "resource",
@@ -485,7 +487,7 @@ pub fn cluster_module(spec: &DeploymentSpec) -> String {
         lb_skips.push(checks::ALB_WAF);
     }
     if spec.certificate_arn.is_none() {
-        lb_skips.push(checks::HTTP_LISTENER[2]);
+        lb_skips.push(checks::HTTP_NO_REDIRECT);
     }
     block(
         &mut o,
@@ -687,14 +689,6 @@ pub fn service_module(spec: &DeploymentSpec, routing: &Routing) -> String {
         Body::default().a("tags", tag_map(cloudformation::tags(spec))),
     );
     let tags = || e("local.tags");
-    let egress = || {
-        Body::default()
-            .a("description", s("outbound"))
-            .a("protocol", s("-1"))
-            .a("from_port", V::N(0))
-            .a("to_port", V::N(0))
-            .a("cidr_blocks", V::L(vec![s("0.0.0.0/0")]))
-    };
     block(
         &mut o,
         "resource",

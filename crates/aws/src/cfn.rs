@@ -70,6 +70,18 @@ pub struct StackInfo {
     pub resources: BTreeMap<String, String>,
 }
 
+impl StackInfo {
+    /// The stack's output `output`, or (where an emulator leaves outputs out) the physical ID of
+    /// the resource `resource` that gives it; never an empty value.
+    pub fn value(&self, output: &str, resource: &str) -> Option<String> {
+        self.outputs
+            .get(output)
+            .or_else(|| self.resources.get(resource))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    }
+}
+
 /// One resource-level change of a change set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResourceChange {
