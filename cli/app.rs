@@ -39,7 +39,8 @@ enum Command {
     /// Run an image (or a model repository packaged on the fly) on this machine through the
     /// Docker Engine: every model's state and the time to ready. `--detach` leaves it running.
     Run(Box<commands::run::RunArgs>),
-    /// Print the CloudFormation template, task definition or Terraform module of a deployment spec.
+    /// Print the CloudFormation template, task definition, Terraform module or Packer template of a
+    /// deployment spec.
     Render(commands::render::RenderArgs),
     /// Deploy: the GPU cluster stack, then the service (task definition, ECS service, autoscaling),
     /// waiting and verifying. `--plan` shows the changes and applies nothing.
@@ -50,6 +51,9 @@ enum Command {
     Rollback(commands::rollback::RollbackArgs),
     /// Delete the service, its autoscaling and dashboard, and the cluster stack.
     Destroy(commands::destroy::DestroyArgs),
+    /// GPU AMIs with the Triton image on disk: `ami build` bakes one with Packer and publishes it
+    /// for `compute.ami = "baked"`.
+    Ami(commands::ami::AmiArgs),
     /// Print the service's container logs from CloudWatch.
     Logs(commands::logs::LogsArgs),
     /// Load-test a KServe v2 endpoint: latency, throughput, the capacity at a latency budget, and
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> u8 {
         Command::Status(a) => output::finish(commands::status::run(a, g), g),
         Command::Rollback(a) => output::finish(commands::rollback::run(a, g), g),
         Command::Destroy(a) => output::finish(commands::destroy::run(a, g), g),
+        Command::Ami(a) => output::finish(commands::ami::run(a, g), g),
         Command::Logs(a) => output::finish(commands::logs::run(a, g), g),
         Command::Bench(a) => output::finish(commands::bench::run(*a, g), g),
         Command::Completions { shell } => {

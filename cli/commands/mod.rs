@@ -6,6 +6,7 @@
 //! [`Render`]: crate::output::Render
 //! [`CliError`]: crate::output::CliError
 
+pub mod ami;
 pub mod bench;
 pub mod destroy;
 pub mod logs;

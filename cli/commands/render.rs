@@ -1,5 +1,5 @@
-//! `triton-deploy render cloudformation|taskdef|terraform`: print (or write) exactly what `rollout`
-//! sends, and the equivalent Terraform module.
+//! `triton-deploy render cloudformation|taskdef|terraform|packer`: print (or write) exactly what
+//! `rollout` sends, the equivalent Terraform module, and the Packer template `ami build` runs.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,10 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::SpecArgs;
+use super::{AwsArgs, SpecArgs, block_on};
+use crate::deploy::ami::build::{self as bake, BakeSettings};
+use crate::deploy::ami::packer::parse_version;
+use crate::deploy::ami::template::{self as packer, Dialect, Provision};
 use crate::deploy::render::taskdef::{self, InfraOutputs};
 use crate::deploy::render::{cloudformation, terraform};
 use crate::deploy::route::{self, Routing};
@@ -26,6 +29,9 @@ pub enum Document {
     /// The equivalent Terraform module (HCL): the cluster's, or with `--stack service` the
     /// service's.
     Terraform,
+    /// The Packer template (HCL2) of a GPU AMI with the image baked in: the base AMI behind its
+    /// parameter and the image by digest, resolved now (AWS is asked).
+    Packer,
 }
 
 /// The two layers of stacks.
@@ -57,9 +63,18 @@ pub struct RenderArgs {
     pub image: Option<String>,
 
     /// Write the document into this directory (cluster.template.json or service.template.json,
-    /// taskdef.json, cluster/main.tf or service/main.tf) instead of stdout.
+    /// taskdef.json, cluster/main.tf or service/main.tf, the Packer template's files) instead of
+    /// stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// packer: the Packer version the template is for: 1.7 or newer (the amazon plugin,
+    /// `packer init`), or 1.6 (the built-in amazon builder: no plugins file, no IMDS settings).
+    #[arg(long, value_name = "VERSION", default_value = "1.7")]
+    pub for_packer: String,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// What `render` produced: the document itself (a JSON document as it is, the Terraform module
@@ -71,6 +86,10 @@ pub enum RenderReport {
     Json(Value),
     /// The Terraform module's HCL.
     Hcl { terraform: String },
+    /// The Packer template's files, by name.
+    Files {
+        files: std::collections::BTreeMap<String, String>,
+    },
     /// Written into `--out`.
     Written { wrote: PathBuf },
 }
@@ -78,7 +97,11 @@ pub enum RenderReport {
 /// Runs `render`: nothing is written for a bad spec.
 pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError> {
     let spec = args.spec.load()?;
+    if args.what == Document::Packer {
+        return render_packer(&args, &spec);
+    }
     let (report, file) = match args.what {
+        Document::Packer => unreachable!("rendered above"),
         Document::Cloudformation if args.stack == Layer::Cluster => (
             RenderReport::Json(cloudformation::cluster_template(&spec)),
             "cluster.template.json",
@@ -124,6 +147,53 @@ pub fn run(args: RenderArgs, _global: &Global) -> Result<RenderReport, CliError>
     Ok(RenderReport::Written { wrote: path })
 }
 
+/// `render packer`: resolves the base AMI, the image and the build instance's profile as
+/// `ami build` does, then renders (or writes) the template's files.
+fn render_packer(args: &RenderArgs, spec: &DeploymentSpec) -> Result<RenderReport, CliError> {
+    let version = parse_version(&format!("Packer v{}", args.for_packer)).ok_or_else(|| {
+        CliError::usage(format!(
+            "--for-packer {}: a Packer version such as 1.6 or 1.11",
+            args.for_packer
+        ))
+    })?;
+    if version < (1, 6, 0) {
+        return Err(CliError::usage(format!(
+            "--for-packer {}: HCL2 templates need Packer 1.6 or newer",
+            args.for_packer
+        )));
+    }
+    let dialect = if version >= (1, 7, 0) {
+        Dialect::Current
+    } else {
+        Dialect::Packer16
+    };
+    let settings = BakeSettings {
+        image: args.image.clone(),
+        registry_endpoint: None,
+        spec_dir: args.spec.dir(),
+        aws: args.aws.options(spec.region.as_deref()),
+    };
+    let files = block_on(None, async {
+        let config = triton_deploy_aws::load_config(&settings.aws).await;
+        let resolved = bake::resolve(spec, &settings, &config).await?;
+        let profile = bake::instance_profile(spec, &config).await?;
+        Ok::<_, crate::deploy::error::DeployError>(packer::render(&bake::inputs(
+            spec,
+            &resolved,
+            profile,
+            Provision::OnInstance,
+            dialect,
+        )))
+    })??;
+    if let Some(dir) = &args.out {
+        bake::write(dir, &files)?;
+        return Ok(RenderReport::Written { wrote: dir.clone() });
+    }
+    Ok(RenderReport::Files {
+        files: files.into_iter().map(|(n, t)| (n.to_string(), t)).collect(),
+    })
+}
+
 /// The service's route as `render` shows it: the models of its repository, the priorities its
 /// name prefers (a rollout moves them past another service's block if one holds it).
 fn routing(args: &RenderArgs, spec: &DeploymentSpec) -> Result<Routing, CliError> {
@@ -157,6 +227,11 @@ impl RenderReport {
         match self {
             RenderReport::Json(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
             RenderReport::Hcl { terraform } => terraform.trim_end().to_string(),
+            RenderReport::Files { files } => files
+                .iter()
+                .map(|(name, text)| format!("# ==> {name} <==\n{}", text.trim_end()))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
             RenderReport::Written { .. } => String::new(),
         }
     }

@@ -154,21 +154,7 @@ fn container_name(base: &str) -> String {
 
 /// The reference with its registry host replaced by `endpoint`'s (`--registry-endpoint`).
 fn through_endpoint(reference: &str, endpoint: &Url) -> Result<String, CliError> {
-    let name = ImageName::parse(reference)
-        .map_err(|e| CliError::usage(format!("--image {reference}: {e}")))?;
-    let host = endpoint
-        .host_str()
-        .ok_or_else(|| CliError::usage(format!("--registry-endpoint {endpoint}: no host")))?;
-    let host = match endpoint.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let sep = if name.reference.starts_with("sha256:") {
-        '@'
-    } else {
-        ':'
-    };
-    Ok(format!("{host}/{}{sep}{}", name.repository, name.reference))
+    ImageName::through_endpoint(reference, endpoint).map_err(CliError::usage)
 }
 
 /// Runs `run`.

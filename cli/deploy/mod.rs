@@ -7,6 +7,7 @@
 //! endpoint it answers on. The pure parts (spec, render, plan) never call AWS; the rest calls it
 //! only through the adapters of the `triton-deploy-aws` crate.
 
+pub mod ami;
 pub mod endpoint;
 pub mod error;
 pub mod logs;

@@ -124,6 +124,12 @@ pub async fn preflight(
                 "the AMI parameter {p} does not exist in this region: set compute.ami to al2-gpu, an AMI ID, or your own parameter"
             ))
         })?,
+        Ami::Baked(p) => Ssm::new(config).get(p).await?.ok_or_else(|| {
+            DeployError::Preflight(format!(
+                "compute.ami = \"baked\", but no AMI is baked for cluster {} yet ({p} does not exist): run `triton-deploy ami build` first",
+                spec.cluster
+            ))
+        })?,
         Ami::Id(id) => {
             if !ec2.image_exists(id).await? {
                 return Err(DeployError::Preflight(format!("AMI {id} does not exist in this region: fix compute.ami")));

@@ -50,8 +50,11 @@ struct ComputeSection {
     instance_type: S<String>,
     /// More instance types the group may launch (Spot diversity), each with the same GPU count.
     instance_types: S<Vec<String>>,
-    /// `al2023-gpu`, `al2-gpu`, an AMI ID (`ami-...`) or an SSM parameter path (`/...`).
+    /// `al2023-gpu`, `al2-gpu`, `baked` (the AMI `ami build` published), an AMI ID (`ami-...`)
+    /// or an SSM parameter path (`/...`).
     ami: S<String>,
+    /// With `ami = "baked"`: zones where the baked AMI's snapshot has Fast Snapshot Restore on.
+    fast_snapshot_restore: S<Vec<String>>,
     min_instances: S<u32>,
     max_instances: S<u32>,
     target_capacity: S<u32>,
@@ -61,6 +64,26 @@ struct ComputeSection {
     root_volume_gib: S<u32>,
     instance_warmup_seconds: S<u32>,
     max_scaling_step: S<u32>,
+}
+
+/// `[ami]`: how `ami build` bakes the image into a GPU AMI.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmiSection {
+    /// The AMI baked on: `al2023-gpu` (default), `al2-gpu`, an AMI ID or an SSM parameter path.
+    base: S<String>,
+    /// The subnet the build instance runs in: one with a way out (public, or behind a NAT).
+    subnet: S<String>,
+    /// The build instance's type (default: `compute.instance_type`).
+    instance_type: S<String>,
+    /// The build instance's profile (default: the cluster stack's, which can pull from ECR).
+    instance_profile: S<String>,
+    /// The gp3 root volume's IOPS and throughput (MiB/s) while building.
+    volume_iops: S<u32>,
+    volume_throughput: S<u32>,
+    /// How long a new host may spend reading the baked image's files before the ECS agent starts
+    /// (0: no pre-read).
+    preread_timeout_seconds: S<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -137,6 +160,7 @@ struct Sections {
     service: Option<ServiceSection>,
     image: Option<ImageSection>,
     compute: Option<ComputeSection>,
+    ami: Option<AmiSection>,
     task: Option<TaskSection>,
     storage: Option<StorageSection>,
     network: Option<NetworkSection>,
@@ -150,6 +174,7 @@ struct SpecFile {
     service: Option<ServiceSection>,
     image: Option<ImageSection>,
     compute: Option<ComputeSection>,
+    ami: Option<AmiSection>,
     task: Option<TaskSection>,
     storage: Option<StorageSection>,
     network: Option<NetworkSection>,
@@ -182,6 +207,9 @@ pub enum Ami {
     SsmParameter(String),
     /// A fixed AMI ID (e.g. a custom image built with Packer).
     Id(String),
+    /// The AMI `ami build` baked the image into, behind the cluster's parameter
+    /// (`/triton-deploy/<cluster>/ami`): hosts find the image on disk.
+    Baked(String),
 }
 
 impl Ami {
@@ -189,6 +217,35 @@ impl Ami {
         "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id";
     pub const AL2_GPU: &str =
         "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id";
+
+    /// The SSM parameter `ami build` publishes a cluster's baked AMI to.
+    pub fn baked_parameter(cluster: &str) -> String {
+        format!("/triton-deploy/{cluster}/ami")
+    }
+
+    /// The SSM parameter behind the AMI, if one is.
+    pub fn parameter(&self) -> Option<&str> {
+        match self {
+            Ami::SsmParameter(p) | Ami::Baked(p) => Some(p),
+            Ami::Id(_) => None,
+        }
+    }
+}
+
+/// `[ami]` resolved: what `ami build` bakes on, and how new hosts read the baked image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Bake {
+    /// The AMI baked on (never [`Ami::Baked`]).
+    pub base: Ami,
+    pub subnet: Option<String>,
+    pub instance_type: String,
+    pub instance_profile: Option<String>,
+    pub volume_iops: u32,
+    pub volume_throughput: u32,
+    /// 0: no pre-read at boot.
+    pub preread_timeout_seconds: u32,
+    /// Zones with Fast Snapshot Restore on for the baked AMI's snapshot.
+    pub fast_snapshot_restore: Vec<String>,
 }
 
 /// The resolved deployment: every value set, defaults applied, checked.
@@ -205,6 +262,8 @@ pub struct DeploymentSpec {
     /// Scaling group a mixed-instances policy.
     pub instance_types: Vec<String>,
     pub ami: Ami,
+    /// `[ami]`: how `ami build` bakes the image into an AMI.
+    pub bake: Bake,
     pub min_instances: u32,
     pub max_instances: u32,
     pub target_capacity: u32,
@@ -281,6 +340,7 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         instance_type,
         instance_types,
         ami,
+        fast_snapshot_restore,
         min_instances,
         max_instances,
         target_capacity,
@@ -289,6 +349,16 @@ fn merge_sections(base: &mut Sections, over: &Sections) {
         root_volume_gib,
         instance_warmup_seconds,
         max_scaling_step
+    );
+    section!(
+        ami,
+        base,
+        subnet,
+        instance_type,
+        instance_profile,
+        volume_iops,
+        volume_throughput,
+        preread_timeout_seconds
     );
     section!(
         task,
@@ -490,6 +560,7 @@ pub fn parse(
         service: doc.service,
         image: doc.image,
         compute: doc.compute,
+        ami: doc.ami,
         task: doc.task,
         storage: doc.storage,
         network: doc.network,
@@ -644,7 +715,148 @@ fn instance_types(
     Ok(types)
 }
 
-fn compute_section(cx: &Ctx, compute: &ComputeSection) -> Result<Compute, SpecError> {
+/// An AMI given as `al2023-gpu`, `al2-gpu`, an AMI ID or an SSM parameter path (`key` names it
+/// in errors, `names` the words it takes).
+fn ami_source(
+    cx: &Ctx,
+    given: Option<&Spanned<String>>,
+    key: &str,
+    names: &str,
+) -> Result<Ami, SpecError> {
+    Ok(match given.map(|a| (a.get_ref().as_str(), a.span())) {
+        None | Some(("al2023-gpu", _)) => Ami::SsmParameter(Ami::AL2023_GPU.into()),
+        Some(("al2-gpu", _)) => Ami::SsmParameter(Ami::AL2_GPU.into()),
+        Some((p, _)) if p.starts_with('/') => Ami::SsmParameter(p.into()),
+        Some((id, _))
+            if id.starts_with("ami-")
+                && id.len() > 4
+                && id[4..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ami::Id(id.into())
+        }
+        Some((other, span)) => {
+            return Err(cx.err(
+                span,
+                key,
+                format!(
+                    "'{other}': use {names}, an AMI ID (ami-...) or an SSM parameter path (/...)"
+                ),
+            ));
+        }
+    })
+}
+
+/// An availability zone's name: `us-east-1a`, `eu-central-1b`, `us-gov-west-1a`.
+fn valid_zone(z: &str) -> bool {
+    let Some(last) = z.chars().last() else {
+        return false;
+    };
+    let region = &z[..z.len() - last.len_utf8()];
+    last.is_ascii_lowercase()
+        && region.split('-').count() >= 3
+        && region.ends_with(|c: char| c.is_ascii_digit())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `[ami]` (and `compute.fast_snapshot_restore`) resolved.
+fn bake_section(
+    cx: &Ctx,
+    bake: &AmiSection,
+    compute: &ComputeSection,
+    c: &Compute,
+) -> Result<Bake, SpecError> {
+    let base = ami_source(cx, bake.base.as_ref(), "ami.base", "al2023-gpu, al2-gpu")?;
+    if let Some(s) = &bake.subnet
+        && !(s.get_ref().starts_with("subnet-") && s.get_ref().len() > 7)
+    {
+        return Err(cx.err(s.span(), "ami.subnet", "a subnet ID (subnet-...)"));
+    }
+    let instance_type = val(&bake.instance_type).unwrap_or_else(|| c.instance_type.clone());
+    if let Some(t) = &bake.instance_type
+        && !(t.get_ref().contains('.')
+            && t.get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        return Err(cx.err(
+            t.span(),
+            "ami.instance_type",
+            "an EC2 instance type (g5.xlarge, m6i.large, ...)",
+        ));
+    }
+    let volume_iops = val(&bake.volume_iops).unwrap_or(3000);
+    if !(3000..=16_000).contains(&volume_iops) {
+        return Err(cx.err(
+            bake.volume_iops.as_ref().expect("set").span(),
+            "ami.volume_iops",
+            "gp3 takes 3000-16000 IOPS",
+        ));
+    }
+    let volume_throughput = val(&bake.volume_throughput).unwrap_or(250);
+    if !(125..=1000).contains(&volume_throughput) || volume_throughput * 4 > volume_iops {
+        let span = bake
+            .volume_throughput
+            .as_ref()
+            .or(bake.volume_iops.as_ref())
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(
+            span,
+            "ami.volume_throughput",
+            format!("gp3 takes 125-1000 MiB/s, at most a quarter of the IOPS ({volume_iops} IOPS: at most {} MiB/s)", (volume_iops / 4).min(1000)),
+        ));
+    }
+    let preread_timeout_seconds = val(&bake.preread_timeout_seconds).unwrap_or(900);
+    if preread_timeout_seconds > 3600 {
+        return Err(cx.err(
+            bake.preread_timeout_seconds.as_ref().expect("set").span(),
+            "ami.preread_timeout_seconds",
+            "at most 3600 (an hour): a host that reads longer is better served by compute.fast_snapshot_restore",
+        ));
+    }
+    let fast_snapshot_restore = val(&compute.fast_snapshot_restore).unwrap_or_default();
+    if let Some(f) = &compute.fast_snapshot_restore {
+        if !matches!(c.ami, Ami::Baked(_)) {
+            return Err(cx.err(
+                f.span(),
+                "compute.fast_snapshot_restore",
+                "only for a baked AMI: set compute.ami = \"baked\"",
+            ));
+        }
+        if let Some(bad) = fast_snapshot_restore.iter().find(|z| !valid_zone(z)) {
+            return Err(cx.err(
+                f.span(),
+                "compute.fast_snapshot_restore",
+                format!("'{bad}' is not an availability zone (us-east-1a, ...)"),
+            ));
+        }
+        if fast_snapshot_restore.len() > 10 {
+            return Err(cx.err(
+                f.span(),
+                "compute.fast_snapshot_restore",
+                "at most 10 zones (EC2's limit per snapshot)",
+            ));
+        }
+    }
+    Ok(Bake {
+        base,
+        subnet: val(&bake.subnet),
+        instance_type,
+        instance_profile: val(&bake.instance_profile),
+        volume_iops,
+        volume_throughput,
+        preread_timeout_seconds,
+        fast_snapshot_restore,
+    })
+}
+
+fn compute_section(
+    cx: &Ctx,
+    compute: &ComputeSection,
+    cluster: &str,
+) -> Result<Compute, SpecError> {
     let instance_type = val(&compute.instance_type)
         .or_else(|| val(&compute.instance_types).and_then(|t| t.first().cloned()))
         .unwrap_or_else(|| "g5.xlarge".into());
@@ -662,24 +874,9 @@ fn compute_section(cx: &Ctx, compute: &ComputeSection) -> Result<Compute, SpecEr
             ),
         ));
     }
-    let ami = match compute
-        .ami
-        .as_ref()
-        .map(|a| (a.get_ref().as_str(), a.span()))
-    {
-        None | Some(("al2023-gpu", _)) => Ami::SsmParameter(Ami::AL2023_GPU.into()),
-        Some(("al2-gpu", _)) => Ami::SsmParameter(Ami::AL2_GPU.into()),
-        Some((p, _)) if p.starts_with('/') => Ami::SsmParameter(p.into()),
-        Some((id, _))
-            if id.starts_with("ami-")
-                && id.len() > 4
-                && id[4..].bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
-            Ami::Id(id.into())
-        }
-        Some((other, span)) => {
-            return Err(cx.err(span, "compute.ami", format!("'{other}': use al2023-gpu, al2-gpu, an AMI ID (ami-...) or an SSM parameter path (/...)")));
-        }
+    let ami = match &compute.ami {
+        Some(a) if a.get_ref() == "baked" => Ami::Baked(Ami::baked_parameter(cluster)),
+        a => ami_source(cx, a.as_ref(), "compute.ami", "al2023-gpu, al2-gpu, baked")?,
     };
     let min_instances = val(&compute.min_instances).unwrap_or(1);
     let max_instances = val(&compute.max_instances).unwrap_or(min_instances.max(2));
@@ -1112,13 +1309,15 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
     let service = s.service.unwrap_or_default();
     let image = s.image.unwrap_or_default();
     let compute = s.compute.unwrap_or_default();
+    let ami = s.ami.unwrap_or_default();
     let task = s.task.unwrap_or_default();
     let storage = s.storage.unwrap_or_default();
     let network = s.network.unwrap_or_default();
     let autoscaling = s.autoscaling.unwrap_or_default();
 
     let (name, cluster) = service_section(cx, &service, &image)?;
-    let c = compute_section(cx, &compute)?;
+    let c = compute_section(cx, &compute, &cluster)?;
+    let bake = bake_section(cx, &ami, &compute, &c)?;
     let t = task_section(cx, &task, &c.instance_type)?;
     let (holds, mount_path) = storage_section(cx, &storage)?;
     let n = network_section(cx, &network, image.model_repository.is_some())?;
@@ -1146,6 +1345,7 @@ fn resolve(cx: &Ctx, s: Sections, environment: Option<&str>) -> Result<Deploymen
         instance_type: c.instance_type,
         instance_types: c.instance_types,
         ami: c.ami,
+        bake,
         min_instances: c.min_instances,
         max_instances: c.max_instances,
         target_capacity: c.target_capacity,

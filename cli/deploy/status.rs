@@ -16,7 +16,7 @@ use super::plan::{self, Assessment};
 use super::render::cloudformation;
 use super::route;
 use super::service::Context;
-use super::spec::{Ami, DeploymentSpec};
+use super::spec::DeploymentSpec;
 use super::stack::{AmiUpdate, BLOCK_TAG, LAYER_TAG, ROUTE_TAG};
 
 #[derive(Debug, Serialize)]
@@ -85,7 +85,7 @@ pub async fn status(
     if cx.stack.is_none() {
         return Ok(report);
     }
-    if let (Some(deployed), Ami::SsmParameter(p)) = (&report.ami, &cx.spec.ami)
+    if let (Some(deployed), Some(p)) = (&report.ami, cx.spec.ami.parameter())
         && let Some(now) = Ssm::new(&cx.config).get(p).await?
         && now != *deployed
     {

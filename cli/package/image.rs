@@ -64,6 +64,25 @@ pub struct ImageName {
 }
 
 impl ImageName {
+    /// `reference` with its registry host replaced by `endpoint`'s (a stand-in or a proxy of the
+    /// registry, `--registry-endpoint`).
+    pub fn through_endpoint(reference: &str, endpoint: &url::Url) -> Result<String, String> {
+        let name = ImageName::parse(reference).map_err(|e| format!("--image {reference}: {e}"))?;
+        let host = endpoint
+            .host_str()
+            .ok_or_else(|| format!("--registry-endpoint {endpoint}: no host"))?;
+        let host = match endpoint.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let sep = if name.reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        Ok(format!("{host}/{}{sep}{}", name.repository, name.reference))
+    }
+
     pub fn parse(s: &str) -> Result<ImageName, ImageError> {
         let bad = |why: &str| ImageError::BadReference(s.to_string(), why.to_string());
         if s.is_empty() || s.contains(char::is_whitespace) {

@@ -35,6 +35,9 @@ const VARIANTS: &[&str] = &[
     "[network]\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/abc\"\nhostname = \"svc4.models.example.com\"\nroute = \"host\"\ngrpc = true\n",
     // Routed by path prefix, rewritten for Triton.
     "[network]\nroute = \"path\"\npath_prefix = \"/text\"\n",
+    // On the AMI `ami build` baked: the launch template resolves the cluster's parameter and the
+    // hosts pre-read the image at boot.
+    "[compute]\nami = \"baked\"\nfast_snapshot_restore = [\"us-east-1a\", \"us-east-1b\"]\n[ami]\npreread_timeout_seconds = 600\n",
 ];
 
 fn variant_specs(dir: &Path) -> Vec<PathBuf> {

@@ -12,6 +12,7 @@ use crate::deploy::route::{Routing, Target};
 
 /// The gRPC target group's health check: Triton's `ServerReady` method.
 pub const GRPC_HEALTH_CHECK: &str = "/inference.GRPCInferenceService/ServerReady";
+use crate::deploy::ami::preread;
 use crate::deploy::spec::{Ami, DeploymentSpec};
 
 /// Tags on every resource of the cluster stack (shared by the cluster's services).
@@ -121,14 +122,21 @@ pub fn dashboard_body(
 /// The user data of the GPU hosts: join the cluster with GPU support on. The agent's stop timeout
 /// is ECS's maximum (each task definition sets its own, below it); on Spot the agent drains a host
 /// as soon as its interruption notice comes, so its tasks stop in order within the two minutes.
+/// On a baked AMI the host first reads the baked image's files once (see [`preread::script`]).
 pub fn user_data(spec: &DeploymentSpec) -> String {
+    let preread = match spec.ami {
+        Ami::Baked(_) if spec.bake.preread_timeout_seconds > 0 => {
+            preread::script(preread::DOCKER_ROOT, spec.bake.preread_timeout_seconds)
+        }
+        _ => String::new(),
+    };
     let spot = if spec.spot {
         "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n"
     } else {
         ""
     };
     format!(
-        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\nECS_AWSVPC_BLOCK_IMDS=true\n{spot}EOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n",
+        "#!/bin/bash\nset -euo pipefail\ncat >> /etc/ecs/ecs.config <<'EOF'\nECS_CLUSTER={}\nECS_ENABLE_GPU_SUPPORT=true\nECS_ENABLE_CONTAINER_METADATA=true\nECS_CONTAINER_STOP_TIMEOUT=120s\nECS_AWSVPC_BLOCK_IMDS=true\n{spot}EOF\n# The GPU AMI has IPv6 on, which breaks yum.\necho 'ip_resolve=4' >> /etc/yum.conf\n{preread}",
         spec.cluster
     )
 }
@@ -147,6 +155,11 @@ pub fn cluster_template(spec: &DeploymentSpec) -> Value {
             "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
             "Default": p,
             "Description": "SSM parameter holding the GPU AMI (the ECS-optimized GPU AMI by default)"
+        }),
+        Ami::Baked(p) => json!({
+            "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+            "Default": p,
+            "Description": "SSM parameter holding the GPU AMI `triton-deploy ami build` baked the Triton image into"
         }),
         Ami::Id(id) => {
             json!({"Type": "AWS::EC2::Image::Id", "Default": id, "Description": "The GPU AMI"})

@@ -4,5 +4,6 @@
 
 pub mod checks;
 pub mod cloudformation;
+pub mod hcl;
 pub mod taskdef;
 pub mod terraform;

@@ -169,4 +169,98 @@ impl Ec2 {
             }
         }
     }
+
+    /// An AMI's name, tags and EBS snapshots, or `None` when there is no such image here.
+    pub async fn image(&self, ami: &str) -> Result<Option<Image>, Ec2Error> {
+        let out = match self.client.describe_images().image_ids(ami).send().await {
+            Ok(o) => o,
+            Err(e) if crate::error_code(&e).is_some_and(|c| c.starts_with("InvalidAMIID")) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(err("DescribeImages")(describe_sdk_error(&e))),
+        };
+        Ok(out.images().first().map(|i| Image {
+            id: i.image_id().unwrap_or(ami).to_string(),
+            name: i.name().unwrap_or_default().to_string(),
+            created: i.creation_date().unwrap_or_default().to_string(),
+            tags: i
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect(),
+            snapshots: i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
+                .collect(),
+        }))
+    }
+
+    /// Turns Fast Snapshot Restore on (or off) for `snapshots` in `zones`.
+    pub async fn fast_snapshot_restore(
+        &self,
+        enable: bool,
+        snapshots: &[String],
+        zones: &[String],
+    ) -> Result<(), Ec2Error> {
+        if snapshots.is_empty() || zones.is_empty() {
+            return Ok(());
+        }
+        let unsuccessful = if enable {
+            let out = self
+                .client
+                .enable_fast_snapshot_restores()
+                .set_source_snapshot_ids(Some(snapshots.to_vec()))
+                .set_availability_zones(Some(zones.to_vec()))
+                .send()
+                .await
+                .map_err(|e| err("EnableFastSnapshotRestores")(describe_sdk_error(&e)))?;
+            out.unsuccessful()
+                .iter()
+                .flat_map(|u| u.fast_snapshot_restore_state_errors())
+                .filter_map(|e| e.error()?.message().map(str::to_string))
+                .collect::<Vec<_>>()
+        } else {
+            let out = self
+                .client
+                .disable_fast_snapshot_restores()
+                .set_source_snapshot_ids(Some(snapshots.to_vec()))
+                .set_availability_zones(Some(zones.to_vec()))
+                .send()
+                .await
+                .map_err(|e| err("DisableFastSnapshotRestores")(describe_sdk_error(&e)))?;
+            out.unsuccessful()
+                .iter()
+                .flat_map(|u| u.fast_snapshot_restore_state_errors())
+                .filter_map(|e| e.error()?.message().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        if unsuccessful.is_empty() {
+            Ok(())
+        } else {
+            Err(Ec2Error {
+                action: if enable {
+                    "EnableFastSnapshotRestores"
+                } else {
+                    "DisableFastSnapshotRestores"
+                },
+                detail: unsuccessful.join("; "),
+            })
+        }
+    }
+}
+
+/// An AMI as `DescribeImages` tells of it.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    /// The AMI's ID.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// ISO 8601.
+    pub created: String,
+    /// Its tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Its EBS snapshots.
+    pub snapshots: Vec<String>,
 }
