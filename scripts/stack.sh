@@ -55,6 +55,7 @@ install_debian() {
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v umoci >/dev/null || missing+=(umoci)
   command -v chromium >/dev/null || missing+=(chromium)   # bench's HTML report test
+  command -v packer >/dev/null || missing+=(packer)       # render packer / ami build tests (1.6.6)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (Debian packages)"
     if [ "$(id -u)" = 0 ]; then

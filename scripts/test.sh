@@ -35,6 +35,10 @@ export TD_CFN_LINT="$tools/bin/cfn-lint"
 # checkov, the IaC scanner the rendered templates are held to (its dependencies apart).
 checkov="$(venv venv-checkov scripts/requirements-checkov.txt)"
 export TD_CHECKOV="$checkov/bin/checkov"
+# The AWS CLI, which the AMI's provisioning script logs in to ECR with (`ami build` runs that
+# script here against the stand-ins).
+awscli="$(venv venv-awscli scripts/requirements-awscli.txt)"
+export TD_AWS_CLI="$awscli/bin/aws"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

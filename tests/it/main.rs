@@ -2,6 +2,7 @@
 //! SDK instead of one per file). Tests marked `#[ignore]` need the local stand-in stack
 //! (`scripts/stack.sh up`; `./scripts/test.sh` starts it and runs them all).
 
+mod ami;
 mod bench;
 mod cluster;
 mod conformance;
