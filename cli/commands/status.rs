@@ -164,6 +164,29 @@ impl Render for StatusReport {
                 u.to
             );
         }
+        if let Some(b) = &self.baked_ami {
+            match &b.baked {
+                Some(a) => {
+                    let _ = writeln!(
+                        out,
+                        "baked    {} ({}): {} on {}",
+                        a.ami,
+                        b.parameter,
+                        a.image_digest.as_deref().unwrap_or("an unrecorded image"),
+                        a.source_ami.as_deref().unwrap_or("an unrecorded base")
+                    );
+                    if let Some(m) = &a.models {
+                        let _ = writeln!(out, "         models {m}");
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "baked    none in {}", b.parameter);
+                }
+            }
+            for why in &b.behind {
+                let _ = writeln!(out, "         behind: {why}: `triton-deploy ami build`");
+            }
+        }
         if let Some(i) = &self.instance_refresh {
             let _ = writeln!(
                 out,

@@ -30,6 +30,10 @@ pub struct StatusReport {
     pub ami: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ami_update: Option<AmiUpdate>,
+    /// With `compute.ami = "baked"`: the AMI in the cluster's parameter, what it holds, and
+    /// whether it is behind the base AMI or the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baked_ami: Option<crate::deploy::ami::build::BakedStatus>,
     pub service: Option<ServiceStatus>,
     pub endpoint: Option<String>,
     /// The gRPC endpoint through the load balancer (`network.grpc`).
@@ -76,12 +80,16 @@ pub async fn status(
             .as_ref()
             .and_then(|s| s.tags.get("triton-deploy:ami").cloned()),
         ami_update: None,
+        baked_ami: None,
         service: None,
         endpoint: None,
         grpc_endpoint: None,
         container_insights: None,
         instance_refresh: None,
     };
+    if matches!(cx.spec.ami, super::spec::Ami::Baked(_)) {
+        report.baked_ami = Some(crate::deploy::ami::build::status(&cx.spec, &cx.config).await?);
+    }
     if cx.stack.is_none() {
         return Ok(report);
     }

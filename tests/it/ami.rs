@@ -258,8 +258,18 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     assert!(params.contains(&ami1), "{params}");
 
     // A new image: --if-changed builds, and the cluster sees the newer baked AMI.
+    let (code, st, stderr) = td(&["status", "-f", f]);
+    assert_eq!(code, 0, "{st}\n{stderr}");
+    assert_eq!(st["baked_ami"]["ami"], ami1.as_str(), "{st}");
+    assert_eq!(st["baked_ami"]["image_digest"], digest1, "{st}");
+    assert_eq!(st["baked_ami"]["models"], "text_stats", "{st}");
+    assert_eq!(st["baked_ami"]["behind"], serde_json::json!([]), "{st}");
     let image2 = push(&model_repo(dir, "b"), &repository);
     write_spec(&spec, &name, &image2, "[compute]\nami = \"baked\"\n");
+    // `status` says the baked AMI is behind the new image.
+    let (_, st, _) = td(&["status", "-f", f]);
+    let behind = st["baked_ami"]["behind"].to_string();
+    assert!(behind.contains("the newest image is sha256:"), "{st}");
     let (code, rebuilt, stderr) = td(&[
         "ami",
         "build",
@@ -389,7 +399,7 @@ fn ami_build_refuses_bad_input_before_anything_runs() {
         format!("[service]\nname = \"never\"\n[image]\nrepository = \"{never}\"\n"),
     )
     .unwrap();
-    let (code, r, stderr) = td(&["ami", "build", "-f", f]);
+    let (code, r, _) = td(&["ami", "build", "-f", f]);
     assert_eq!(code, 1, "{r}");
     let m = r["error"]["message"].as_str().unwrap();
     assert!(

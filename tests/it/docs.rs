@@ -8,11 +8,13 @@ const COMMANDS: &[&[&str]] = &[
     &[],
     &["validate"],
     &["push"],
+    &["run"],
     &["render"],
     &["rollout"],
     &["status"],
     &["rollback"],
     &["destroy"],
+    &["ami", "build"],
     &["logs"],
     &["bench"],
     &["completions"],
@@ -71,5 +73,27 @@ fn completions_are_generated_for_every_shell() {
         for sub in ["rollout", "rollback", "destroy", "validate"] {
             assert!(text.contains(sub), "{shell} completes {sub}");
         }
+    }
+}
+
+#[test]
+fn every_command_is_in_the_reference() {
+    let top = help(&[]);
+    let listed = top
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
+    for line in listed.lines() {
+        let name = line.split_whitespace().next().unwrap();
+        if name == "help" {
+            continue;
+        }
+        assert!(
+            COMMANDS.iter().any(|c| c.first() == Some(&name)),
+            "`{name}` is not in docs/commands.md's COMMANDS"
+        );
     }
 }

@@ -78,21 +78,28 @@ impl Baked {
 
 /// Why the baked AMI is behind what the spec would bake now; empty when it is current.
 pub fn behind(baked: Option<&Baked>, now: &Resolved) -> Vec<String> {
+    behind_of(baked, &now.source_ami, Some(&now.image_digest))
+}
+
+/// [`behind`] on the base AMI and the image digest (`None`: not known).
+fn behind_of(baked: Option<&Baked>, source_ami: &str, image_digest: Option<&str>) -> Vec<String> {
     let Some(b) = baked else {
         return vec!["no AMI is baked for the cluster yet".into()];
     };
     let mut why = Vec::new();
-    if b.source_ami.as_deref() != Some(now.source_ami.as_str()) {
+    if b.source_ami.as_deref() != Some(source_ami) {
         why.push(format!(
             "the base AMI is now {} (baked on {})",
-            now.source_ami,
+            source_ami,
             b.source_ami.as_deref().unwrap_or("an unrecorded AMI")
         ));
     }
-    if b.image_digest.as_deref() != Some(now.image_digest.as_str()) {
+    if let Some(digest) = image_digest
+        && b.image_digest.as_deref() != Some(digest)
+    {
         why.push(format!(
             "the newest image is {} (baked: {})",
-            now.image_digest,
+            digest,
             b.image_digest.as_deref().unwrap_or("unrecorded")
         ));
     }
@@ -185,6 +192,40 @@ pub async fn resolve(
         registry,
         image_digest: digest,
         models: models(spec, &s.spec_dir),
+    })
+}
+
+/// The baked AMI as `status` shows it: what it holds and why it is behind (empty: current).
+#[derive(Debug, Clone, Serialize)]
+pub struct BakedStatus {
+    #[serde(flatten)]
+    pub baked: Option<Baked>,
+    pub parameter: String,
+    pub behind: Vec<String>,
+}
+
+/// [`BakedStatus`] of the spec's cluster: the base AMI behind its parameter and the spec's image
+/// now, against the parameter's AMI. What cannot be looked up is said in `behind`.
+pub async fn status(
+    spec: &DeploymentSpec,
+    config: &triton_deploy_aws::SdkConfig,
+) -> Result<BakedStatus, DeployError> {
+    let current = baked(spec, config).await?;
+    let (source, _) = base_ami(spec, config).await?;
+    let digest = match service::resolve_image(spec, None, config).await {
+        Ok(image) => digest_of(&image.uri).map(str::to_string),
+        Err(_) => None,
+    };
+    let mut why = behind_of(current.as_ref(), &source, digest.as_deref());
+    if digest.is_none() && current.is_some() {
+        why.push(
+            "the spec's image is not known by digest: whether it is baked is not known".into(),
+        );
+    }
+    Ok(BakedStatus {
+        baked: current,
+        parameter: Ami::baked_parameter(&spec.cluster),
+        behind: why,
     })
 }
 
