@@ -1458,6 +1458,61 @@ mod tests {
     }
 
     #[test]
+    fn a_baked_ami_is_the_cluster_s_parameter_and_the_bake_settings_are_checked() {
+        let s = p("[service]\nname = \"a\"\ncluster = \"gpus\"\n[compute]\nami = \"baked\"\nfast_snapshot_restore = [\"us-east-1a\"]\n").unwrap();
+        assert_eq!(s.ami, Ami::Baked("/triton-deploy/gpus/ami".into()));
+        assert_eq!(s.ami.parameter(), Some("/triton-deploy/gpus/ami"));
+        assert_eq!(s.bake.base, Ami::SsmParameter(Ami::AL2023_GPU.into()));
+        assert_eq!(s.bake.instance_type, "g5.xlarge");
+        assert_eq!((s.bake.volume_iops, s.bake.volume_throughput), (3000, 250));
+        assert_eq!(s.bake.preread_timeout_seconds, 900);
+        assert_eq!(s.bake.fast_snapshot_restore, ["us-east-1a"]);
+        let s = p("[service]\nname = \"a\"\n[ami]\nbase = \"al2-gpu\"\nsubnet = \"subnet-0a\"\ninstance_type = \"m6i.large\"\n").unwrap();
+        assert_eq!(s.bake.base, Ami::SsmParameter(Ami::AL2_GPU.into()));
+        assert_eq!(s.bake.subnet.as_deref(), Some("subnet-0a"));
+        assert_eq!(s.bake.instance_type, "m6i.large");
+        for (src, key, says) in [
+            (
+                "[compute]\nfast_snapshot_restore = [\"us-east-1a\"]\n",
+                "compute.fast_snapshot_restore",
+                "only for a baked AMI",
+            ),
+            (
+                "[compute]\nami = \"baked\"\nfast_snapshot_restore = [\"east\"]\n",
+                "compute.fast_snapshot_restore",
+                "'east' is not an availability zone",
+            ),
+            (
+                "[ami]\nbase = \"baked\"\n",
+                "ami.base",
+                "use al2023-gpu, al2-gpu",
+            ),
+            ("[ami]\nsubnet = \"vpc-1\"\n", "ami.subnet", "subnet ID"),
+            (
+                "[ami]\nvolume_iops = 20000\n",
+                "ami.volume_iops",
+                "3000-16000",
+            ),
+            (
+                "[ami]\nvolume_throughput = 1000\n",
+                "ami.volume_throughput",
+                "at most 750 MiB/s",
+            ),
+            (
+                "[ami]\npreread_timeout_seconds = 7200\n",
+                "ami.preread_timeout_seconds",
+                "at most 3600",
+            ),
+            ("[ami]\nbogus = 1\n", "bogus", "unknown field"),
+        ] {
+            let e = p(&format!("[service]\nname = \"a\"\n{src}")).unwrap_err();
+            assert_eq!(e.key, key, "{src}: {e}");
+            assert!(e.message.contains(says), "{src}: {e}");
+            assert!(e.line >= 3, "{src}: {e}");
+        }
+    }
+
+    #[test]
     fn a_minimal_spec_gets_defaults() {
         let s = p("[service]\nname = \"classifier\"\n").unwrap();
         assert_eq!(s.cluster, "classifier-gpu");

@@ -15,6 +15,11 @@ use crate::support::*;
 /// The triton-deploy command with the stand-ins' AWS settings and the AWS CLI of the test venv on
 /// PATH (the provisioning script logs in with it).
 fn td(args: &[&str]) -> (i32, Value, String) {
+    td_with(args, &[])
+}
+
+/// [`td`] with more environment.
+fn td_with(args: &[&str], envs: &[(&str, &str)]) -> (i32, Value, String) {
     let mut path = std::env::var("PATH").unwrap_or_default();
     if let Ok(aws) = std::env::var("TD_AWS_CLI") {
         let dir = Path::new(&aws).parent().unwrap().display().to_string();
@@ -25,6 +30,7 @@ fn td(args: &[&str]) -> (i32, Value, String) {
         .args(args)
         .env("PATH", path)
         .env("AWS_DEFAULT_REGION", "us-east-1")
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -423,4 +429,130 @@ fn ami_build_refuses_bad_input_before_anything_runs() {
             .contains("ami.volume_iops"),
         "{r}"
     );
+}
+
+/// EC2's answer to an Enable/DisableFastSnapshotRestores that succeeded (the EC2 stand-in does not
+/// have the call; the proxy answers it and records what was sent).
+fn fsr_answer(action: &str, _body: &[u8]) -> Option<(u16, String)> {
+    matches!(
+        action,
+        "EnableFastSnapshotRestores" | "DisableFastSnapshotRestores"
+    )
+    .then(|| {
+        (
+            200,
+            format!(
+                "<{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r</requestId><successful/><unsuccessful/></{action}Response>"
+            ),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack, Packer and the Docker Engine: run ./scripts/test.sh"]
+async fn fast_snapshot_restore_goes_on_for_the_new_ami_and_off_for_the_previous() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_path_buf();
+    let repository = unique("fsr");
+    let image = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let repository = repository.clone();
+        move || push(&model_repo(&dir, "a"), &repository)
+    })
+    .await
+    .unwrap();
+    let profile = unique("fsr-profile");
+    aws_cli(&[
+        "iam",
+        "create-instance-profile",
+        "--instance-profile-name",
+        &profile,
+    ]);
+    let name = unique("fsr")
+        .replace('-', "")
+        .chars()
+        .take(18)
+        .collect::<String>();
+    let spec = dir.join("triton-deploy.toml");
+    write_spec(
+        &spec,
+        &name,
+        &image,
+        &format!(
+            "[compute]\nami = \"baked\"\nfast_snapshot_restore = [\"us-east-1a\", \"us-east-1b\"]\n[ami]\ninstance_profile = \"{profile}\"\n"
+        ),
+    );
+    let proxy = proxy::start_with(
+        &env("TD_MOTO_URL"),
+        proxy::Mode::Pass,
+        proxy::Hooks {
+            answer: Some(std::sync::Arc::new(fsr_answer)),
+            rewrite: None,
+        },
+    )
+    .await;
+    let host_root = dir.join("host");
+    let build = |url: String| {
+        let spec = spec.clone();
+        let host_root = host_root.clone();
+        tokio::task::spawn_blocking(move || {
+            td_with(
+                &[
+                    "ami",
+                    "build",
+                    "-f",
+                    spec.to_str().unwrap(),
+                    "--registry-endpoint",
+                    &env("TD_REGISTRY_URL"),
+                    "--provision-here",
+                    host_root.to_str().unwrap(),
+                ],
+                &[("AWS_ENDPOINT_URL", url.as_str())],
+            )
+        })
+    };
+    let (code, first, stderr) = build(proxy.url.clone()).await.unwrap();
+    assert_eq!(code, 0, "{first}\n{stderr}");
+    assert_eq!(
+        first["fast_snapshot_restore"],
+        serde_json::json!(["us-east-1a", "us-east-1b"]),
+        "{first}"
+    );
+    assert_eq!(first["warnings"], serde_json::json!([]), "{first}");
+    let enabled = proxy.sent_form("EnableFastSnapshotRestores");
+    assert_eq!(enabled.len(), 1, "{enabled:?}");
+    let e = &enabled[0];
+    assert!(
+        e.contains("AvailabilityZone.1=us-east-1a") && e.contains("AvailabilityZone.2=us-east-1b"),
+        "{e}"
+    );
+    assert!(e.contains("SourceSnapshotId.1=snap-"), "{e}");
+    assert!(proxy.sent_form("DisableFastSnapshotRestores").is_empty());
+
+    // Built again: on for the new AMI's snapshot, off for the previous one's (it is billed).
+    let (code, second, stderr) = build(proxy.url.clone()).await.unwrap();
+    assert_eq!(code, 0, "{second}\n{stderr}");
+    assert_eq!(second["previous_ami"], first["ami"], "{second}");
+    let enabled = proxy.sent_form("EnableFastSnapshotRestores");
+    let disabled = proxy.sent_form("DisableFastSnapshotRestores");
+    assert_eq!(
+        (enabled.len(), disabled.len()),
+        (2, 1),
+        "{enabled:?} {disabled:?}"
+    );
+    let snapshot = |form: &str| {
+        form.split('&')
+            .find_map(|kv| kv.strip_prefix("SourceSnapshotId.1="))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        snapshot(&disabled[0]),
+        snapshot(&enabled[0]),
+        "the first AMI's snapshot"
+    );
+    assert_ne!(snapshot(&enabled[1]), snapshot(&enabled[0]));
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
 }

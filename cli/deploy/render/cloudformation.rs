@@ -829,6 +829,34 @@ mod tests {
     }
 
     #[test]
+    fn a_baked_cluster_resolves_its_parameter_and_its_hosts_pre_read_the_image() {
+        let baked = spec("[compute]\nami = \"baked\"\n[ami]\npreread_timeout_seconds = 300\n");
+        let t = cluster_template(&baked);
+        let p = &t["Parameters"]["AmiId"];
+        assert_eq!(p["Type"], "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>");
+        assert_eq!(
+            p["Default"],
+            format!("/triton-deploy/{}/ami", baked.cluster)
+        );
+        let ud = user_data(&baked);
+        assert!(
+            ud.contains("td_preread\n") && ud.contains("timeout -k 5 300 xargs"),
+            "{ud}"
+        );
+        // The pre-read comes after the agent's configuration, and not on other AMIs.
+        assert!(ud.find("ECS_CLUSTER=").unwrap() < ud.find("td_preread").unwrap());
+        assert!(!user_data(&spec("")).contains("td_preread"));
+        let off = spec("[compute]\nami = \"baked\"\n[ami]\npreread_timeout_seconds = 0\n");
+        assert!(!user_data(&off).contains("td_preread"));
+        // Terraform reads the same parameter.
+        let tf = crate::deploy::render::terraform::cluster_module(&baked);
+        assert!(
+            tf.contains(&format!("name = \"/triton-deploy/{}/ami\"", baked.cluster)),
+            "{tf}"
+        );
+    }
+
+    #[test]
     fn hosts_are_replaced_by_the_refresh_not_an_update_policy_and_spot_drains_and_rebalances() {
         let t = cluster_template(&spec("[compute]\nmin_instances = 2\nmax_instances = 2\n"));
         assert!(
