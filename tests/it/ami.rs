@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// The triton-deploy command with the stand-ins' AWS settings and the AWS CLI of the test venv on
-/// PATH (the provisioning script logs in with it).
+/// The triton-deploy command (JSON out) with the AWS CLI of the test venv on PATH: the
+/// provisioning script logs in with it.
 fn td(args: &[&str]) -> (i32, Value, String) {
     td_with(args, &[])
 }
@@ -25,22 +25,9 @@ fn td_with(args: &[&str], envs: &[(&str, &str)]) -> (i32, Value, String) {
         let dir = Path::new(&aws).parent().unwrap().display().to_string();
         path = format!("{dir}:{path}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
-        .args(["--format", "json"])
-        .args(args)
-        .env("PATH", path)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "not one JSON document: {}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (out.status.code().unwrap_or(-1), doc, stderr)
+    let mut all = vec![("PATH", path.as_str()), ("AWS_DEFAULT_REGION", "us-east-1")];
+    all.extend_from_slice(envs);
+    td_json(args, &all)
 }
 
 /// Pushes `repo` onto a small base in the ECR stand-in; returns the image as the registry knows it
@@ -131,6 +118,34 @@ fn aws_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ami build -f spec` with the provisioning run here (host paths under `host_root`), through the
+/// registry stand-in, with `more` arguments.
+fn bake(spec: &str, host_root: &Path, more: &[&str]) -> (i32, Value, String) {
+    bake_with(spec, host_root, more, &[])
+}
+
+/// [`bake`] with more environment.
+fn bake_with(
+    spec: &str,
+    host_root: &Path,
+    more: &[&str],
+    envs: &[(&str, &str)],
+) -> (i32, Value, String) {
+    let registry = env("TD_REGISTRY_URL");
+    let mut args = vec![
+        "ami",
+        "build",
+        "-f",
+        spec,
+        "--registry-endpoint",
+        &registry,
+        "--provision-here",
+        host_root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    td_with(&args, envs)
+}
+
 fn docker_digests(image: &str) -> String {
     let out = Command::new("docker")
         .args([
@@ -160,7 +175,6 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     let spec = dir.join("triton-deploy.toml");
     write_spec(&spec, &name, &image1, "");
     let f = spec.to_str().unwrap();
-    let registry = env("TD_REGISTRY_URL");
 
     // The cluster first: the build instance borrows its hosts' instance profile.
     let (code, r, stderr) = td(&["rollout", "-f", f, "--yes", "--timeout", "5"]);
@@ -173,18 +187,7 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     std::fs::create_dir_all(agent_state.parent().unwrap()).unwrap();
     std::fs::write(&agent_state, "{\"Cluster\": \"default\"}").unwrap();
     let template = dir.join("template");
-    let (code, built, stderr) = td(&[
-        "ami",
-        "build",
-        "-f",
-        f,
-        "--registry-endpoint",
-        &registry,
-        "--provision-here",
-        host_root.to_str().unwrap(),
-        "--out",
-        template.to_str().unwrap(),
-    ]);
+    let (code, built, stderr) = bake(f, &host_root, &["--out", template.to_str().unwrap()]);
     assert_eq!(code, 0, "{built}\n{stderr}");
     assert_eq!(built["built"], true, "{built}");
     let ami1 = built["ami"].as_str().unwrap().to_string();
@@ -225,17 +228,7 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     assert!(!everything.contains("testing"), "the AWS keys leaked");
 
     // Built again with nothing new: the AMI in the parameter holds this base and image.
-    let (code, again, stderr) = td(&[
-        "ami",
-        "build",
-        "-f",
-        f,
-        "--registry-endpoint",
-        &registry,
-        "--provision-here",
-        host_root.to_str().unwrap(),
-        "--if-changed",
-    ]);
+    let (code, again, stderr) = bake(f, &host_root, &["--if-changed"]);
     assert_eq!(code, 0, "{again}\n{stderr}");
     assert_eq!(again["built"], false, "current: nothing built: {again}");
     assert_eq!(again["ami"], ami1.as_str());
@@ -276,17 +269,7 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     let (_, st, _) = td(&["status", "-f", f]);
     let behind = st["baked_ami"]["behind"].to_string();
     assert!(behind.contains("the newest image is sha256:"), "{st}");
-    let (code, rebuilt, stderr) = td(&[
-        "ami",
-        "build",
-        "-f",
-        f,
-        "--registry-endpoint",
-        &registry,
-        "--provision-here",
-        host_root.to_str().unwrap(),
-        "--if-changed",
-    ]);
+    let (code, rebuilt, stderr) = bake(f, &host_root, &["--if-changed"]);
     assert_eq!(code, 0, "{rebuilt}\n{stderr}");
     assert_eq!(rebuilt["built"], true, "{rebuilt}");
     assert_eq!(rebuilt["previous_ami"], ami1.as_str(), "{rebuilt}");
@@ -496,17 +479,10 @@ async fn fast_snapshot_restore_goes_on_for_the_new_ami_and_off_for_the_previous(
         let spec = spec.clone();
         let host_root = host_root.clone();
         tokio::task::spawn_blocking(move || {
-            td_with(
-                &[
-                    "ami",
-                    "build",
-                    "-f",
-                    spec.to_str().unwrap(),
-                    "--registry-endpoint",
-                    &env("TD_REGISTRY_URL"),
-                    "--provision-here",
-                    host_root.to_str().unwrap(),
-                ],
+            bake_with(
+                spec.to_str().unwrap(),
+                &host_root,
+                &[],
                 &[("AWS_ENDPOINT_URL", url.as_str())],
             )
         })

@@ -41,20 +41,7 @@ impl Container {
 
 /// `triton-deploy --format json ARGS`: exit code, the JSON document, stderr.
 fn td(args: &[&str], envs: &[(&str, &str)]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
-        .args(["--format", "json"])
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "not one JSON document: {}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (out.status.code().unwrap_or(-1), doc, stderr)
+    td_json(args, envs)
 }
 
 fn run(cmd: &mut Command) -> String {

@@ -206,34 +206,30 @@ impl Ec2 {
         if snapshots.is_empty() || zones.is_empty() {
             return Ok(());
         }
+        // The two calls' answers have the same shape: the snapshots and zones that failed.
+        macro_rules! call {
+            ($op:ident, $action:literal) => {
+                self.client
+                    .$op()
+                    .set_source_snapshot_ids(Some(snapshots.to_vec()))
+                    .set_availability_zones(Some(zones.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| err($action)(describe_sdk_error(&e)))?
+                    .unsuccessful()
+                    .iter()
+                    .flat_map(|u| u.fast_snapshot_restore_state_errors())
+                    .filter_map(|e| e.error()?.message().map(str::to_string))
+                    .collect::<Vec<_>>()
+            };
+        }
         let unsuccessful = if enable {
-            let out = self
-                .client
-                .enable_fast_snapshot_restores()
-                .set_source_snapshot_ids(Some(snapshots.to_vec()))
-                .set_availability_zones(Some(zones.to_vec()))
-                .send()
-                .await
-                .map_err(|e| err("EnableFastSnapshotRestores")(describe_sdk_error(&e)))?;
-            out.unsuccessful()
-                .iter()
-                .flat_map(|u| u.fast_snapshot_restore_state_errors())
-                .filter_map(|e| e.error()?.message().map(str::to_string))
-                .collect::<Vec<_>>()
+            call!(enable_fast_snapshot_restores, "EnableFastSnapshotRestores")
         } else {
-            let out = self
-                .client
-                .disable_fast_snapshot_restores()
-                .set_source_snapshot_ids(Some(snapshots.to_vec()))
-                .set_availability_zones(Some(zones.to_vec()))
-                .send()
-                .await
-                .map_err(|e| err("DisableFastSnapshotRestores")(describe_sdk_error(&e)))?;
-            out.unsuccessful()
-                .iter()
-                .flat_map(|u| u.fast_snapshot_restore_state_errors())
-                .filter_map(|e| e.error()?.message().map(str::to_string))
-                .collect::<Vec<_>>()
+            call!(
+                disable_fast_snapshot_restores,
+                "DisableFastSnapshotRestores"
+            )
         };
         if unsuccessful.is_empty() {
             Ok(())

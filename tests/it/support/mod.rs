@@ -28,6 +28,25 @@ pub const MUTATING: &[&str] = &[
     "Start",
 ];
 
+/// triton-deploy with `--format json` and `envs`: its exit code, its one JSON document (a panic
+/// when it printed anything else) and its stderr.
+pub fn td_json(args: &[&str], envs: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "json"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not one JSON document: {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
 /// A command's stdout and stderr, as one text (for assertion messages and searches).
 pub fn text(o: &std::process::Output) -> String {
     format!(
