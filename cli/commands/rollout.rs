@@ -131,6 +131,9 @@ impl Render for Planned {
 
     fn text(&self, _global: &Global) -> String {
         let mut out = String::new();
+        if let Some(n) = &self.not_baked {
+            let _ = writeln!(out, "warning: {n}");
+        }
         if let Some(u) = &self.infra.ami_update {
             let _ = writeln!(
                 out,

@@ -57,6 +57,10 @@ pub struct RolloutReport {
     pub verified: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_refresh: Option<triton_deploy_aws::autoscaling::InstanceRefresh>,
+    /// With `compute.ami = "baked"`: the image rolled out is not the one baked into the AMI, so
+    /// new hosts pull it (`ami build` bakes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_baked: Option<String>,
 }
 
 impl RolloutReport {
@@ -69,6 +73,7 @@ impl RolloutReport {
             endpoint: None,
             verified: None,
             instance_refresh: None,
+            not_baked: None,
         }
     }
 
@@ -114,6 +119,9 @@ pub async fn rollout(
     let infra = plan::infra_from_stack(&spec, &stack, pf.subnets.clone(), &region)
         .map_err(|e| DeployError::State(e.to_string()))?;
     let image = service::resolve_image(&spec, settings.image.as_deref(), &config).await?;
+    if matches!(spec.ami, crate::deploy::spec::Ami::Baked(_)) {
+        report.not_baked = crate::deploy::ami::build::not_baked(&spec, &config, &image.uri).await?;
+    }
     let (plan, existing) = service::plan_and_apply(
         &spec,
         &infra,

@@ -269,6 +269,13 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     let (_, st, _) = td(&["status", "-f", f]);
     let behind = st["baked_ami"]["behind"].to_string();
     assert!(behind.contains("the newest image is sha256:"), "{st}");
+    // And a rollout of the new image says new hosts would pull it.
+    let (_, plan, _) = td(&["rollout", "-f", f, "--plan"]);
+    let warning = plan["not_baked"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains(&ami1) && warning.contains(&format!("not {image2}")),
+        "{plan}"
+    );
     let (code, rebuilt, stderr) = bake(f, &host_root, &["--if-changed"]);
     assert_eq!(code, 0, "{rebuilt}\n{stderr}");
     assert_eq!(rebuilt["built"], true, "{rebuilt}");
@@ -281,6 +288,10 @@ fn ami_build_bakes_the_image_publishes_the_ami_and_a_baked_cluster_rolls_onto_it
     // (moto keeps a stack's tags of its creation through change sets, so `from` is the AMI the
     // stack was created with here; AWS would say the first baked AMI.)
     assert_ne!(plan["ami_update"]["from"], ami2.as_str(), "{plan}");
+    assert!(
+        plan.get("not_baked").is_none(),
+        "the image is baked now: {plan}"
+    );
     assert_eq!(plan["ami_update"]["to"], ami2.as_str(), "{plan}");
 
     for image in [&image1, &image2] {

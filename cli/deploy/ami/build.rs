@@ -229,6 +229,27 @@ pub async fn status(
     })
 }
 
+/// With `compute.ami = "baked"`: why `image` is not on the baked AMI's disk (new hosts then pull
+/// it), or `None` when it is.
+pub async fn not_baked(
+    spec: &DeploymentSpec,
+    config: &triton_deploy_aws::SdkConfig,
+    image: &str,
+) -> Result<Option<String>, DeployError> {
+    let Some(b) = baked(spec, config).await? else {
+        return Ok(None);
+    };
+    let digest = digest_of(image);
+    if digest.is_some() && digest == b.image_digest.as_deref() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the baked AMI {} holds {}, not {image}: new hosts pull the image (`triton-deploy ami build` bakes it)",
+        b.ami,
+        b.image_digest.as_deref().unwrap_or("an unrecorded image")
+    )))
+}
+
 /// The AMI in the cluster's parameter now, and what it holds.
 pub async fn baked(
     spec: &DeploymentSpec,
