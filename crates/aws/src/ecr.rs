@@ -65,6 +65,116 @@ pub struct Repository {
     pub immutable_tags: bool,
     /// Whether this call created it.
     pub created: bool,
+    /// Settings of an existing repository that differed from the ones asked for.
+    pub drift: Vec<SettingDrift>,
+}
+
+/// One setting of an existing repository that is not what was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettingDrift {
+    /// `scan_on_push`, `tag_mutability`, `lifecycle_policy` or `encryption`.
+    pub setting: &'static str,
+    /// What the repository has.
+    pub live: String,
+    /// What was asked for.
+    pub wanted: String,
+    /// Whether it was set back to `wanted`: only on repositories triton-deploy created (tagged
+    /// `managed-by=triton-deploy`), and never the encryption, which ECR cannot change.
+    pub repaired: bool,
+}
+
+/// The settings of an existing repository, as ECR reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// Scan images when pushed.
+    pub scan_on_push: bool,
+    /// Tags cannot be moved once pushed.
+    pub immutable_tags: bool,
+    /// `AES256`, or `KMS` with its key.
+    pub encryption: String,
+    /// The lifecycle policy's text, if there is one.
+    pub lifecycle_policy: Option<String>,
+}
+
+/// How `live` differs from `wanted`, setting by setting (a pure comparison; nothing repaired yet).
+/// Lifecycle policies are compared as JSON values; `keep_images = 0` leaves any policy alone.
+pub fn setting_drift(live: &LiveSettings, wanted: &RepositorySettings) -> Vec<SettingDrift> {
+    let mut out = Vec::new();
+    let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
+    let mutability = |immutable: bool| if immutable { "IMMUTABLE" } else { "MUTABLE" }.to_string();
+    let mut push = |setting, live: String, wanted: String| {
+        if live != wanted {
+            out.push(SettingDrift {
+                setting,
+                live,
+                wanted,
+                repaired: false,
+            });
+        }
+    };
+    push(
+        "scan_on_push",
+        on_off(live.scan_on_push),
+        on_off(wanted.scan_on_push),
+    );
+    push(
+        "tag_mutability",
+        mutability(live.immutable_tags),
+        mutability(wanted.immutable_tags),
+    );
+    if wanted.keep_images > 0 {
+        let want = lifecycle_policy(wanted.keep_images);
+        let same = live.lifecycle_policy.as_deref().is_some_and(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok()
+                == serde_json::from_str::<serde_json::Value>(&want).ok()
+        });
+        if !same {
+            let describe = |p: Option<&str>| match p {
+                None => "none".to_string(),
+                Some(p) => keeps(p)
+                    .map(|n| format!("keep the newest {n} images"))
+                    .unwrap_or_else(|| "another policy".into()),
+            };
+            out.push(SettingDrift {
+                setting: "lifecycle_policy",
+                live: describe(live.lifecycle_policy.as_deref()),
+                wanted: describe(Some(&want)),
+                repaired: false,
+            });
+        }
+    }
+    let want_encryption = match &wanted.kms_key {
+        None => "AES256".to_string(),
+        Some(k) => format!("KMS {k}"),
+    };
+    // A KMS key asked for by alias is reported by ARN: only the kind is compared then.
+    let same_encryption = live.encryption == want_encryption
+        || (wanted
+            .kms_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("alias/"))
+            && live.encryption.starts_with("KMS"));
+    if !same_encryption {
+        out.push(SettingDrift {
+            setting: "encryption",
+            live: live.encryption.clone(),
+            wanted: want_encryption,
+            repaired: false,
+        });
+    }
+    out
+}
+
+/// The image count a lifecycle policy of ours keeps, when it is one of ours in shape.
+fn keeps(policy: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    let rules = v.get("rules")?.as_array()?;
+    match rules.as_slice() {
+        [r] if r.pointer("/selection/countType")?.as_str()? == "imageCountMoreThan" => {
+            r.pointer("/selection/countNumber")?.as_u64()
+        }
+        _ => None,
+    }
 }
 
 /// Registry credentials from `GetAuthorizationToken`.
@@ -121,8 +231,10 @@ impl Ecr {
         settings: &RepositorySettings,
     ) -> Result<Repository, EcrError> {
         check_repository_name(name)?;
-        if let Some(r) = self.describe(name).await? {
-            return Ok(r);
+        if let Some(raw) = self.describe_raw(name).await? {
+            return self
+                .reconcile(repository_of(name, &raw), &raw, settings)
+                .await;
         }
         let encryption = match &settings.kms_key {
             None => EncryptionConfiguration::builder()
@@ -170,6 +282,7 @@ impl Ecr {
                     registry_id: r.registry_id.unwrap_or_default(),
                     immutable_tags: settings.immutable_tags,
                     created: true,
+                    drift: Vec::new(),
                 }
             }
             Err(e) => {
@@ -204,16 +317,145 @@ impl Ecr {
 
     /// The repository `name`, if it exists.
     pub async fn describe(&self, name: &str) -> Result<Option<Repository>, EcrError> {
-        match self.client.describe_repositories().repository_names(name).send().await {
-            Ok(out) => Ok(out.repositories.unwrap_or_default().into_iter().next().map(|r| {
-                Repository {
-                    name: name.to_string(),
-                    uri: r.repository_uri.unwrap_or_default(),
-                    registry_id: r.registry_id.unwrap_or_default(),
-                    immutable_tags: r.image_tag_mutability == Some(ImageTagMutability::Immutable),
-                    created: false,
+        Ok(self
+            .describe_raw(name)
+            .await?
+            .map(|r| repository_of(name, &r)))
+    }
+
+    /// Compares an existing repository's settings with `wanted` and, when triton-deploy created
+    /// it, sets back what differs (scan on push, tag mutability, the lifecycle policy). A
+    /// repository made by someone else is only reported on: its settings are theirs.
+    async fn reconcile(
+        &self,
+        mut repo: Repository,
+        raw: &aws_sdk_ecr::types::Repository,
+        wanted: &RepositorySettings,
+    ) -> Result<Repository, EcrError> {
+        let name = repo.name.clone();
+        let encryption = match raw.encryption_configuration() {
+            Some(e) if e.encryption_type() == &EncryptionType::Kms => {
+                format!("KMS {}", e.kms_key().unwrap_or_default())
+            }
+            Some(e) => e.encryption_type().as_str().to_string(),
+            None => "AES256".to_string(),
+        };
+        let lifecycle_policy = match self
+            .client
+            .get_lifecycle_policy()
+            .repository_name(&name)
+            .send()
+            .await
+        {
+            Ok(out) => out.lifecycle_policy_text,
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_ecr::operation::get_lifecycle_policy::GetLifecyclePolicyError::LifecyclePolicyNotFoundException(_)) => None,
+                _ => {
+                    return Err(EcrError::Api {
+                        action: "GetLifecyclePolicy",
+                        detail: describe_sdk_error(&e),
+                    });
                 }
-            })),
+            },
+        };
+        let live = LiveSettings {
+            scan_on_push: raw
+                .image_scanning_configuration()
+                .is_some_and(|c| c.scan_on_push()),
+            immutable_tags: repo.immutable_tags,
+            encryption,
+            lifecycle_policy,
+        };
+        let mut drift = setting_drift(&live, wanted);
+        if drift.is_empty() {
+            return Ok(repo);
+        }
+        let managed = match raw.repository_arn() {
+            Some(arn) => self
+                .client
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(|e| EcrError::Api {
+                    action: "ListTagsForResource",
+                    detail: describe_sdk_error(&e),
+                })?
+                .tags()
+                .iter()
+                .any(|t| t.key() == "managed-by" && t.value() == "triton-deploy"),
+            None => false,
+        };
+        if managed {
+            for d in drift.iter_mut() {
+                d.repaired = self.repair(&name, d.setting, wanted).await?;
+                if d.repaired && d.setting == "tag_mutability" {
+                    repo.immutable_tags = wanted.immutable_tags;
+                }
+            }
+        }
+        for d in &drift {
+            tracing::warn!(repository = %name, setting = d.setting, live = %d.live, wanted = %d.wanted, repaired = d.repaired, "repository setting differs");
+        }
+        repo.drift = drift;
+        Ok(repo)
+    }
+
+    /// Sets one setting back to `wanted`; false for the ones ECR cannot change.
+    async fn repair(
+        &self,
+        name: &str,
+        setting: &str,
+        wanted: &RepositorySettings,
+    ) -> Result<bool, EcrError> {
+        let api = |action: &'static str| move |e: String| EcrError::Api { action, detail: e };
+        match setting {
+            "scan_on_push" => {
+                self.client
+                    .put_image_scanning_configuration()
+                    .repository_name(name)
+                    .image_scanning_configuration(
+                        ImageScanningConfiguration::builder()
+                            .scan_on_push(wanted.scan_on_push)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| api("PutImageScanningConfiguration")(describe_sdk_error(&e)))?;
+            }
+            "tag_mutability" => {
+                self.client
+                    .put_image_tag_mutability()
+                    .repository_name(name)
+                    .image_tag_mutability(if wanted.immutable_tags {
+                        ImageTagMutability::Immutable
+                    } else {
+                        ImageTagMutability::Mutable
+                    })
+                    .send()
+                    .await
+                    .map_err(|e| api("PutImageTagMutability")(describe_sdk_error(&e)))?;
+            }
+            "lifecycle_policy" => {
+                self.client
+                    .put_lifecycle_policy()
+                    .repository_name(name)
+                    .lifecycle_policy_text(lifecycle_policy(wanted.keep_images))
+                    .send()
+                    .await
+                    .map_err(|e| api("PutLifecyclePolicy")(describe_sdk_error(&e)))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn describe_raw(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_ecr::types::Repository>, EcrError> {
+        match self.client.describe_repositories().repository_names(name).send().await {
+            Ok(out) => Ok(out.repositories.unwrap_or_default().into_iter().next()),
             Err(e) => {
                 if let Some(aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError::RepositoryNotFoundException(_)) = e.as_service_error() {
                     Ok(None)
@@ -384,6 +626,17 @@ impl Ecr {
     }
 }
 
+fn repository_of(name: &str, r: &aws_sdk_ecr::types::Repository) -> Repository {
+    Repository {
+        name: name.to_string(),
+        uri: r.repository_uri.clone().unwrap_or_default(),
+        registry_id: r.registry_id.clone().unwrap_or_default(),
+        immutable_tags: r.image_tag_mutability == Some(ImageTagMutability::Immutable),
+        created: false,
+        drift: Vec::new(),
+    }
+}
+
 /// The lifecycle policy that keeps the newest `keep` images.
 pub fn lifecycle_policy(keep: u32) -> String {
     serde_json::json!({
@@ -400,6 +653,77 @@ pub fn lifecycle_policy(keep: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ours() -> LiveSettings {
+        LiveSettings {
+            scan_on_push: true,
+            immutable_tags: true,
+            encryption: "AES256".into(),
+            lifecycle_policy: Some(lifecycle_policy(30)),
+        }
+    }
+
+    #[test]
+    fn a_repository_as_created_has_no_drift_and_each_changed_setting_is_named() {
+        let wanted = RepositorySettings::default();
+        assert_eq!(setting_drift(&ours(), &wanted), []);
+        // The same policy with its keys in another order and other spacing is the same policy.
+        let v: serde_json::Value = serde_json::from_str(&lifecycle_policy(30)).unwrap();
+        let reordered = serde_json::to_string_pretty(&v).unwrap();
+        let live = LiveSettings {
+            lifecycle_policy: Some(reordered),
+            ..ours()
+        };
+        assert_eq!(setting_drift(&live, &wanted), []);
+        let live = LiveSettings {
+            scan_on_push: false,
+            immutable_tags: false,
+            encryption: "KMS arn:aws:kms:us-east-1:1:key/k".into(),
+            lifecycle_policy: Some(lifecycle_policy(5)),
+        };
+        let d = setting_drift(&live, &wanted);
+        let got: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|d| (d.setting, d.live.as_str(), d.wanted.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("scan_on_push", "off", "on"),
+                ("tag_mutability", "MUTABLE", "IMMUTABLE"),
+                (
+                    "lifecycle_policy",
+                    "keep the newest 5 images",
+                    "keep the newest 30 images"
+                ),
+                ("encryption", "KMS arn:aws:kms:us-east-1:1:key/k", "AES256"),
+            ]
+        );
+        assert!(d.iter().all(|d| !d.repaired));
+        // No policy at all, or someone else's: named as such.
+        let live = LiveSettings {
+            lifecycle_policy: None,
+            ..ours()
+        };
+        assert_eq!(setting_drift(&live, &wanted)[0].live, "none");
+        let live = LiveSettings {
+            lifecycle_policy: Some(r#"{"rules":[]}"#.into()),
+            ..ours()
+        };
+        assert_eq!(setting_drift(&live, &wanted)[0].live, "another policy");
+        // keep_images = 0 leaves the policy alone; a KMS alias matches the key ECR reports.
+        let wanted = RepositorySettings {
+            keep_images: 0,
+            kms_key: Some("alias/models".into()),
+            ..Default::default()
+        };
+        let live = LiveSettings {
+            lifecycle_policy: None,
+            encryption: "KMS arn:aws:kms:us-east-1:1:key/k".into(),
+            ..ours()
+        };
+        assert_eq!(setting_drift(&live, &wanted), []);
+    }
 
     #[test]
     fn repository_names_follow_ecr_rules() {
