@@ -11,7 +11,7 @@ use url::Url;
 use super::{AwsArgs, block_on};
 use crate::output::{CliError, ErrorKind, Global, Render};
 use crate::package::image::DEFAULT_BASE;
-use crate::package::layers::Compression;
+use crate::package::layers::{Compression, Encoding};
 use crate::package::push::{self, Builder, PushError, PushReport, PushSettings};
 
 #[derive(Debug, Args)]
@@ -38,8 +38,10 @@ pub struct PushArgs {
     #[arg(long, value_enum, default_value_t = Builder::Oci)]
     pub builder: Builder,
 
-    /// Layer compression.
-    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    /// Layer compression: `auto` gzips a layer when a sample of it shrinks by 10% or more and
+    /// leaves it uncompressed otherwise (weights barely compress); `gzip` is level 6, `zstd`
+    /// level 3, both on every core.
+    #[arg(long, value_enum, default_value_t = Compression::Auto)]
     pub compression: Compression,
 
     /// Talk to this registry URL instead of the ECR endpoint (e.g. a local registry in tests).
@@ -70,11 +72,11 @@ pub struct PushArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
 
-    /// Lifecycle policy of a new repository: keep this many images (0: no policy).
+    /// Lifecycle policy: keep this many images (0: none on a new repository, an existing one's left alone). Like the tag mutability and scan on push, it is set back on a repository triton-deploy created when changed elsewhere.
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub keep_images: u32,
 
-    /// Create the repository with mutable tags (default: immutable).
+    /// Mutable tags (default: immutable).
     #[arg(long)]
     pub mutable_tags: bool,
 
@@ -138,9 +140,14 @@ impl Render for PushReport {
         for l in &self.layers {
             let what = if l.uploaded { "uploaded" } else { "reused" };
             let short = l.digest.get(..19).unwrap_or(&l.digest);
+            let encoding = match l.compression {
+                Encoding::Gzip => "gzip",
+                Encoding::Zstd => "zstd",
+                Encoding::None => "uncompressed",
+            };
             let _ = writeln!(
                 out,
-                "  {:<24} {short}  {:>12} bytes  {what}",
+                "  {:<24} {short}  {:>12} bytes  {encoding:<12}  {what}",
                 l.model, l.size
             );
         }
@@ -151,6 +158,25 @@ impl Render for PushReport {
         );
         if let Some(o) = &self.output {
             let _ = writeln!(out, "wrote {o}");
+        }
+        for d in &self.repository_settings {
+            let what = match (d.repaired, d.setting) {
+                (true, _) => "set back".to_string(),
+                (false, "encryption") => {
+                    "left as it is: ECR cannot change a repository's encryption (recreate the repository to change it)".to_string()
+                }
+                (false, _) => {
+                    "left as it is: the repository was not created by triton-deploy".to_string()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "warning: repository {}: {} is {}, wanted {}: {what}",
+                self.image.split('@').next().unwrap_or(&self.image),
+                d.setting.replace('_', " "),
+                d.live,
+                d.wanted
+            );
         }
         out
     }

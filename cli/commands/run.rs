@@ -195,7 +195,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<RunOutcome, CliError> {
                 tag: None,
                 base: args.base.clone(),
                 builder: push::Builder::Oci,
-                compression: crate::package::layers::Compression::Gzip,
+                compression: crate::package::layers::Compression::Auto,
                 registry_endpoint: None,
                 insecure_registry: false,
                 output: Some(format!("docker-archive:{}", archive.path().display())),

@@ -78,6 +78,8 @@ pub struct LayerReport {
     pub model: String,
     pub digest: String,
     pub size: u64,
+    /// How the layer is encoded (what `--compression auto` chose).
+    pub compression: layers::Encoding,
     pub uploaded: bool,
 }
 
@@ -93,6 +95,10 @@ pub struct PushReport {
     pub base: BaseReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Settings of the existing ECR repository that differed from the ones asked for, and
+    /// whether each was set back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repository_settings: Vec<ecr::SettingDrift>,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,6 +233,7 @@ async fn docker_push(
             layers: 0,
         },
         output: None,
+        repository_settings: repository.drift.clone(),
     })
 }
 
@@ -502,6 +509,7 @@ async fn upload(
             model: l.model.clone(),
             digest: l.digest.clone(),
             size: l.size,
+            compression: l.compression,
             uploaded: false,
         })
         .collect();
@@ -629,5 +637,9 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
             layers: base.layers.len(),
         },
         output: s.output.clone(),
+        repository_settings: target
+            .as_ref()
+            .map(|t| t.repository.drift.clone())
+            .unwrap_or_default(),
     })
 }

@@ -38,9 +38,12 @@ impl Push {
             .arg(env("TD_REGISTRY_URL"))
     }
     fn command(&self) -> std::process::Command {
+        self.command_as("json")
+    }
+    fn command_as(&self, format: &str) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"));
         c.arg("--format")
-            .arg("json")
+            .arg(format)
             .arg("push")
             .arg(&self.repo)
             .args(&self.args);
@@ -890,4 +893,280 @@ async fn a_multi_arch_base_resolves_to_its_linux_amd64_manifest() {
         .ok();
     assert_eq!(r["base"]["digest"], digest);
     assert_eq!(r["base"]["layers"], 1);
+}
+
+/// Noise (xorshift64*): bytes no codec shrinks, as model weights barely shrink.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn by_default_weights_go_uncompressed_and_code_gzipped_and_the_image_reads_back() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let python = "backend: \"python\"\ninput [ { name: \"IN\" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput [ { name: \"OUT\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n";
+    for (model, weights) in [("weights", true), ("code", false)] {
+        let m = repo.path().join(model);
+        std::fs::create_dir_all(m.join("1")).unwrap();
+        std::fs::write(m.join("config.pbtxt"), python).unwrap();
+        let code =
+            "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n";
+        std::fs::write(m.join("1/model.py"), code.repeat(200)).unwrap();
+        if weights {
+            std::fs::write(m.join("1/weights.bin"), noise(6 << 20, 7)).unwrap();
+        }
+    }
+    let name = unique("td-test/auto");
+    let base = upstream_base(&unique("base"));
+    let r = Push::new(repo.path(), cache.path())
+        .into_ecr(&name, &base)
+        .ok();
+    let by_model: std::collections::BTreeMap<&str, &str> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["model"].as_str().unwrap(),
+                l["compression"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_model,
+        [("code", "gzip"), ("weights", "none")]
+            .into_iter()
+            .collect()
+    );
+    // The manifest says so, in the Docker v2.2 types the base uses or OCI's; the weights' blob is
+    // the tar itself (as large as the weights) and reads back to exactly the model's files.
+    let image = format!(
+        "{}/{name}:{}",
+        host(&env("TD_REGISTRY_URL")),
+        r["tag"].as_str().unwrap()
+    );
+    let manifest = skopeo_inspect(&image, "--raw");
+    let layers = manifest["layers"].as_array().unwrap();
+    let types: Vec<&str> = layers[1..]
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(
+        types
+            == [
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                "application/vnd.oci.image.layer.v1.tar"
+            ]
+            || types
+                == [
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "application/vnd.docker.image.rootfs.diff.tar"
+                ],
+        "{types:?}"
+    );
+    assert!(layers[2]["size"].as_u64().unwrap() > 6 << 20);
+    assert!(
+        layers[1]["size"].as_u64().unwrap() < 5_000,
+        "code compresses"
+    );
+    // Blobs as the registry serves them (skopeo would recompress an uncompressed layer on copy).
+    let blobs = tempfile::tempdir().unwrap();
+    for (i, model) in ["code", "weights"].iter().enumerate() {
+        let digest = layers[1 + i]["digest"].as_str().unwrap();
+        let bytes = reqwest::Client::new()
+            .get(format!(
+                "{}/v2/{name}/blobs/{digest}",
+                env("TD_REGISTRY_URL")
+            ))
+            .basic_auth(ECR_USER, Some(ECR_PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+            digest
+        );
+        let blob = blobs.path().join(model);
+        std::fs::write(&blob, &bytes).unwrap();
+        let mut got = layer_files(&blob);
+        got.sort();
+        let mut want = model_files(&repo.path().join(model), model);
+        want.sort();
+        assert_eq!(got, want, "{model}");
+    }
+    // The uncompressed layer's diffID is its digest.
+    let config = skopeo_inspect(&image, "--config");
+    assert_eq!(config["rootfs"]["diff_ids"][2], layers[2]["digest"]);
+}
+
+async fn repository_settings(name: &str) -> (bool, String, Option<u64>) {
+    let d = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        serde_json::json!({"repositoryNames": [name]}),
+    )
+    .await;
+    let repo = &d["repositories"][0];
+    let lp = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.GetLifecyclePolicy",
+        serde_json::json!({"repositoryName": name}),
+    )
+    .await;
+    let keep = lp["lifecyclePolicyText"]
+        .as_str()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .and_then(|p| p["rules"][0]["selection"]["countNumber"].as_u64());
+    (
+        repo["imageScanningConfiguration"]["scanOnPush"] == true,
+        repo["imageTagMutability"].as_str().unwrap().to_string(),
+        keep,
+    )
+}
+
+fn drift_of(r: &Value) -> Vec<(String, String, String, bool)> {
+    r["repository_settings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["setting"].as_str().unwrap().to_string(),
+                        d["live"].as_str().unwrap().to_string(),
+                        d["wanted"].as_str().unwrap().to_string(),
+                        d["repaired"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn repository_settings_changed_outside_the_tool_are_set_back_on_ours_and_only_reported_on_others()
+ {
+    let cache = tempfile::tempdir().unwrap();
+    let base = upstream_base(&unique("base"));
+    let target = "AmazonEC2ContainerRegistry_V20150921";
+    // Ours: created by push, then changed by hand.
+    let name = unique("td-test/drift");
+    let push = |tag: &str| {
+        Push::new(root().join("model-repos/ensemble"), cache.path())
+            .into_ecr(&name, &base)
+            .arg("--tag")
+            .arg(tag)
+    };
+    let r = push("v1").ok();
+    assert_eq!(drift_of(&r), []);
+    assert_eq!(
+        repository_settings(&name).await,
+        (true, "IMMUTABLE".into(), Some(30))
+    );
+    moto_json(
+        "ecr",
+        &format!("{target}.PutImageScanningConfiguration"),
+        serde_json::json!({"repositoryName": name, "imageScanningConfiguration": {"scanOnPush": false}}),
+    )
+    .await;
+    moto_json(
+        "ecr",
+        &format!("{target}.PutImageTagMutability"),
+        serde_json::json!({"repositoryName": name, "imageTagMutability": "MUTABLE"}),
+    )
+    .await;
+    moto_json(
+        "ecr",
+        &format!("{target}.DeleteLifecyclePolicy"),
+        serde_json::json!({"repositoryName": name}),
+    )
+    .await;
+    let out = push("v2").output();
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string(), true);
+    assert_eq!(
+        drift_of(&r),
+        [
+            s("scan_on_push", "off", "on"),
+            s("tag_mutability", "MUTABLE", "IMMUTABLE"),
+            s("lifecycle_policy", "none", "keep the newest 30 images"),
+        ]
+    );
+    assert_eq!(
+        repository_settings(&name).await,
+        (true, "IMMUTABLE".into(), Some(30)),
+        "set back"
+    );
+    // Asked for other settings, a repository of ours follows them; then there is nothing left.
+    let r = push("v3").arg("--keep-images").arg("5").ok();
+    assert_eq!(
+        drift_of(&r),
+        [(
+            "lifecycle_policy".into(),
+            "keep the newest 30 images".into(),
+            "keep the newest 5 images".into(),
+            true
+        )]
+    );
+    let r = push("v4").arg("--keep-images").arg("5").ok();
+    assert_eq!(drift_of(&r), []);
+
+    // Someone else's: made without our tag; pushed to, reported on, not changed.
+    let theirs = unique("td-test/theirs");
+    moto_json(
+        "ecr",
+        &format!("{target}.CreateRepository"),
+        serde_json::json!({"repositoryName": theirs, "imageTagMutability": "MUTABLE",
+            "imageScanningConfiguration": {"scanOnPush": false}}),
+    )
+    .await;
+    let out = Push::new(root().join("model-repos/ensemble"), cache.path())
+        .into_ecr(&theirs, &base)
+        .output();
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = drift_of(&r);
+    assert_eq!(
+        got.iter().map(|d| (d.0.as_str(), d.3)).collect::<Vec<_>>(),
+        [
+            ("scan_on_push", false),
+            ("tag_mutability", false),
+            ("lifecycle_policy", false)
+        ]
+    );
+    assert_eq!(
+        repository_settings(&theirs).await,
+        (false, "MUTABLE".into(), None),
+        "left as it is"
+    );
+    // In text, each is a warning that says why it was left.
+    let out = Push::new(root().join("model-repos/ensemble"), cache.path())
+        .into_ecr(&theirs, &base)
+        .arg("--tag")
+        .arg("again")
+        .command_as("text")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("warning: repository 123456789012.dkr.ecr.us-east-1.amazonaws.com/{theirs}: scan on push is off, wanted on: left as it is: the repository was not created by triton-deploy")),
+        "{err}"
+    );
 }
