@@ -1,6 +1,7 @@
 //! Two services on one cluster against moto: one cluster stack, a stack per service, each service
 //! behind its own target group and listener rules (priorities apart, conditions per model), a
-//! cluster-level change naming the other service, a model routed twice refused, and destroy
+//! cluster-level change naming the other service, one service rolled forward and back while the
+//! other stays as it is, a model routed twice refused, and destroy
 //! removing one service while the other and the cluster stay, then the cluster with the last one.
 
 use std::path::{Path, PathBuf};
@@ -26,16 +27,22 @@ fn spec(dir: &Path, name: &str, cluster: &str, repo: &str, extra: &str) -> PathB
 }
 
 async fn cli(args: &[&str], spec: &Path) -> Output {
-    let (a, s) = (
+    cli_via(&env("TD_MOTO_URL"), args, spec).await
+}
+
+/// `cli` through another endpoint (a proxy in front of moto).
+async fn cli_via(endpoint: &str, args: &[&str], spec: &Path) -> Output {
+    let (a, s, endpoint) = (
         args.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
         spec.to_path_buf(),
+        endpoint.to_string(),
     );
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
             .args(&a)
             .arg("-f")
             .arg(&s)
-            .env("AWS_ENDPOINT_URL", env("TD_MOTO_URL"))
+            .env("AWS_ENDPOINT_URL", &endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -303,6 +310,67 @@ async fn two_services_share_one_cluster_each_behind_its_own_rules() {
         let out = cli(&["rollout", "--plan"], s).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
+
+    // One service rolled forward and back: the other's task definition and service stay as
+    // they are, and each service's revisions are its own family's.
+    let td = |svc: String| {
+        let cluster = cluster.clone();
+        async move {
+            ecs_service(&cluster, &svc).await["taskDefinition"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (a1, b1) = (td(a.clone()).await, td(b.clone()).await);
+    let a_bigger = spec(
+        dir.path(),
+        &a,
+        &cluster,
+        "python-backend",
+        "[task]\nshm_size_mib = 2048\n",
+    );
+    // (moto starts no new deployment on UpdateService: the proxy answers as ECS would.)
+    let moto = env("TD_MOTO_URL");
+    let p = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(1)).await;
+    let out = cli_via(&p.url, &["rollout", "--yes", "--timeout", "5"], &a_bigger).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let a2 = td(a.clone()).await;
+    assert_ne!(a2, a1);
+    assert_eq!(td(b.clone()).await, b1, "the other service is not touched");
+    let p = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(1)).await;
+    let out = cli_via(
+        &p.url,
+        &["rollback", "--poll", "1", "--format", "json"],
+        &a_bigger,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json_of(&out);
+    assert_eq!(
+        (r["from"].as_str(), r["to"].as_str()),
+        (Some(a2.as_str()), Some(a1.as_str())),
+        "{r}"
+    );
+    assert_eq!(td(a.clone()).await, a1);
+    assert_eq!(td(b.clone()).await, b1, "the other service is not touched");
+    // Rolling back the other one has no earlier revision of its own to go to.
+    let p = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(1)).await;
+    let out = cli_via(&p.url, &["rollback", "--poll", "1"], &spec_b).await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        text(&out).contains("no active revision older than 1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !p.actions().iter().any(|a| a == "UpdateService"),
+        "{:?}",
+        p.actions()
+    );
+    assert_eq!(td(b.clone()).await, b1);
+    // (The first spec back as it was.)
+    assert_eq!(spec(dir.path(), &a, &cluster, "python-backend", ""), spec_a);
 
     // A cluster-level change in one spec names the other service.
     let bigger = spec(

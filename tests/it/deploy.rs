@@ -106,46 +106,6 @@ fn mutations(proxy: &proxy::Proxy) -> Vec<String> {
         .collect()
 }
 
-/// Rewrites moto's DescribeServices the way ECS answers during a rolling deployment: the newest
-/// deployment (the service's task definition) is PRIMARY, IN_PROGRESS for the first `in_progress`
-/// answers with the old one ACTIVE beside it, then COMPLETED alone.
-fn progressing(in_progress: usize) -> proxy::Hooks {
-    let calls = Arc::new(AtomicUsize::new(0));
-    proxy::Hooks {
-        answer: None,
-        rewrite: Some(Arc::new(move |action, _req, body| {
-            if action != "DescribeServices" {
-                return body;
-            }
-            let mut v: Value = serde_json::from_slice(&body).unwrap();
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            for s in v["services"].as_array_mut().into_iter().flatten() {
-                let td = s["taskDefinition"].clone();
-                let Some(d) = s["deployments"].get(0).cloned() else {
-                    continue;
-                };
-                if d["taskDefinition"] == td {
-                    continue;
-                }
-                let mut new = d.clone();
-                new["taskDefinition"] = td;
-                new["id"] = json!("ecs-svc/new");
-                if n < in_progress {
-                    new["rolloutState"] = json!("IN_PROGRESS");
-                    new["runningCount"] = json!(0);
-                    new["pendingCount"] = new["desiredCount"].clone();
-                    let mut old = d.clone();
-                    old["status"] = json!("ACTIVE");
-                    s["deployments"] = json!([new, old]);
-                } else {
-                    s["deployments"] = json!([new]);
-                }
-            }
-            serde_json::to_vec(&v).unwrap()
-        })),
-    }
-}
-
 /// Rewrites DescribeServices the way ECS answers after the circuit breaker rolled a deployment
 /// back: the old revision is PRIMARY again, the new deployment FAILED.
 fn rolled_back() -> proxy::Hooks {
@@ -530,7 +490,7 @@ async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_the
     .await;
 
     // Deploy it again, now progressing as ECS does: it waits through IN_PROGRESS to COMPLETED.
-    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(3)).await;
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(3)).await;
     let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("rollout in_progress"), "{}", text(&out));
@@ -550,7 +510,7 @@ async fn a_changed_spec_plans_field_diffs_and_a_rolled_back_deployment_fails_the
     );
 
     // Roll back to revision 1, never deregistering anything.
-    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(1)).await;
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(1)).await;
     let out = cli_async(
         &proxy.url,
         &["rollback", "--poll", "1", "--format", "json"],
@@ -754,7 +714,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
 
     // Ctrl-C while a deployment goes on: it stops waiting, says how to resume, changes nothing more.
     put_image(&repo, "v2", &"2".repeat(64)).await;
-    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(usize::MAX)).await;
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(usize::MAX)).await;
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
         .args(["rollout", "--yes", "--poll", "1", "-f"])
         .arg(&spec)
@@ -794,7 +754,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
     assert_eq!(proxy.sent("UpdateService").len(), 1);
 
     // Run again: nothing to change, but it waits for the deployment in progress to finish.
-    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, progressing(2)).await;
+    let proxy = proxy::start_with(&moto, proxy::Mode::Pass, proxy::progressing(2)).await;
     let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("rollout in_progress"), "{}", text(&out));

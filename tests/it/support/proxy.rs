@@ -331,3 +331,43 @@ pub async fn start_with(upstream: &str, mode: Mode, hooks: Hooks) -> Proxy {
         log,
     }
 }
+
+/// Rewrites moto's DescribeServices the way ECS answers during a rolling deployment: the newest
+/// deployment (the service's task definition) is PRIMARY, IN_PROGRESS for the first `in_progress`
+/// answers with the old one ACTIVE beside it, then COMPLETED alone.
+pub fn progressing(in_progress: usize) -> Hooks {
+    let calls = Arc::new(AtomicUsize::new(0));
+    Hooks {
+        answer: None,
+        rewrite: Some(Arc::new(move |action, _req, body| {
+            if action != "DescribeServices" {
+                return body;
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            for s in v["services"].as_array_mut().into_iter().flatten() {
+                let td = s["taskDefinition"].clone();
+                let Some(d) = s["deployments"].get(0).cloned() else {
+                    continue;
+                };
+                if d["taskDefinition"] == td {
+                    continue;
+                }
+                let mut new = d.clone();
+                new["taskDefinition"] = td;
+                new["id"] = serde_json::json!("ecs-svc/new");
+                if n < in_progress {
+                    new["rolloutState"] = serde_json::json!("IN_PROGRESS");
+                    new["runningCount"] = serde_json::json!(0);
+                    new["pendingCount"] = new["desiredCount"].clone();
+                    let mut old = d.clone();
+                    old["status"] = serde_json::json!("ACTIVE");
+                    s["deployments"] = serde_json::json!([new, old]);
+                } else {
+                    s["deployments"] = serde_json::json!([new]);
+                }
+            }
+            serde_json::to_vec(&v).unwrap()
+        })),
+    }
+}
