@@ -1,6 +1,6 @@
 //! Two services on one cluster against moto: one cluster stack, a stack per service, each service
 //! behind its own target group and listener rules (priorities apart, conditions per model), a
-//! cluster-level change naming the other service, one service rolled forward and back while the
+//! second rollout of each making no mutating call, a cluster-level change naming the other service, one service rolled forward and back while the
 //! other stays as it is, a model routed twice refused, and destroy
 //! removing one service while the other and the cluster stay, then the cluster with the last one.
 
@@ -305,10 +305,24 @@ async fn two_services_share_one_cluster_each_behind_its_own_rules() {
         text(&out)
     );
 
-    // A second rollout of each changes nothing.
+    // A second rollout of each plans nothing and, run, makes no mutating call.
     for s in [&spec_a, &spec_b] {
         let out = cli(&["rollout", "--plan"], s).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let p = proxy::start(&env("TD_MOTO_URL"), proxy::Mode::Pass).await;
+        let out = cli_via(&p.url, &["rollout", "--yes", "--timeout", "5"], s).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let mutating: Vec<String> = p
+            .actions()
+            .into_iter()
+            .filter(|a| MUTATING.iter().any(|m| a.starts_with(m)))
+            .collect();
+        assert_eq!(mutating, Vec::<String>::new(), "{:?}", p.actions());
+        assert!(
+            p.actions().iter().any(|a| a == "DescribeServices"),
+            "the calls went through the proxy: {:?}",
+            p.actions()
+        );
     }
 
     // One service rolled forward and back: the other's task definition and service stay as
