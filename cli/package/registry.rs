@@ -1,5 +1,6 @@
 //! A client of the OCI distribution API (the registry data plane): blob HEAD, cross-repository
-//! mount, monolithic and chunked uploads with retries and resume, registry-to-registry streaming,
+//! mount, streamed uploads (one PUT, or one PATCH and a PUT for large blobs) retried as whole
+//! transfers, registry-to-registry streaming,
 //! manifests. Authentication answers the registry's `WWW-Authenticate` challenge: Basic (ECR) or a
 //! Bearer token fetched from the named realm (Docker Hub, NGC, GHCR...). Credentials are never logged.
 
@@ -140,10 +141,9 @@ pub struct Registry {
     tokens: Arc<Mutex<HashMap<String, Secret>>>,
     /// Retries for transient failures.
     pub retry: RetryPolicy,
-    /// Size above which uploads go in chunks (PATCH) rather than one PUT.
-    pub chunk_threshold: u64,
-    /// The size of each chunk.
-    pub chunk_size: u64,
+    /// Size above which a blob is sent as Docker sends every layer (one streamed PATCH, then an
+    /// empty PUT with the digest) rather than in one streamed PUT.
+    pub patch_threshold: u64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -217,8 +217,7 @@ impl Registry {
             auth: Arc::new(Mutex::new(Auth::None)),
             tokens: Arc::new(Mutex::new(HashMap::new())),
             retry: RetryPolicy::default(),
-            chunk_threshold: 512 << 20,
-            chunk_size: 8 << 20,
+            patch_threshold: 512 << 20,
         })
     }
 
@@ -445,7 +444,7 @@ impl Registry {
         }
     }
 
-    async fn start_upload(&self, repo: &str) -> Result<(Url, u64), RegistryError> {
+    async fn start_upload(&self, repo: &str) -> Result<Url, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/uploads/"));
         let resp = self
             .send(&Self::scope(repo), &|| self.http.post(url.clone()))
@@ -453,25 +452,21 @@ impl Registry {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(status_error("POST", &url, resp).await);
         }
-        let min_chunk = resp
-            .headers()
-            .get("OCI-Chunk-Min-Length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let loc = location(&resp, &self.base).ok_or_else(|| RegistryError::Status {
+        location(&resp, &self.base).ok_or_else(|| RegistryError::Status {
             method: "POST".into(),
             url: url.to_string(),
             status: 202,
             body: "no Location header on the upload session".into(),
             retry_after: None,
-        })?;
-        Ok((loc, min_chunk))
+        })
     }
 
     /// Uploads the file at `path` as blob `digest`, reporting progress through `progress(bytes)`.
-    /// Small blobs go in one PUT; large ones in chunks, resuming an interrupted chunk from the
-    /// offset the registry confirms (or from the start of a new session when it confirms none).
+    /// Small blobs go in one streamed PUT; large ones in one streamed PATCH and an empty PUT with
+    /// the digest, as Docker pushes. Never in several PATCHes: ECR keeps only the first PATCH of a
+    /// chunked upload and answers the others 201 all the same (AWS containers-roadmap issue 2831),
+    /// so a chunked "resume" would end in a digest mismatch. A failed transfer is started again
+    /// in a new session; memory stays flat either way.
     pub async fn upload_file(
         &self,
         repo: &str,
@@ -480,14 +475,27 @@ impl Registry {
         size: u64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError> {
+        let how = if size <= self.patch_threshold {
+            Send::Put
+        } else {
+            Send::PatchThenPut
+        };
         self.retry_transient(|| async {
-            if size <= self.chunk_threshold {
-                self.upload_monolithic(repo, digest, path, size, progress)
-                    .await
-            } else {
-                self.upload_chunked(repo, digest, path, size, progress)
-                    .await
-            }
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| RegistryError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+            self.send_stream(
+                repo,
+                digest,
+                size,
+                Box::pin(file_stream(file, size)),
+                progress,
+                how,
+            )
+            .await
         })
         .await
     }
@@ -524,22 +532,26 @@ impl Registry {
         }
     }
 
-    /// Opens an upload session and PUTs `source` as blob `digest` in one streamed request, so memory
-    /// stays flat whatever the size. The body cannot be replayed: callers retry whole transfers.
-    async fn put_stream<S>(
+    /// Opens an upload session and sends `source` as blob `digest` in one streamed request (a PUT
+    /// with the digest, or a PATCH and then an empty PUT), so memory stays flat whatever the
+    /// size. The body cannot be replayed: callers retry whole transfers.
+    async fn send_stream<S>(
         &self,
         repo: &str,
         digest: &str,
         size: u64,
         mut source: S,
         progress: &(dyn Fn(u64) + Sync),
+        how: Send,
     ) -> Result<(), RegistryError>
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
-        let (loc, _) = self.start_upload(repo).await?;
+        let loc = self.start_upload(repo).await?;
         let mut url = loc;
-        url.query_pairs_mut().append_pair("digest", digest);
+        if how == Send::Put {
+            url.query_pairs_mut().append_pair("digest", digest);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let pump = async move {
             while let Some(item) = source.next().await {
@@ -552,9 +564,13 @@ impl Registry {
                 }
             }
         };
+        let method = match how {
+            Send::Put => reqwest::Method::PUT,
+            Send::PatchThenPut => reqwest::Method::PATCH,
+        };
         let req = self
             .http
-            .put(url.clone())
+            .request(method.clone(), url.clone())
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
@@ -571,132 +587,17 @@ impl Registry {
         };
         let ((), resp) = tokio::join!(pump, put);
         let resp = resp?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(status_error("PUT", &url, resp).await);
+        if how == Send::Put {
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error("PUT", &url, resp).await);
+            }
+            return Ok(());
         }
-        Ok(())
-    }
-
-    async fn upload_monolithic(
-        &self,
-        repo: &str,
-        digest: &str,
-        path: &Path,
-        size: u64,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), RegistryError> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| RegistryError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-        // 64 KiB reads until `size` bytes; a read error ends the stream with that error.
-        let chunks = futures_util::stream::unfold(Some((file, 0u64)), move |state| async move {
-            let (mut f, sent) = state?;
-            if sent >= size {
-                return None;
-            }
-            let mut buf = vec![0u8; (size - sent).min(64 * 1024) as usize];
-            match f.read_exact(&mut buf).await {
-                Ok(_) => {
-                    let n = buf.len() as u64;
-                    Some((Ok(Bytes::from(buf)), Some((f, sent + n))))
-                }
-                Err(e) => Some((Err(e), None)),
-            }
-        });
-        self.put_stream(repo, digest, size, Box::pin(chunks), progress)
-            .await
-    }
-
-    async fn upload_chunked(
-        &self,
-        repo: &str,
-        digest: &str,
-        path: &Path,
-        size: u64,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), RegistryError> {
-        let (mut loc, min_chunk) = self.start_upload(repo).await?;
-        let chunk = self.chunk_size.max(min_chunk);
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| RegistryError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-        let mut offset = 0u64;
-        let mut failures = 0;
-        while offset < size {
-            use tokio::io::AsyncSeekExt;
-            let n = (size - offset).min(chunk) as usize;
-            file.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| RegistryError::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })?;
-            // A fresh buffer per chunk, moved into the request: one chunk in memory per upload.
-            let mut buf = vec![0u8; n];
-            file.read_exact(&mut buf)
-                .await
-                .map_err(|e| RegistryError::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })?;
-            let body = Bytes::from(buf);
-            let range = format!("{offset}-{}", offset + n as u64 - 1);
-            let sent = self
-                .http
-                .patch(loc.clone())
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_RANGE, &range)
-                .header(header::CONTENT_LENGTH, n)
-                .body(body);
-            let sent = self.authorize(sent, &Self::scope(repo)).await?.send().await;
-            match sent {
-                // ECR answers 201 where the spec says 202; both mean the chunk was taken.
-                Ok(resp)
-                    if resp.status() == StatusCode::ACCEPTED
-                        || resp.status() == StatusCode::CREATED =>
-                {
-                    if let Some(l) = location(&resp, &self.base) {
-                        loc = l;
-                    }
-                    // Track the offset ourselves: ECR's Range header stops advancing after one chunk.
-                    offset += n as u64;
-                    progress(n as u64);
-                    failures = 0;
-                }
-                other => {
-                    failures += 1;
-                    if failures >= self.retry.attempts {
-                        return match other {
-                            Ok(resp) => Err(status_error("PATCH", &loc, resp).await),
-                            Err(e) => Err(RegistryError::Unreachable {
-                                url: loc.to_string(),
-                                detail: error_chain(&e),
-                            }),
-                        };
-                    }
-                    tokio::time::sleep(self.retry.delay(failures)).await;
-                    // Resume from what the registry says it has; restart the session otherwise.
-                    match self.upload_status(&loc, repo).await {
-                        Some(confirmed) if confirmed <= offset => {
-                            progress(0);
-                            offset = confirmed;
-                        }
-                        _ => {
-                            let (l, _) = self.start_upload(repo).await?;
-                            loc = l;
-                            offset = 0;
-                        }
-                    }
-                }
-            }
+        // ECR answers the PATCH 201 where the spec says 202; both mean the bytes were taken.
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(status_error("PATCH", &url, resp).await);
         }
-        let mut url = loc;
+        let mut url = location(&resp, &self.base).unwrap_or(url);
         url.query_pairs_mut().append_pair("digest", digest);
         let resp = self
             .send(&Self::scope(repo), &|| {
@@ -707,20 +608,6 @@ impl Registry {
             return Err(status_error("PUT", &url, resp).await);
         }
         Ok(())
-    }
-
-    /// How many bytes of an upload session the registry holds (`Range: 0-<last>`), if it says.
-    async fn upload_status(&self, loc: &Url, repo: &str) -> Option<u64> {
-        let resp = self
-            .send(&Self::scope(repo), &|| self.http.get(loc.clone()))
-            .await
-            .ok()?;
-        if resp.status() != StatusCode::NO_CONTENT {
-            return None;
-        }
-        let range = resp.headers().get(header::RANGE)?.to_str().ok()?;
-        let end: u64 = range.rsplit('-').next()?.parse().ok()?;
-        Some(end + 1)
     }
 
     /// Streams blob `digest` from `src`/`src_repo` into this registry's `repo` without holding it
@@ -762,7 +649,12 @@ impl Registry {
             hasher.lock().expect("hash").update(&b);
             Ok(b)
         });
-        self.put_stream(repo, digest, size, Box::pin(chunks), progress)
+        let how = if size <= self.patch_threshold {
+            Send::Put
+        } else {
+            Send::PatchThenPut
+        };
+        self.send_stream(repo, digest, size, Box::pin(chunks), progress, how)
             .await?;
         let got = format!(
             "sha256:{}",
@@ -961,6 +853,36 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// How a blob's bytes go to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// One PUT with the digest and the bytes.
+    Put,
+    /// One PATCH with the bytes, then a PUT with the digest and no body.
+    PatchThenPut,
+}
+
+/// The first `size` bytes of `file`, in 256 KiB reads; a read error ends the stream with it.
+fn file_stream(
+    file: tokio::fs::File,
+    size: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some((file, 0u64)), move |state| async move {
+        let (mut f, sent) = state?;
+        if sent >= size {
+            return None;
+        }
+        let mut buf = vec![0u8; (size - sent).min(256 * 1024) as usize];
+        match f.read_exact(&mut buf).await {
+            Ok(_) => {
+                let n = buf.len() as u64;
+                Some((Ok(Bytes::from(buf)), Some((f, sent + n))))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
 }
 
 fn location(resp: &Response, base: &Url) -> Option<Url> {
