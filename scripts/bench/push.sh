@@ -111,7 +111,9 @@ encodings=$(json_field "$work/cold.json" "['layers']" | python3 -c "import ast,s
 skopeo_bytes=$(du -cb "$work"/layout/blobs/sha256/* | tail -1 | cut -f1)
 mbs() { awk -v b="$1" -v s="$2" 'BEGIN{printf "%.1f", b/1e6/s}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
-echo "push benchmark: $size_mib MiB of $kind weights in $models model(s), ${3:+--compression $3}${3:-default compression} (layers: $encodings)"
+what="default compression"
+[ -n "${3:-}" ] && what="--compression $3"
+echo "push benchmark: $size_mib MiB of $kind weights in $models model(s), $what (layers: $encodings)"
 echo "  triton-deploy push, cold (build + upload):  ${cold_s}s  $(mbs $((size_mib * 1048576)) "$cold_s") MB/s of weights  peak RSS ${cold_rss} MB"
 echo "  triton-deploy push, upload only (cached):   ${ours_s}s  $(mbs "$bytes" "$ours_s") MB/s  peak RSS ${ours_rss} MB"
 echo "  skopeo copy of the image packed ahead:      ${skopeo_s}s  $(mbs "$skopeo_bytes" "$skopeo_s") MB/s  peak RSS ${skopeo_rss} MB"
