@@ -135,24 +135,12 @@ async fn push_creates_the_repository_and_an_image_whose_layers_hold_exactly_each
     assert!(r["uploaded_bytes"].as_u64().unwrap() > 0);
 
     // The control plane: repository created with scan-on-push, immutable tags, encryption, tags, lifecycle.
-    let d = moto_json(
-        "ecr",
-        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
-        serde_json::json!({"repositoryNames": [name]}),
-    )
-    .await;
-    let repo = &d["repositories"][0];
-    assert_eq!(repo["imageTagMutability"], "IMMUTABLE");
-    assert_eq!(repo["imageScanningConfiguration"]["scanOnPush"], true);
+    assert_eq!(
+        repository_settings(&name).await,
+        (true, "IMMUTABLE".into(), Some(30))
+    );
+    let repo = describe_repository(&name).await;
     assert_eq!(repo["encryptionConfiguration"]["encryptionType"], "AES256");
-    let lp = moto_json(
-        "ecr",
-        "AmazonEC2ContainerRegistry_V20150921.GetLifecyclePolicy",
-        serde_json::json!({"repositoryName": name}),
-    )
-    .await;
-    let policy: Value = serde_json::from_str(lp["lifecyclePolicyText"].as_str().unwrap()).unwrap();
-    assert_eq!(policy["rules"][0]["selection"]["countNumber"], 30);
     let tags = moto_json(
         "ecr",
         "AmazonEC2ContainerRegistry_V20150921.ListTagsForResource",
@@ -897,17 +885,19 @@ async fn a_multi_arch_base_resolves_to_its_linux_amd64_manifest() {
     assert_eq!(r["base"]["layers"], 1);
 }
 
-/// Noise (xorshift64*): bytes no codec shrinks, as model weights barely shrink.
+/// Noise (SHA-256 in counter mode): bytes no codec shrinks, as model weights barely shrink.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(n + 32);
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(&sha2::Sha256::digest(
+            [seed.to_le_bytes(), i.to_le_bytes()].concat(),
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    out
 }
 
 #[tokio::test]
@@ -1016,14 +1006,19 @@ async fn by_default_weights_go_uncompressed_and_code_gzipped_and_the_image_reads
     assert_eq!(config["rootfs"]["diff_ids"][2], layers[2]["digest"]);
 }
 
-async fn repository_settings(name: &str) -> (bool, String, Option<u64>) {
-    let d = moto_json(
+async fn describe_repository(name: &str) -> Value {
+    moto_json(
         "ecr",
         "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
         serde_json::json!({"repositoryNames": [name]}),
     )
-    .await;
-    let repo = &d["repositories"][0];
+    .await["repositories"][0]
+        .clone()
+}
+
+/// Scan on push, tag mutability and the lifecycle policy's image count, as ECR has them.
+async fn repository_settings(name: &str) -> (bool, String, Option<u64>) {
+    let repo = &describe_repository(name).await;
     let lp = moto_json(
         "ecr",
         "AmazonEC2ContainerRegistry_V20150921.GetLifecyclePolicy",
