@@ -24,3 +24,10 @@ pub(crate) mod output;
 pub mod package;
 pub mod triton;
 pub mod validate;
+
+/// What the fuzz targets (`fuzz/`) drive that is not otherwise public: the load generator's
+/// HTTP/1.1 client, whose answers come from servers the user may not control.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::bench::http1::{Conn, Failure, MAX_BODY, dechunk};
+}

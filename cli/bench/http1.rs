@@ -88,7 +88,9 @@ impl Target {
 /// Why a round trip failed: the error codes the bench report counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// No connection could be made.
     Connect,
+    /// No whole answer within the timeout.
     Timeout,
     /// The connection broke, or the answer was not HTTP.
     Reset,
@@ -102,6 +104,7 @@ pub const MAX_BODY: usize = 256 << 20;
 const MAX_HEAD: usize = 64 << 10;
 
 impl Failure {
+    /// The error code the bench report counts it under.
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Connect => "connect",
@@ -144,6 +147,7 @@ enum Framing {
 }
 
 impl Conn {
+    /// A connection to the first of `addrs` that answers, opened on first use.
     pub fn new(addrs: std::sync::Arc<[SocketAddr]>) -> Conn {
         Conn {
             io: Io::new(addrs),
