@@ -162,7 +162,7 @@ impl Render for PushReport {
         for d in &self.repository_settings {
             let what = match (d.repaired, d.setting) {
                 (true, _) => "set back".to_string(),
-                (false, "encryption") => {
+                (false, triton_deploy_aws::ecr::Setting::Encryption) => {
                     "left as it is: ECR cannot change a repository's encryption (recreate the repository to change it)".to_string()
                 }
                 (false, _) => {
@@ -173,7 +173,7 @@ impl Render for PushReport {
                 out,
                 "warning: repository {}: {} is {}, wanted {}: {what}",
                 self.image.split('@').next().unwrap_or(&self.image),
-                d.setting.replace('_', " "),
+                d.setting.name(),
                 d.live,
                 d.wanted
             );

@@ -287,8 +287,9 @@ fn plan(compression: Compression, entries: &[Entry]) -> io::Result<Plan> {
         Compression::Zstd => Plan::Zstd,
         Compression::None => Plan::None,
         Compression::Auto => {
-            let total: u64 = files_of(entries).map(|e| e.meta.len()).sum();
-            if sample_gain_percent(entries)? < AUTO_MIN_GAIN_PERCENT {
+            let files: Vec<&Entry> = files_of(entries).collect();
+            let total: u64 = files.iter().map(|e| e.meta.len()).sum();
+            if sample_gain_percent(&files, total)? < AUTO_MIN_GAIN_PERCENT {
                 Plan::None
             } else if total > AUTO_FAST_ABOVE {
                 Plan::Gzip(AUTO_SAMPLE_LEVEL)
@@ -303,12 +304,11 @@ fn files_of(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
     entries.iter().filter(|e| e.meta.file_type().is_file())
 }
 
-/// How much gzip (level [`AUTO_SAMPLE_LEVEL`]) shrinks a sample of the files' bytes, in percent: up to
-/// [`SAMPLE_SLICES`] slices spread evenly over their contents in layer order (all of them when
-/// they are small). No bytes at all count as compressible (the tar headers are what is left).
-fn sample_gain_percent(entries: &[Entry]) -> io::Result<f64> {
-    let files: Vec<&Entry> = files_of(entries).collect();
-    let total: u64 = files.iter().map(|e| e.meta.len()).sum();
+/// How much gzip (level [`AUTO_SAMPLE_LEVEL`]) shrinks a sample of the `files`' bytes (`total`
+/// of them), in percent: up to [`SAMPLE_SLICES`] slices spread evenly over their contents in
+/// layer order (all of them when they are small). No bytes at all count as compressible (the tar
+/// headers are what is left).
+fn sample_gain_percent(files: &[&Entry], total: u64) -> io::Result<f64> {
     if total == 0 {
         return Ok(100.0);
     }
@@ -326,7 +326,7 @@ fn sample_gain_percent(entries: &[Entry]) -> io::Result<f64> {
     let mut buf = Vec::with_capacity(SAMPLE_SLICE as usize);
     for start in starts {
         buf.clear();
-        read_at(&files, start, SAMPLE_SLICE, &mut buf)?;
+        read_at(files, start, SAMPLE_SLICE, &mut buf)?;
         let mut z = flate2::write::DeflateEncoder::new(
             Counter(0),
             flate2::Compression::new(AUTO_SAMPLE_LEVEL),
@@ -623,7 +623,7 @@ mod tests {
         std::fs::write(w.join("1/a.bin"), random_bytes(12 << 20, 1)).unwrap();
         std::fs::write(w.join("1/b.bin"), random_bytes(8 << 20, 2)).unwrap();
         let entries = walk(&w).unwrap();
-        let gain = sample_gain_percent(&entries).unwrap();
+        let gain = sample_gain(&entries);
         assert!(gain < 1.0, "noise gains nothing: {gain}");
         let l = build_layer(&cache, "weights", &w, Compression::Auto).unwrap();
         assert_eq!(l.compression, Encoding::None);
@@ -635,7 +635,7 @@ mod tests {
         let text = "def execute(self, requests):\n    return []\n".repeat(4000);
         std::fs::write(t.join("1/model.py"), &text).unwrap();
         let entries = walk(&t).unwrap();
-        assert!(sample_gain_percent(&entries).unwrap() > 90.0);
+        assert!(sample_gain(&entries) > 90.0);
         assert_eq!(plan(Compression::Auto, &entries).unwrap(), Plan::Gzip(6));
         let l = build_layer(&cache, "text", &t, Compression::Auto).unwrap();
         assert_eq!(l.compression, Encoding::Gzip);
@@ -646,7 +646,7 @@ mod tests {
         std::fs::write(h.join("noise.bin"), random_bytes(40 << 20, 3)).unwrap();
         std::fs::write(h.join("zeros.bin"), vec![0u8; 40 << 20]).unwrap();
         let entries = walk(&h).unwrap();
-        let gain = sample_gain_percent(&entries).unwrap();
+        let gain = sample_gain(&entries);
         assert!((40.0..60.0).contains(&gain), "{gain}");
         // Over 64 MiB: the faster level.
         assert_eq!(plan(Compression::Auto, &entries).unwrap(), Plan::Gzip(2));
@@ -676,6 +676,12 @@ mod tests {
         out.clear();
         read_at(&files, 10, 3, &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    fn sample_gain(entries: &[Entry]) -> f64 {
+        let files: Vec<&Entry> = files_of(entries).collect();
+        let total = files.iter().map(|e| e.meta.len()).sum();
+        sample_gain_percent(&files, total).unwrap()
     }
 
     /// Trained-weights-like bytes: normally distributed values (std 0.02, as trained layers have)
@@ -729,7 +735,7 @@ mod tests {
             std::fs::create_dir_all(m.join("1")).unwrap();
             std::fs::write(m.join("1/model.bin"), weights(12 << 20, bf16)).unwrap();
             let entries = walk(&m).unwrap();
-            gains.push(sample_gain_percent(&entries).unwrap());
+            gains.push(sample_gain(&entries));
         }
         let (fp16, bf16) = (gains[0], gains[1]);
         // (A fixed-Huffman level 1 would see a loss on both.)

@@ -475,11 +475,6 @@ impl Registry {
         size: u64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError> {
-        let how = if size <= self.patch_threshold {
-            Send::Put
-        } else {
-            Send::PatchThenPut
-        };
         self.retry_transient(|| async {
             let file = tokio::fs::File::open(path)
                 .await
@@ -493,7 +488,6 @@ impl Registry {
                 size,
                 Box::pin(file_stream(file, size)),
                 progress,
-                how,
             )
             .await
         })
@@ -533,8 +527,8 @@ impl Registry {
     }
 
     /// Opens an upload session and sends `source` as blob `digest` in one streamed request (a PUT
-    /// with the digest, or a PATCH and then an empty PUT), so memory stays flat whatever the
-    /// size. The body cannot be replayed: callers retry whole transfers.
+    /// with the digest, or above `patch_threshold` a PATCH and then an empty PUT), so memory stays
+    /// flat whatever the size. The body cannot be replayed: callers retry whole transfers.
     async fn send_stream<S>(
         &self,
         repo: &str,
@@ -542,13 +536,16 @@ impl Registry {
         size: u64,
         mut source: S,
         progress: &(dyn Fn(u64) + Sync),
-        how: Send,
     ) -> Result<(), RegistryError>
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
-        let loc = self.start_upload(repo).await?;
-        let mut url = loc;
+        let how = if size <= self.patch_threshold {
+            Send::Put
+        } else {
+            Send::PatchThenPut
+        };
+        let mut url = self.start_upload(repo).await?;
         if how == Send::Put {
             url.query_pairs_mut().append_pair("digest", digest);
         }
@@ -570,7 +567,7 @@ impl Registry {
         };
         let req = self
             .http
-            .request(method.clone(), url.clone())
+            .request(method, url.clone())
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
@@ -649,12 +646,7 @@ impl Registry {
             hasher.lock().expect("hash").update(&b);
             Ok(b)
         });
-        let how = if size <= self.patch_threshold {
-            Send::Put
-        } else {
-            Send::PatchThenPut
-        };
-        self.send_stream(repo, digest, size, Box::pin(chunks), progress, how)
+        self.send_stream(repo, digest, size, Box::pin(chunks), progress)
             .await?;
         let got = format!(
             "sha256:{}",

@@ -98,14 +98,6 @@ async fn put_image(repo: &str, tag: &str, layer: &str) -> String {
         .to_string()
 }
 
-fn mutations(proxy: &proxy::Proxy) -> Vec<String> {
-    proxy
-        .actions()
-        .into_iter()
-        .filter(|a| MUTATING.iter().any(|m| a.starts_with(m)))
-        .collect()
-}
-
 /// Rewrites DescribeServices the way ECS answers after the circuit breaker rolled a deployment
 /// back: the old revision is PRIMARY again, the new deployment FAILED.
 fn rolled_back() -> proxy::Hooks {
@@ -331,7 +323,7 @@ async fn rollout_deploys_the_service_then_plans_nothing_then_status_then_destroy
     let out = cli_async(&proxy2.url, &["rollout", "--plan"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("service: no changes"), "{}", text(&out));
-    assert_eq!(mutations(&proxy2), Vec::<String>::new());
+    assert_eq!(proxy2.mutations(), Vec::<String>::new());
     assert!(proxy2.actions().len() <= 25, "{:?}", proxy2.actions());
 
     // A change made outside the tool (another security group on the tasks, from the console)
@@ -758,7 +750,7 @@ async fn verify_smoke_logs_interrupt_resume_and_instance_refresh() {
     let out = cli_async(&proxy.url, &["rollout", "--yes", "--poll", "1"], &spec).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("rollout in_progress"), "{}", text(&out));
-    assert_eq!(mutations(&proxy), Vec::<String>::new());
+    assert_eq!(proxy.mutations(), Vec::<String>::new());
 
     // --refresh-instances: an instance refresh keeping every host in service, followed to the end.
     let proxy = proxy::start_with(&moto, proxy::Mode::Pass, instance_refresh(2)).await;

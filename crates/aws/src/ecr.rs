@@ -69,11 +69,37 @@ pub struct Repository {
     pub drift: Vec<SettingDrift>,
 }
 
+/// A repository setting that is compared with the one asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    /// Scan on push.
+    ScanOnPush,
+    /// Tag mutability.
+    TagMutability,
+    /// The lifecycle policy.
+    LifecyclePolicy,
+    /// The encryption (which ECR cannot change).
+    Encryption,
+}
+
+impl Setting {
+    /// Its name in words.
+    pub fn name(self) -> &'static str {
+        match self {
+            Setting::ScanOnPush => "scan on push",
+            Setting::TagMutability => "tag mutability",
+            Setting::LifecyclePolicy => "lifecycle policy",
+            Setting::Encryption => "encryption",
+        }
+    }
+}
+
 /// One setting of an existing repository that is not what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SettingDrift {
-    /// `scan_on_push`, `tag_mutability`, `lifecycle_policy` or `encryption`.
-    pub setting: &'static str,
+    /// Which setting.
+    pub setting: Setting,
     /// What the repository has.
     pub live: String,
     /// What was asked for.
@@ -113,12 +139,12 @@ pub fn setting_drift(live: &LiveSettings, wanted: &RepositorySettings) -> Vec<Se
         }
     };
     push(
-        "scan_on_push",
+        Setting::ScanOnPush,
         on_off(live.scan_on_push),
         on_off(wanted.scan_on_push),
     );
     push(
-        "tag_mutability",
+        Setting::TagMutability,
         mutability(live.immutable_tags),
         mutability(wanted.immutable_tags),
     );
@@ -136,7 +162,7 @@ pub fn setting_drift(live: &LiveSettings, wanted: &RepositorySettings) -> Vec<Se
                     .unwrap_or_else(|| "another policy".into()),
             };
             out.push(SettingDrift {
-                setting: "lifecycle_policy",
+                setting: Setting::LifecyclePolicy,
                 live: describe(live.lifecycle_policy.as_deref()),
                 wanted: describe(Some(&want)),
                 repaired: false,
@@ -156,7 +182,7 @@ pub fn setting_drift(live: &LiveSettings, wanted: &RepositorySettings) -> Vec<Se
             && live.encryption.starts_with("KMS"));
     if !same_encryption {
         out.push(SettingDrift {
-            setting: "encryption",
+            setting: Setting::Encryption,
             live: live.encryption.clone(),
             wanted: want_encryption,
             repaired: false,
@@ -389,28 +415,28 @@ impl Ecr {
         if managed {
             for d in drift.iter_mut() {
                 d.repaired = self.repair(&name, d.setting, wanted).await?;
-                if d.repaired && d.setting == "tag_mutability" {
+                if d.repaired && d.setting == Setting::TagMutability {
                     repo.immutable_tags = wanted.immutable_tags;
                 }
             }
         }
         for d in &drift {
-            tracing::warn!(repository = %name, setting = d.setting, live = %d.live, wanted = %d.wanted, repaired = d.repaired, "repository setting differs");
+            tracing::warn!(repository = %name, setting = d.setting.name(), live = %d.live, wanted = %d.wanted, repaired = d.repaired, "repository setting differs");
         }
         repo.drift = drift;
         Ok(repo)
     }
 
-    /// Sets one setting back to `wanted`; false for the ones ECR cannot change.
+    /// Sets one setting back to `wanted`; false for the one ECR cannot change (the encryption).
     async fn repair(
         &self,
         name: &str,
-        setting: &str,
+        setting: Setting,
         wanted: &RepositorySettings,
     ) -> Result<bool, EcrError> {
-        let api = |action: &'static str| move |e: String| EcrError::Api { action, detail: e };
-        match setting {
-            "scan_on_push" => {
+        let (action, sent) = match setting {
+            Setting::ScanOnPush => (
+                "PutImageScanningConfiguration",
                 self.client
                     .put_image_scanning_configuration()
                     .repository_name(name)
@@ -421,9 +447,11 @@ impl Ecr {
                     )
                     .send()
                     .await
-                    .map_err(|e| api("PutImageScanningConfiguration")(describe_sdk_error(&e)))?;
-            }
-            "tag_mutability" => {
+                    .map(drop)
+                    .map_err(|e| describe_sdk_error(&e)),
+            ),
+            Setting::TagMutability => (
+                "PutImageTagMutability",
                 self.client
                     .put_image_tag_mutability()
                     .repository_name(name)
@@ -434,19 +462,23 @@ impl Ecr {
                     })
                     .send()
                     .await
-                    .map_err(|e| api("PutImageTagMutability")(describe_sdk_error(&e)))?;
-            }
-            "lifecycle_policy" => {
+                    .map(drop)
+                    .map_err(|e| describe_sdk_error(&e)),
+            ),
+            Setting::LifecyclePolicy => (
+                "PutLifecyclePolicy",
                 self.client
                     .put_lifecycle_policy()
                     .repository_name(name)
                     .lifecycle_policy_text(lifecycle_policy(wanted.keep_images))
                     .send()
                     .await
-                    .map_err(|e| api("PutLifecyclePolicy")(describe_sdk_error(&e)))?;
-            }
-            _ => return Ok(false),
-        }
+                    .map(drop)
+                    .map_err(|e| describe_sdk_error(&e)),
+            ),
+            Setting::Encryption => return Ok(false),
+        };
+        sent.map_err(|detail| EcrError::Api { action, detail })?;
         Ok(true)
     }
 
@@ -682,21 +714,25 @@ mod tests {
             lifecycle_policy: Some(lifecycle_policy(5)),
         };
         let d = setting_drift(&live, &wanted);
-        let got: Vec<(&str, &str, &str)> = d
+        let got: Vec<(Setting, &str, &str)> = d
             .iter()
             .map(|d| (d.setting, d.live.as_str(), d.wanted.as_str()))
             .collect();
         assert_eq!(
             got,
             [
-                ("scan_on_push", "off", "on"),
-                ("tag_mutability", "MUTABLE", "IMMUTABLE"),
+                (Setting::ScanOnPush, "off", "on"),
+                (Setting::TagMutability, "MUTABLE", "IMMUTABLE"),
                 (
-                    "lifecycle_policy",
+                    Setting::LifecyclePolicy,
                     "keep the newest 5 images",
                     "keep the newest 30 images"
                 ),
-                ("encryption", "KMS arn:aws:kms:us-east-1:1:key/k", "AES256"),
+                (
+                    Setting::Encryption,
+                    "KMS arn:aws:kms:us-east-1:1:key/k",
+                    "AES256"
+                ),
             ]
         );
         assert!(d.iter().all(|d| !d.repaired));

@@ -140,6 +140,14 @@ impl Proxy {
             .map(|(a, _)| a.clone())
             .collect()
     }
+
+    /// The mutating actions among them (see [`super::MUTATING`]).
+    pub fn mutations(&self) -> Vec<String> {
+        self.actions()
+            .into_iter()
+            .filter(|a| super::MUTATING.iter().any(|m| a.starts_with(m)))
+            .collect()
+    }
 }
 
 pub async fn start_with(upstream: &str, mode: Mode, hooks: Hooks) -> Proxy {
