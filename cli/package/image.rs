@@ -442,6 +442,7 @@ pub trait Progress: Send + Sync {
 
 enum Source<'a> {
     File(&'a Path),
+    Layer(&'a Layer),
     Base,
 }
 
@@ -455,7 +456,9 @@ pub struct Destination<'a> {
 }
 
 /// Pushes `image` to `dest`, copying base layers from `base_reg`; `concurrency` bounds
-/// simultaneous blob transfers; `scratch` holds the config blob while it uploads.
+/// simultaneous blob transfers; `scratch` holds the config blob while it uploads. Blobs in `sent`
+/// are already in the destination (streamed there while their layers were built): they are
+/// neither asked about nor sent again.
 pub async fn push(
     image: &BuiltImage,
     dest: &Destination<'_>,
@@ -463,6 +466,7 @@ pub async fn push(
     concurrency: usize,
     progress: Arc<dyn Progress>,
     scratch: &Path,
+    sent: &[BlobOutcome],
 ) -> Result<PushOutcome, ImageError> {
     let (target, repo, tag, immutable) = (dest.registry, dest.repo, dest.tag, dest.immutable);
     // Refuse before sending anything when an immutable tag already names another image.
@@ -496,7 +500,7 @@ pub async fn push(
                 digest: l.digest.clone(),
                 size: l.size,
             },
-            Source::File(&l.path),
+            Source::Layer(l),
         ));
     }
     jobs.push((
@@ -508,8 +512,10 @@ pub async fn push(
         },
         Source::File(&config_path),
     ));
-    // The same blob can appear twice (two identical models): transfer it once.
-    let mut seen = std::collections::HashSet::new();
+    // The same blob can appear twice (two identical models): transfer it once; and not at all
+    // when it was streamed already.
+    let mut seen: std::collections::HashSet<String> =
+        sent.iter().map(|b| b.digest.clone()).collect();
     jobs.retain(|(_, d, _)| seen.insert(d.digest.clone()));
 
     let same_registry = target.base == base_reg.base;
@@ -533,6 +539,12 @@ pub async fn push(
                 Source::File(path) => {
                     target
                         .upload_file(repo, &d.digest, path, d.size, &advance)
+                        .await?;
+                    "uploaded"
+                }
+                Source::Layer(layer) => {
+                    target
+                        .upload_stream(repo, &d.digest, d.size, &|| layer.stream(), &advance)
                         .await?;
                     "uploaded"
                 }
@@ -560,7 +572,8 @@ pub async fn push(
     .buffer_unordered(concurrency.max(1))
     .collect::<Vec<_>>()
     .await;
-    let blobs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut blobs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    blobs.extend(sent.iter().cloned());
 
     // The tag may already point at this digest: then there is nothing to put.
     if existing.as_deref() != Some(image.digest.as_str()) {
@@ -600,7 +613,13 @@ pub async fn write_oci_layout(
     }
     for l in &image.model_layers {
         let dest = blobs.join(l.digest.trim_start_matches("sha256:"));
-        std::fs::copy(&l.path, &dest).map_err(io(&dest))?;
+        std::fs::File::create(&dest)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| {
+                l.write_to(&mut f)?;
+                std::io::Write::flush(&mut f)
+            })
+            .map_err(io(&dest))?;
     }
     for (digest, bytes) in [
         (&image.config_digest, &image.config_bytes),

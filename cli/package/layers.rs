@@ -1,8 +1,11 @@
 //! Model repository → image layers: one content-addressed layer per model, holding exactly the files
 //! of `<repo>/<model>/` under `/models/<model>/`. Layers are deterministic tars (sorted entries, fixed
 //! mtime and owner, normalized modes, no host metadata) compressed in one streaming pass that computes
-//! both the diffID (of the tar) and the digest (of the blob). Blobs live in a local cache keyed by the
-//! files' (path, size, mtime, inode), so an unchanged model is neither re-tarred nor re-compressed.
+//! both the diffID (of the tar) and the digest (of the blob). Layers are remembered in a local cache
+//! keyed by the files' (path, size, mtime, inode), so an unchanged model is neither re-tarred nor
+//! re-compressed. A compressed blob is kept in the cache; an uncompressed one is not: its tar is
+//! generated again from the model's files whenever its bytes are needed (no second copy of the
+//! weights on disk, and its upload can start before its digest is known).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -10,6 +13,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -79,7 +84,22 @@ impl Encoding {
     }
 }
 
-/// One built layer: its blob is at `path` in the cache.
+/// Where a layer's blob comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A compressed blob, kept in the cache at this path.
+    Blob(PathBuf),
+    /// An uncompressed layer: the tar of this model directory, generated again when needed.
+    Files(PathBuf),
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Blob(PathBuf::new())
+    }
+}
+
+/// One built layer: its blob's digest, size and where its bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     pub model: String,
@@ -92,7 +112,7 @@ pub struct Layer {
     /// Files in the layer (not counting directories).
     pub files: u64,
     #[serde(skip)]
-    pub path: PathBuf,
+    pub source: Source,
     /// Whether the layer came from the cache without re-tarring.
     #[serde(skip)]
     pub cached: bool,
@@ -239,8 +259,9 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// Writes the deterministic tar of `model`'s entries to `w`; returns the number of files.
-fn write_tar<W: Write>(w: W, model: &str, entries: &[Entry]) -> io::Result<(W, u64)> {
+/// Writes the deterministic tar of `model`'s entries to `w`; returns the number of files. Without
+/// `data`, regular files are written as empty entries (what [`tar_size`] measures the rest with).
+fn write_tar<W: Write>(w: W, model: &str, entries: &[Entry], data: bool) -> io::Result<(W, u64)> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Deterministic);
     b.follow_symlinks(false);
@@ -261,16 +282,33 @@ fn write_tar<W: Write>(w: W, model: &str, entries: &[Entry]) -> io::Result<(W, u
             let mut h = header(tar::EntryType::Symlink, 0o777, 0);
             b.append_link(&mut h, &name, &target)?;
         } else if ft.is_file() {
-            let f = File::open(&e.path)?;
-            let size = f.metadata()?.len();
-            let mut h = header(tar::EntryType::Regular, normalized_mode(&e.meta), size);
-            // Read exactly `size` bytes: a file that grows while we read must not corrupt the tar.
-            b.append_data(&mut h, &name, io::Read::take(f, size))?;
+            let mode = normalized_mode(&e.meta);
+            if data {
+                let f = File::open(&e.path)?;
+                let size = f.metadata()?.len();
+                let mut h = header(tar::EntryType::Regular, mode, size);
+                // Read exactly `size` bytes: a file that grows while we read must not corrupt
+                // the tar.
+                b.append_data(&mut h, &name, io::Read::take(f, size))?;
+            } else {
+                let mut h = header(tar::EntryType::Regular, mode, 0);
+                b.append_data(&mut h, &name, io::empty())?;
+            }
             files += 1;
         }
         // Sockets, FIFOs and devices are not model files: skipped.
     }
     Ok((b.into_inner()?, files))
+}
+
+/// The size of the tar [`write_tar`] writes of `entries` as they were listed, without reading
+/// them: the headers (and long-name entries) as written, plus each file's bytes padded to a block.
+fn tar_size(model: &str, entries: &[Entry]) -> io::Result<u64> {
+    let (headers, _) = write_tar(Counter(0), model, entries, false)?;
+    Ok(headers.0
+        + files_of(entries)
+            .map(|e| e.meta.len().div_ceil(512) * 512)
+            .sum::<u64>())
 }
 
 /// How a layer is written: the codec and, for gzip, the level.
@@ -384,88 +422,321 @@ fn threads() -> usize {
 }
 
 /// Builds (or takes from the cache) the layer of one model directory.
+#[cfg(test)]
 pub fn build_layer(
     cache: &Cache,
     model: &str,
     dir: &Path,
     compression: Compression,
 ) -> io::Result<Layer> {
+    prepare(cache, model, dir, compression)?.build(cache)
+}
+
+/// A model's layer before it is built: listed, looked up in the cache and, when it is not there,
+/// planned. [`build_layer`] in two steps, so that an uncompressed layer, whose size is known
+/// from the listing, can be streamed while [`Prepared::build`] hashes it.
+pub struct Prepared {
+    model: String,
+    dir: PathBuf,
+    entries: Vec<Entry>,
+    key: String,
+    cached: Option<Layer>,
+    plan: Plan,
+}
+
+/// Lists `dir`, looks its layer up in the cache and, when it is not there, plans its encoding
+/// (for `auto`: gzips a sample).
+pub fn prepare(
+    cache: &Cache,
+    model: &str,
+    dir: &Path,
+    compression: Compression,
+) -> io::Result<Prepared> {
     let entries = walk(dir)?;
     let key = cache_key(model, compression, &entries)?;
-    if let Ok(text) = std::fs::read_to_string(cache.entry_path(&key))
-        && let Ok(mut layer) = serde_json::from_str::<Layer>(&text)
-    {
-        layer.path = cache.blob_path(&layer.digest);
-        if std::fs::metadata(&layer.path).is_ok_and(|m| m.len() == layer.size) {
+    let cached = std::fs::read_to_string(cache.entry_path(&key))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Layer>(&text).ok())
+        .and_then(|mut layer| {
+            layer.source = match layer.compression {
+                Encoding::None => Source::Files(dir.to_path_buf()),
+                _ => {
+                    let path = cache.blob_path(&layer.digest);
+                    // A compressed blob must still be in the cache, whole.
+                    if !std::fs::metadata(&path).is_ok_and(|m| m.len() == layer.size) {
+                        return None;
+                    }
+                    Source::Blob(path)
+                }
+            };
             layer.cached = true;
+            Some(layer)
+        });
+    let plan = match cached {
+        Some(_) => Plan::None,
+        None => plan(compression, &entries)?,
+    };
+    Ok(Prepared {
+        model: model.to_string(),
+        dir: dir.to_path_buf(),
+        entries,
+        key,
+        cached,
+        plan,
+    })
+}
+
+impl Prepared {
+    /// The blob's size before it is built: known for an uncompressed layer (the tar's), `None`
+    /// for a compressed or cached one.
+    pub fn uncompressed_size(&self) -> io::Result<Option<u64>> {
+        if self.cached.is_some() || self.plan != Plan::None {
+            return Ok(None);
+        }
+        tar_size(&self.model, &self.entries).map(Some)
+    }
+
+    /// The bytes of the uncompressed tar this layer will have (see [`tar_stream`]).
+    pub fn tar_stream(&self, size: u64) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+        tar_stream(&self.model, &self.dir, size)
+    }
+
+    /// Builds the layer (tars, compresses and hashes it; the cached one as it is) and records it
+    /// in the cache.
+    pub fn build(self, cache: &Cache) -> io::Result<Layer> {
+        if let Some(layer) = self.cached {
             return Ok(layer);
         }
+        let Prepared {
+            model,
+            dir,
+            entries,
+            key,
+            plan,
+            ..
+        } = self;
+        let model = model.as_str();
+        std::fs::create_dir_all(cache.root.join("layers"))?;
+        let blob_state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+        let tar_state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+        let (encoding, files, tmp) = match plan {
+            Plan::None => {
+                // The blob is the tar: one hash gives both the digest and the diffID, and
+                // nothing is written (the tar is generated again from the files when needed).
+                let blob = HashingWriter {
+                    inner: io::sink(),
+                    state: blob_state.clone(),
+                };
+                let (_, files) = write_tar(blob, model, entries.as_slice(), true)?;
+                *tar_state.lock().expect("hash state") =
+                    blob_state.lock().expect("hash state").clone();
+                (Encoding::None, files, None)
+            }
+            Plan::Gzip(level) => {
+                use gzp::ZWriter;
+                std::fs::create_dir_all(cache.root.join("blobs/sha256"))?;
+                let tmp = tempfile::NamedTempFile::new_in(cache.root.join("blobs"))?;
+                let blob = HashingWriter {
+                    inner: BufWriter::with_capacity(1 << 20, tmp.reopen()?),
+                    state: blob_state.clone(),
+                };
+                let gz = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
+                    .num_threads(threads())
+                    .map_err(io::Error::other)?
+                    .compression_level(flate2::Compression::new(level))
+                    .from_writer(blob);
+                let tar = HashingWriter {
+                    inner: gz,
+                    state: tar_state.clone(),
+                };
+                let (mut w, files) = write_tar(tar, model, entries.as_slice(), true)?;
+                let mut inner = w.inner.finish().map_err(io::Error::other)?;
+                inner.flush()?;
+                (Encoding::Gzip, files, Some(tmp))
+            }
+            Plan::Zstd => {
+                std::fs::create_dir_all(cache.root.join("blobs/sha256"))?;
+                let tmp = tempfile::NamedTempFile::new_in(cache.root.join("blobs"))?;
+                let blob = HashingWriter {
+                    inner: BufWriter::with_capacity(1 << 20, tmp.reopen()?),
+                    state: blob_state.clone(),
+                };
+                let mut z = zstd::Encoder::new(blob, 3)?;
+                // Output is identical for any worker count >= 1 (never 0, which is
+                // single-threaded mode).
+                z.multithread(threads() as u32)?;
+                let tar = HashingWriter {
+                    inner: z,
+                    state: tar_state.clone(),
+                };
+                let (w, files) = write_tar(tar, model, entries.as_slice(), true)?;
+                let mut inner = w.inner.finish()?;
+                inner.flush()?;
+                (Encoding::Zstd, files, Some(tmp))
+            }
+        };
+        let (diff_id, _) = digest_of(&tar_state);
+        let (digest, size) = digest_of(&blob_state);
+        let source = match tmp {
+            Some(tmp) => {
+                let path = cache.blob_path(&digest);
+                tmp.persist(&path).map_err(|e| e.error)?;
+                Source::Blob(path)
+            }
+            None => Source::Files(dir),
+        };
+        let layer = Layer {
+            model: model.to_string(),
+            digest,
+            diff_id,
+            size,
+            compression: encoding,
+            files,
+            source,
+            cached: false,
+        };
+        let entry = tempfile::NamedTempFile::new_in(cache.root.join("layers"))?;
+        serde_json::to_writer(&entry, &layer)?;
+        entry.persist(cache.entry_path(&key)).map_err(|e| e.error)?;
+        Ok(layer)
     }
-    std::fs::create_dir_all(cache.root.join("blobs/sha256"))?;
-    std::fs::create_dir_all(cache.root.join("layers"))?;
-    let tmp = tempfile::NamedTempFile::new_in(cache.root.join("blobs"))?;
-    let blob_state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    let tar_state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    let blob = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, tmp.reopen()?),
-        state: blob_state.clone(),
-    };
-    let (encoding, files) = match plan(compression, &entries)? {
-        Plan::None => {
-            // The blob is the tar: one hash gives both the digest and the diffID.
-            let (mut w, files) = write_tar(blob, model, entries.as_slice())?;
-            w.flush()?;
-            *tar_state.lock().expect("hash state") = blob_state.lock().expect("hash state").clone();
-            (Encoding::None, files)
-        }
-        Plan::Gzip(level) => {
-            use gzp::ZWriter;
-            let gz = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
-                .num_threads(threads())
-                .map_err(io::Error::other)?
-                .compression_level(flate2::Compression::new(level))
-                .from_writer(blob);
-            let tar = HashingWriter {
-                inner: gz,
-                state: tar_state.clone(),
+}
+
+impl Layer {
+    /// The blob's bytes, `size` of them, as a stream of chunks: the cached file, or the tar
+    /// generated again from the model's files. A tar that is not `size` bytes long (the files
+    /// changed since the layer was built) ends the stream with an error.
+    pub fn stream(&self) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+        let (model, source, size) = (self.model.clone(), self.source.clone(), self.size);
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(STREAM_CHUNKS);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkSender::new(tx.clone());
+            let written = match &source {
+                Source::Blob(path) => File::open(path)
+                    .and_then(|f| io::copy(&mut io::Read::take(f, size), &mut w))
+                    .map(|_| ()),
+                Source::Files(dir) => walk(dir)
+                    .and_then(|entries| write_tar(&mut w, &model, &entries, true).map(|_| ())),
             };
-            let (mut w, files) = write_tar(tar, model, entries.as_slice())?;
-            let mut inner = w.inner.finish().map_err(io::Error::other)?;
-            inner.flush()?;
-            (Encoding::Gzip, files)
+            finish_stream(&tx, w, written, size, &model);
+        });
+        futures_util::stream::poll_fn({
+            let mut rx = rx;
+            move |cx| rx.poll_recv(cx)
+        })
+    }
+
+    /// Writes the blob to `w`: the cached file, or the tar generated again from the model's
+    /// files, checked against the digest (an error when the files changed since the layer was
+    /// built).
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        match &self.source {
+            Source::Blob(path) => {
+                io::copy(&mut File::open(path)?, w)?;
+            }
+            Source::Files(dir) => {
+                let state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+                let hashing = HashingWriter {
+                    inner: w,
+                    state: state.clone(),
+                };
+                write_tar(hashing, &self.model, &walk(dir)?, true)?;
+                let (digest, size) = digest_of(&state);
+                if digest != self.digest || size != self.size {
+                    return Err(changed(&self.model));
+                }
+            }
         }
-        Plan::Zstd => {
-            let mut z = zstd::Encoder::new(blob, 3)?;
-            // Output is identical for any worker count >= 1 (never 0, which is single-threaded mode).
-            z.multithread(threads() as u32)?;
-            let tar = HashingWriter {
-                inner: z,
-                state: tar_state.clone(),
-            };
-            let (w, files) = write_tar(tar, model, entries.as_slice())?;
-            let mut inner = w.inner.finish()?;
-            inner.flush()?;
-            (Encoding::Zstd, files)
-        }
-    };
-    let (diff_id, _) = digest_of(&tar_state);
-    let (digest, size) = digest_of(&blob_state);
-    let path = cache.blob_path(&digest);
-    tmp.persist(&path).map_err(|e| e.error)?;
-    let layer = Layer {
+        Ok(())
+    }
+}
+
+/// Chunks a blob stream is cut into, and how many may wait unsent.
+const STREAM_CHUNK: usize = 256 << 10;
+const STREAM_CHUNKS: usize = 8;
+
+fn changed(model: &str) -> io::Error {
+    io::Error::other(format!(
+        "the files of model '{model}' changed while it was being pushed; push again"
+    ))
+}
+
+/// The uncompressed tar of the model in `dir` (as [`write_tar`] writes it), expected to be `size`
+/// bytes long, as a stream of chunks generated on a blocking thread.
+pub fn tar_stream(
+    model: &str,
+    dir: &Path,
+    size: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+    Layer {
         model: model.to_string(),
-        digest,
-        diff_id,
+        digest: String::new(),
+        diff_id: String::new(),
         size,
-        compression: encoding,
-        files,
-        path,
+        compression: Encoding::None,
+        files: 0,
+        source: Source::Files(dir.to_path_buf()),
         cached: false,
+    }
+    .stream()
+}
+
+/// Ends a blob stream: flushes the last chunk, or sends the error, or an error when the blob was
+/// not `size` bytes long. Nothing is sent when the receiver has gone.
+fn finish_stream(
+    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    mut w: ChunkSender,
+    written: io::Result<()>,
+    size: u64,
+    model: &str,
+) {
+    let result = written.and_then(|()| w.flush());
+    let outcome = match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return,
+        Err(e) => Err(e),
+        Ok(()) if w.sent != size => Err(changed(model)),
+        Ok(()) => return,
     };
-    let entry = tempfile::NamedTempFile::new_in(cache.root.join("layers"))?;
-    serde_json::to_writer(&entry, &layer)?;
-    entry.persist(cache.entry_path(&key)).map_err(|e| e.error)?;
-    Ok(layer)
+    let _ = tx.blocking_send(outcome);
+}
+
+/// A writer that sends what it is given as [`STREAM_CHUNK`]-byte chunks down a channel (from a
+/// blocking thread); a closed channel is a broken pipe.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+    sent: u64,
+}
+
+impl ChunkSender {
+    fn new(tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChunkSender {
+            tx,
+            buf: Vec::with_capacity(STREAM_CHUNK),
+            sent: 0,
+        }
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(STREAM_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == STREAM_CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        self.sent += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
 }
 
 #[cfg(test)]
@@ -479,8 +750,14 @@ mod tests {
         std::fs::write(dir.join("1/weights.bin"), vec![7u8; 300_000]).unwrap();
     }
 
+    fn blob(layer: &Layer) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        layer.write_to(&mut bytes).unwrap();
+        bytes
+    }
+
     fn tar_listing(layer: &Layer) -> Vec<(String, u32, u64, u64)> {
-        let f = File::open(&layer.path).unwrap();
+        let f = io::Cursor::new(blob(layer));
         let r: Box<dyn io::Read> = match layer.compression {
             Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
             Encoding::Zstd => Box::new(zstd::Decoder::new(f).unwrap()),
@@ -540,8 +817,16 @@ mod tests {
             if want == Encoding::None {
                 assert_eq!(l1.digest, l1.diff_id);
             }
-            // The blob's bytes hash to its digest.
-            let bytes = std::fs::read(&l1.path).unwrap();
+            // The blob's bytes hash to its digest; only compressed blobs are kept in the cache.
+            let bytes = blob(&l1);
+            assert_eq!(bytes.len() as u64, l1.size);
+            match &l1.source {
+                Source::Blob(p) => assert_eq!(std::fs::read(p).unwrap(), bytes),
+                Source::Files(dir) => {
+                    assert_eq!(dir, &a.path().join("m"));
+                    assert!(!c1.blob_path(&l1.digest).exists(), "{c:?}");
+                }
+            }
             assert_eq!(
                 format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
                 l1.digest
@@ -745,5 +1030,108 @@ mod tests {
         assert_eq!(plan(Compression::Auto, &entries).unwrap(), Plan::Gzip(6));
         let entries = walk(&d.path().join("fp16")).unwrap();
         assert_eq!(plan(Compression::Auto, &entries).unwrap(), Plan::None);
+    }
+
+    /// A model with what the tar format makes awkward: names over 100 bytes (GNU long-name
+    /// entries), a long symlink target, empty files, sizes on and off the 512-byte blocks.
+    fn awkward_model(dir: &Path) {
+        let deep = dir.join("1").join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(
+            deep.join(format!("{}.bin", "w".repeat(90))),
+            random_bytes(5000, 9),
+        )
+        .unwrap();
+        std::fs::write(dir.join("config.pbtxt"), "backend: \"python\"\n").unwrap();
+        std::fs::write(dir.join("1/empty"), b"").unwrap();
+        std::fs::write(dir.join("1/block.bin"), vec![1u8; 1024]).unwrap();
+        std::os::unix::fs::symlink(
+            format!("{}/{}", "t".repeat(80), "u".repeat(40)),
+            dir.join("1/link"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_tar_size_known_before_building_is_the_built_tars() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        awkward_model(&m);
+        let cache = Cache {
+            root: d.path().join("cache"),
+        };
+        let p = prepare(&cache, "m", &m, Compression::None).unwrap();
+        let size = p.uncompressed_size().unwrap().expect("uncompressed: known");
+        let layer = p.build(&cache).unwrap();
+        assert_eq!(layer.size, size);
+        assert_eq!(blob(&layer).len() as u64, size);
+        assert_eq!(layer.source, Source::Files(m.clone()));
+        assert!(
+            tar_listing(&layer)
+                .iter()
+                .any(|e| e.0.ends_with(&format!("{}.bin", "w".repeat(90)))),
+            "the long name survives"
+        );
+        // Compressed and cached layers: no size before building.
+        let p = prepare(&cache, "m", &m, Compression::Gzip).unwrap();
+        assert_eq!(p.uncompressed_size().unwrap(), None);
+        let p = prepare(&cache, "m", &m, Compression::None).unwrap();
+        assert_eq!(p.uncompressed_size().unwrap(), None, "cached");
+    }
+
+    async fn collect(s: impl Stream<Item = io::Result<Bytes>>) -> io::Result<Vec<u8>> {
+        use futures_util::StreamExt;
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(s);
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn streams_give_the_blob_and_files_changed_since_are_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        awkward_model(&m);
+        std::fs::write(m.join("1/big.bin"), random_bytes(700_000, 4)).unwrap();
+        let cache = Cache {
+            root: d.path().join("cache"),
+        };
+        for c in [Compression::None, Compression::Gzip] {
+            let layer = build_layer(&cache, "m", &m, c).unwrap();
+            let bytes = collect(layer.stream()).await.unwrap();
+            assert_eq!(bytes, blob(&layer), "{c:?}");
+            assert_eq!(
+                format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+                layer.digest
+            );
+        }
+        let p = prepare(&cache, "m", &m, Compression::None).unwrap();
+        let layer = p.build(&cache).unwrap();
+        // The same bytes come from the stream made before the layer was built.
+        let cold = tempfile::tempdir().unwrap();
+        let fresh = Cache {
+            root: cold.path().to_path_buf(),
+        };
+        let p = prepare(&fresh, "m", &m, Compression::None).unwrap();
+        let size = p.uncompressed_size().unwrap().unwrap();
+        let early = collect(p.tar_stream(size)).await.unwrap();
+        assert_eq!(early, blob(&layer));
+        // A file that grows afterwards: the stream and the writer both refuse (the stream by its
+        // length; the registry checks the digest).
+        std::fs::write(m.join("1/big.bin"), random_bytes(710_000, 4)).unwrap();
+        let e = match collect(layer.stream()).await {
+            Ok(bytes) => panic!("{} bytes streamed", bytes.len()),
+            Err(e) => e,
+        };
+        assert!(e.to_string().contains("model 'm' changed"), "{e}");
+        let mut sink = Vec::new();
+        let e = layer.write_to(&mut sink).unwrap_err();
+        assert!(e.to_string().contains("model 'm' changed"), "{e}");
+        // Same size, other bytes: only the digest tells, and the writer checks it.
+        std::fs::write(m.join("1/big.bin"), random_bytes(700_000, 8)).unwrap();
+        let e = layer.write_to(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("changed"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use url::Url;
 use super::docker;
 use super::image::{self, ImageName, ImageSettings};
 use super::layers::{self, Cache, Compression, Layer};
-use super::registry::Registry;
+use super::registry::{Registry, RegistryError};
 use crate::output::Progress;
 use crate::triton::model_repo::ModelRepo;
 use crate::validate::{self, Options};
@@ -299,39 +299,170 @@ fn check_settings(s: &PushSettings) -> Result<(), PushError> {
     Ok(())
 }
 
-/// One layer per model (cached between runs), each within ECR's size limit.
-async fn model_layers(s: &PushSettings, repo: &ModelRepo) -> Result<Vec<Layer>, PushError> {
+/// Where uncompressed layers may be streamed while they are built.
+struct Streaming<'a> {
+    registry: &'a Registry,
+    repo: &'a str,
+}
+
+/// Uncompressed layers under this size are hashed first and sent afterwards: streaming them
+/// while they are hashed saves too little to pay for the extra request.
+const STREAM_MIN: u64 = 64 << 20;
+
+/// The blobs streamed while their layers were built: what the registry said of each, or the
+/// error that has them sent again afterwards.
+type Streamed = tokio::task::JoinSet<(String, u64, Result<(String, bool), RegistryError>)>;
+
+/// ECR refuses layers over 52,000 MiB.
+const ECR_MAX_LAYER: u64 = 52_000 << 20;
+
+fn too_large(model: &str, size: u64) -> PushError {
+    PushError::Usage(format!(
+        "the layer of model '{model}' is {} MiB, over ECR's limit of 52,000 MiB per layer; split its weights across models or store them on EFS",
+        size >> 20
+    ))
+}
+
+/// A model's layer, listed and planned but not built.
+struct Planned {
+    model: String,
+    prepared: layers::Prepared,
+    /// The blob's size when it is known before building (an uncompressed layer's).
+    uncompressed_size: Option<u64>,
+}
+
+/// Lists every model, looks its layer up in the cache and plans the others; an uncompressed
+/// layer over ECR's limit is refused here, before anything is created or sent.
+async fn plan_layers(s: &PushSettings, repo: &ModelRepo) -> Result<Vec<Planned>, PushError> {
     let cache = Cache::default_location();
-    let mut model_layers: Vec<Layer> = Vec::new();
+    let mut planned = Vec::new();
     for m in repo.models.iter().filter(|m| !m.name.starts_with('.')) {
-        let (cache, name, dir, c) = (cache.clone(), m.name.clone(), m.dir.clone(), s.compression);
-        let layer =
-            tokio::task::spawn_blocking(move || layers::build_layer(&cache, &name, &dir, c))
-                .await
-                .map_err(|e| PushError::Other(e.to_string()))?
-                .map_err(|e| PushError::Layer {
-                    model: m.name.clone(),
-                    source: e,
-                })?;
-        tracing::info!(model = %m.name, digest = %layer.digest, cached = layer.cached, "layer ready");
-        model_layers.push(layer);
+        let layer_error = |source: std::io::Error| PushError::Layer {
+            model: m.name.clone(),
+            source,
+        };
+        let (c, name, dir, comp) = (cache.clone(), m.name.clone(), m.dir.clone(), s.compression);
+        let (prepared, uncompressed_size) = tokio::task::spawn_blocking(move || {
+            let p = layers::prepare(&c, &name, &dir, comp)?;
+            let size = p.uncompressed_size()?;
+            Ok::<_, std::io::Error>((p, size))
+        })
+        .await
+        .map_err(|e| PushError::Other(e.to_string()))?
+        .map_err(layer_error)?;
+        if let Some(size) = uncompressed_size.filter(|&n| n > ECR_MAX_LAYER) {
+            return Err(too_large(&m.name, size));
+        }
+        planned.push(Planned {
+            model: m.name.clone(),
+            prepared,
+            uncompressed_size,
+        });
     }
-    // ECR refuses layers over 52,000 MiB: say so before anything is created or sent.
-    const ECR_MAX_LAYER: u64 = 52_000 << 20;
-    if let Some(l) = model_layers.iter().find(|l| l.size > ECR_MAX_LAYER) {
-        return Err(PushError::Usage(format!(
-            "the layer of model '{}' is {} MiB, over ECR's limit of 52,000 MiB per layer; split its weights across models or store them on EFS",
-            l.model,
-            l.size >> 20
-        )));
-    }
-    if model_layers.is_empty() {
+    if planned.is_empty() {
         return Err(PushError::Usage(format!(
             "{} holds no models",
             s.repo.display()
         )));
     }
-    Ok(model_layers)
+    Ok(planned)
+}
+
+/// Builds the planned layers (one per model, cached between runs), each within ECR's size limit.
+/// With `streaming`, a large uncompressed layer that is not cached is uploaded while it is
+/// hashed (its tar is read twice, the second time mostly from the page cache); those uploads are
+/// returned unfinished.
+async fn build_layers(
+    s: &PushSettings,
+    planned: Vec<Planned>,
+    streaming: Option<Streaming<'_>>,
+    progress: &Arc<Progress>,
+) -> Result<(Vec<Layer>, Streamed), PushError> {
+    let cache = Cache::default_location();
+    let mut model_layers: Vec<Layer> = Vec::new();
+    let mut streamed = Streamed::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(s.jobs.max(1)));
+    for Planned {
+        model,
+        prepared,
+        uncompressed_size,
+    } in planned
+    {
+        let digest_to = match (&streaming, uncompressed_size) {
+            (Some(t), Some(size)) if size >= STREAM_MIN => {
+                let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+                let (registry, repo) = (t.registry.clone(), t.repo.to_string());
+                let (model, source) = (model.clone(), prepared.tar_stream(size));
+                let (progress, permits) = (progress.clone(), permits.clone());
+                streamed.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let key = format!("stream:{model}");
+                    progress.bar_start(&key, &model, "streaming", size);
+                    let advance = |n: u64| progress.bar_advance(&key, n);
+                    let r = registry
+                        .upload_unhashed(&repo, size, source, async { rx.await.ok() }, &advance)
+                        .await;
+                    let how = match &r {
+                        Ok((_, true)) => "uploaded",
+                        Ok((_, false)) => "exists",
+                        Err(_) => "failed, sent again",
+                    };
+                    progress.bar_finish(&key, how);
+                    (model, size, r)
+                });
+                Some(tx)
+            }
+            _ => None,
+        };
+        let c = cache.clone();
+        let layer = tokio::task::spawn_blocking(move || prepared.build(&c))
+            .await
+            .map_err(|e| PushError::Other(e.to_string()))?
+            .map_err(|source| PushError::Layer {
+                model: model.clone(),
+                source,
+            })?;
+        if let Some(tx) = digest_to {
+            let _ = tx.send(layer.digest.clone());
+        }
+        tracing::info!(model = %model, digest = %layer.digest, cached = layer.cached, "layer ready");
+        if layer.size > ECR_MAX_LAYER {
+            return Err(too_large(&layer.model, layer.size));
+        }
+        model_layers.push(layer);
+    }
+    Ok((model_layers, streamed))
+}
+
+/// Waits for the blobs streamed while the layers were built. A stream that failed is left for
+/// the push to send again (with retries); one whose digest is not a layer's is an error.
+async fn streamed_blobs(
+    mut streamed: Streamed,
+    layers: &[Layer],
+) -> Result<Vec<image::BlobOutcome>, PushError> {
+    let mut out = Vec::new();
+    while let Some(joined) = streamed.join_next().await {
+        let (model, size, r) = joined.map_err(|e| PushError::Other(e.to_string()))?;
+        match r {
+            Ok((digest, sent)) => {
+                if !layers.iter().any(|l| l.digest == digest && l.size == size) {
+                    return Err(PushError::Other(format!(
+                        "the layer of model '{model}' streamed as {digest} is not the one built"
+                    )));
+                }
+                out.push(image::BlobOutcome {
+                    digest,
+                    size,
+                    uploaded: sent,
+                    how: if sent { "uploaded" } else { "exists" },
+                });
+            }
+            Err(e) => {
+                tracing::warn!(model = %model, error = %e, "streaming the layer failed; it is sent again");
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The ECR repository (created if missing) and its registry, logged in; with
@@ -497,13 +628,14 @@ struct Uploaded {
 async fn upload(
     s: &PushSettings,
     progress: &Arc<Progress>,
-    model_layers: &[Layer],
     built: &image::BuiltImage,
     target: Option<&Target>,
     base_reg: &Registry,
     tag: &str,
+    sent: &[image::BlobOutcome],
 ) -> Result<Uploaded, PushError> {
-    let mut layer_reports: Vec<LayerReport> = model_layers
+    let mut layer_reports: Vec<LayerReport> = built
+        .model_layers
         .iter()
         .map(|l| LayerReport {
             model: l.model.clone(),
@@ -528,8 +660,16 @@ async fn upload(
                 tag,
                 immutable: repository.immutable_tags,
             };
-            let outcome =
-                image::push(built, &dest, base_reg, s.jobs, progress, scratch.path()).await?;
+            let outcome = image::push(
+                built,
+                &dest,
+                base_reg,
+                s.jobs,
+                progress,
+                scratch.path(),
+                sent,
+            )
+            .await?;
             for b in &outcome.blobs {
                 if b.uploaded {
                     uploaded_bytes += b.size;
@@ -576,13 +716,34 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
             "pushing an invalid repository (--skip-validate)"
         );
     }
-    // 2. Layers, one per model.
+    // 2. Layers planned (listed, cached ones found, the others' encoding chosen).
     let repo = ModelRepo::read(&s.repo, None)
         .map_err(|e| PushError::Other(format!("reading {}: {e}", s.repo.display())))?;
-    let model_layers = model_layers(s, &repo).await?;
-    // 3. Target registry (ECR), unless only writing locally.
+    let planned = plan_layers(s, &repo).await?;
     let base_name = ImageName::parse(&s.base)?;
+    // 3. Target registry (ECR), unless only writing locally.
     let target = target_registry(s).await?;
+    // 4. Layers built, one per model; large uncompressed ones streamed to the target as they are
+    //    hashed, unless the tag is taken (then nothing is sent before the tag is checked).
+    let streaming = match &target {
+        Some(t) if s.builder == Builder::Oci => {
+            let free = match &s.tag {
+                // A tag named from the image's digest names this image if it exists.
+                None => true,
+                Some(tag) => t
+                    .registry
+                    .manifest_digest(&t.repository.name, tag)
+                    .await?
+                    .is_none(),
+            };
+            free.then(|| Streaming {
+                registry: &t.registry,
+                repo: &t.repository.name,
+            })
+        }
+        _ => None,
+    };
+    let (model_layers, streamed) = build_layers(s, planned, streaming, &progress).await?;
     if s.builder == Builder::Docker {
         let t = target
             .as_ref()
@@ -590,10 +751,10 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         let (reg, repository) = (&t.registry, &t.repository);
         return docker_push(s, &progress, &repo, &model_layers, &report, reg, repository).await;
     }
-    // 4. Base image.
+    // 5. Base image.
     let base_reg = base_registry(s, target.as_ref(), &base_name)?;
     let base = image::resolve_base(&base_reg, &base_name).await?;
-    // 5. Config and manifest.
+    // 6. Config and manifest.
     let labels = image_labels(s, &report, &base_name, &base.digest);
     let built = image::build(
         &base,
@@ -608,19 +769,20 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         .clone()
         .unwrap_or_else(|| format!("sha-{}", &built.digest[7..19]));
     check_tag(&tag)?;
-    // 6. Local output.
+    // 7. Local output.
     if let Some(o) = &output_to {
         write_output(s, o, target.as_ref(), &built, &base_reg, &tag).await?;
     }
-    // 7. Push.
+    // 8. Push.
+    let sent = streamed_blobs(streamed, &model_layers).await?;
     let up = upload(
         s,
         &progress,
-        &model_layers,
         &built,
         target.as_ref(),
         &base_reg,
         &tag,
+        &sent,
     )
     .await?;
     Ok(PushReport {

@@ -494,6 +494,92 @@ impl Registry {
         .await
     }
 
+    /// Uploads blob `digest` of `size` bytes from the stream `open()` returns (called again for
+    /// each attempt), as [`Registry::upload_file`] does.
+    pub async fn upload_stream<S>(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        open: &(dyn Fn() -> S + Sync),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>>,
+    {
+        self.retry_transient(|| async {
+            self.send_stream(repo, digest, size, Box::pin(open()), progress)
+                .await
+        })
+        .await
+    }
+
+    /// Uploads a blob whose digest is still being computed (an uncompressed layer, streamed while
+    /// it is hashed): one streamed PATCH of its `size` bytes, then the PUT with the digest once
+    /// `digest` has given it. When the digest comes first and the registry already has the blob,
+    /// the upload is cancelled. Returns the digest and whether the blob was sent (`false`: it
+    /// was there). One attempt: a caller falls back to [`Registry::upload_stream`] with the
+    /// digest known. `digest` giving `None` (the hashing failed) cancels the upload with an error.
+    pub async fn upload_unhashed<S, D>(
+        &self,
+        repo: &str,
+        size: u64,
+        source: S,
+        digest: D,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(String, bool), RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+        D: std::future::Future<Output = Option<String>>,
+    {
+        let url = self.start_upload(repo).await?;
+        let cancel = |url: Url| async move {
+            let _ = self.http.delete(url).send().await;
+        };
+        let no_digest = |url: &Url| RegistryError::Integrity {
+            digest: String::new(),
+            detail: format!("the layer streamed to {url} could not be hashed"),
+        };
+        let patch = self.stream_body(
+            reqwest::Method::PATCH,
+            url.clone(),
+            repo,
+            size,
+            source,
+            progress,
+        );
+        tokio::pin!(patch, digest);
+        let mut known: Option<String> = None;
+        let resp = loop {
+            tokio::select! {
+                d = &mut digest, if known.is_none() => {
+                    let Some(d) = d else {
+                        cancel(url.clone()).await;
+                        return Err(no_digest(&url));
+                    };
+                    if self.blob_exists(repo, &d).await? {
+                        cancel(url.clone()).await;
+                        return Ok((d, false));
+                    }
+                    known = Some(d);
+                }
+                resp = &mut patch => break resp?,
+            }
+        };
+        let d = match known {
+            Some(d) => d,
+            None => match digest.await {
+                Some(d) => d,
+                None => {
+                    cancel(url.clone()).await;
+                    return Err(no_digest(&url));
+                }
+            },
+        };
+        self.finish_patch(repo, &url, &d, resp).await?;
+        Ok((d, true))
+    }
+
     /// Runs a whole transfer again (a new upload session) after a transport error, a 5xx or a 429
     /// (after the `Retry-After` the registry asked for, if it did).
     async fn retry_transient<F, Fut>(&self, mut attempt_once: F) -> Result<(), RegistryError>
@@ -534,7 +620,7 @@ impl Registry {
         repo: &str,
         digest: &str,
         size: u64,
-        mut source: S,
+        source: S,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError>
     where
@@ -548,7 +634,48 @@ impl Registry {
         let mut url = self.start_upload(repo).await?;
         if how == Send::Put {
             url.query_pairs_mut().append_pair("digest", digest);
+            let resp = self
+                .stream_body(
+                    reqwest::Method::PUT,
+                    url.clone(),
+                    repo,
+                    size,
+                    source,
+                    progress,
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error("PUT", &url, resp).await);
+            }
+            return Ok(());
         }
+        let resp = self
+            .stream_body(
+                reqwest::Method::PATCH,
+                url.clone(),
+                repo,
+                size,
+                source,
+                progress,
+            )
+            .await?;
+        self.finish_patch(repo, &url, digest, resp).await
+    }
+
+    /// Sends `source` (`size` bytes) as the body of one `method` request to `url`, reporting
+    /// progress as the bytes go.
+    async fn stream_body<S>(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        repo: &str,
+        size: u64,
+        mut source: S,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Response, RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let pump = async move {
             while let Some(item) = source.next().await {
@@ -561,10 +688,6 @@ impl Registry {
                 }
             }
         };
-        let method = match how {
-            Send::Put => reqwest::Method::PUT,
-            Send::PatchThenPut => reqwest::Method::PATCH,
-        };
         let req = self
             .http
             .request(method, url.clone())
@@ -572,7 +695,7 @@ impl Registry {
             .header(header::CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
         let scope = Self::scope(repo);
-        let put = async {
+        let send = async {
             self.authorize(req, &scope)
                 .await?
                 .send()
@@ -582,19 +705,24 @@ impl Registry {
                     detail: error_chain(&e),
                 })
         };
-        let ((), resp) = tokio::join!(pump, put);
-        let resp = resp?;
-        if how == Send::Put {
-            if resp.status() != StatusCode::CREATED {
-                return Err(status_error("PUT", &url, resp).await);
-            }
-            return Ok(());
-        }
+        let ((), resp) = tokio::join!(pump, send);
+        resp
+    }
+
+    /// Completes an upload whose bytes went in a PATCH (answered `resp`): the empty PUT with
+    /// the digest.
+    async fn finish_patch(
+        &self,
+        repo: &str,
+        url: &Url,
+        digest: &str,
+        resp: Response,
+    ) -> Result<(), RegistryError> {
         // ECR answers the PATCH 201 where the spec says 202; both mean the bytes were taken.
         if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
-            return Err(status_error("PATCH", &url, resp).await);
+            return Err(status_error("PATCH", url, resp).await);
         }
-        let mut url = location(&resp, &self.base).unwrap_or(url);
+        let mut url = location(&resp, &self.base).unwrap_or_else(|| url.clone());
         url.query_pairs_mut().append_pair("digest", digest);
         let resp = self
             .send(&Self::scope(repo), &|| {

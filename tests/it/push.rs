@@ -1167,3 +1167,142 @@ async fn repository_settings_changed_outside_the_tool_are_set_back_on_ours_and_o
         "{err}"
     );
 }
+
+/// The upload session (`/blobs/uploads/<id>`) a logged request is in.
+fn session(line: &str) -> Option<&str> {
+    let rest = line.split("/blobs/uploads/").nth(1)?;
+    Some(rest.split(['?', ' ']).next().unwrap_or(rest))
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn large_uncompressed_layers_stream_while_they_are_hashed_and_one_the_registry_has_is_not_sent()
+ {
+    // 70 MiB of noise: uncompressed by default and over the size streamed while hashed, which
+    // is far under the size that goes in a PATCH when the digest is known first (512 MiB).
+    let repo = tempfile::tempdir().unwrap();
+    let python = "backend: \"python\"\ninput [ { name: \"IN\" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput [ { name: \"OUT\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n";
+    for model in ["code", "weights"] {
+        let m = repo.path().join(model);
+        std::fs::create_dir_all(m.join("1")).unwrap();
+        std::fs::write(m.join("config.pbtxt"), python).unwrap();
+        std::fs::write(m.join("1/model.py"), "class TritonPythonModel:\n    pass\n").unwrap();
+    }
+    std::fs::write(
+        repo.path().join("weights/1/weights.bin"),
+        noise(70 << 20, 11),
+    )
+    .unwrap();
+    let base = upstream_base(&unique("base"));
+    let name = unique("td-test/stream");
+
+    // 1. Cold: the weights go in one PATCH of a session whose PUT names their digest, and the
+    //    image reads back to exactly the model's files.
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::Pass).await;
+    let cache = tempfile::tempdir().unwrap();
+    let push = Push::new(repo.path(), cache.path())
+        .arg("--repository")
+        .arg(&name)
+        .arg("--base")
+        .arg(&base)
+        .arg("--registry-endpoint")
+        .arg(&proxy.url);
+    let r = tokio::task::spawn_blocking(move || push.ok())
+        .await
+        .unwrap();
+    let weights = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["model"] == "weights")
+        .unwrap()
+        .clone();
+    assert_eq!(weights["compression"], "none");
+    assert_eq!(weights["uploaded"], true);
+    let digest = weights["digest"].as_str().unwrap().to_string();
+    assert!(r["uploaded_bytes"].as_u64().unwrap() >= 70 << 20);
+    let log = proxy.log.lock().unwrap().clone();
+    let put = log
+        .iter()
+        .find(|l| {
+            l.starts_with("PUT") && l.contains(&format!("digest={}", digest.replace(':', "%3A")))
+        })
+        .unwrap_or_else(|| panic!("a PUT naming {digest}: {log:?}"));
+    let id = session(put).unwrap();
+    let patches: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("PATCH") && session(l) == Some(id))
+        .collect();
+    assert_eq!(
+        patches.len(),
+        1,
+        "one PATCH in the weights' session: {log:?}"
+    );
+    let image = format!(
+        "{}/{name}:{}",
+        host(&env("TD_REGISTRY_URL")),
+        r["tag"].as_str().unwrap()
+    );
+    let manifest = skopeo_inspect(&image, "--raw");
+    assert_eq!(manifest["layers"][2]["digest"], digest.as_str());
+    let bytes = reqwest::Client::new()
+        .get(format!(
+            "{}/v2/{name}/blobs/{digest}",
+            env("TD_REGISTRY_URL")
+        ))
+        .basic_auth(ECR_USER, Some(ECR_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let blob = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(blob.path(), &bytes).unwrap();
+    let mut got = layer_files(blob.path());
+    got.sort();
+    let mut want = model_files(&repo.path().join("weights"), "weights");
+    want.sort();
+    assert_eq!(got, want);
+
+    // 2. A cold cache elsewhere (a new CI runner), the same ECR repository: the streamed upload
+    //    stalls at the registry, the hash finds the blob already there, and the upload is
+    //    cancelled rather than waited for (the stall lasts a minute).
+    let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::StallFirstUpload).await;
+    let cache = tempfile::tempdir().unwrap();
+    let push = Push::new(repo.path(), cache.path())
+        .arg("--repository")
+        .arg(&name)
+        .arg("--base")
+        .arg(&base)
+        .arg("--registry-endpoint")
+        .arg(&proxy.url);
+    let started = std::time::Instant::now();
+    let again = tokio::task::spawn_blocking(move || push.ok())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(45),
+        "the stalled upload was cancelled, not waited for"
+    );
+    assert_eq!(again["digest"], r["digest"]);
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    let log = proxy.log.lock().unwrap().clone();
+    let stalled = log
+        .iter()
+        .find(|l| l.starts_with("PATCH"))
+        .unwrap_or_else(|| panic!("the weights were streamed: {log:?}"));
+    let id = session(stalled).unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("DELETE") && session(l) == Some(id)),
+        "the session was cancelled: {log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("PUT") && l.contains("/blobs/")),
+        "nothing was put: {log:?}"
+    );
+}
