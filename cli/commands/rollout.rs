@@ -312,6 +312,24 @@ fn service_plan_text(out: &mut String, p: &ServicePlan, planning: bool) {
             c.changes.iter().for_each(|c| change_line(out, c));
         }
     }
+    if let Some(repo) = &p.repository {
+        for d in &p.repository_settings {
+            let what = if d.setting == triton_deploy_aws::ecr::Setting::Encryption {
+                "ECR cannot change it: reported only".to_string()
+            } else if d.repaired {
+                "set back".to_string()
+            } else {
+                verb("set back")
+            };
+            let _ = writeln!(
+                out,
+                "ECR repository {repo}: {} is {}, push asked for {}: {what}",
+                d.setting.name(),
+                d.live,
+                d.wanted
+            );
+        }
+    }
     if p.is_empty() {
         let _ = writeln!(out, "service: no changes");
     }

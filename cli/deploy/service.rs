@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use triton_deploy_aws::ApiError;
 use triton_deploy_aws::appscaling::{AppScaling, Scaling};
-use triton_deploy_aws::ecr::Ecr;
+use triton_deploy_aws::ecr::{Ecr, RecordedDrift, Setting, SettingDrift};
 use triton_deploy_aws::ecs::{Ecs, ServiceState, TaskDefinition};
 use triton_deploy_aws::elbv2::Elb;
 use triton_deploy_aws::logs::Logs;
@@ -38,6 +38,8 @@ pub enum ServiceError {
     Interrupted,
     #[error("verification failed: {0}")]
     Verify(String),
+    #[error(transparent)]
+    Ecr(#[from] triton_deploy_aws::ecr::EcrError),
 }
 
 /// The image a rollout deploys, pinned by digest.
@@ -131,12 +133,48 @@ pub struct ServicePlan {
     pub readiness: Option<plan::Readiness>,
     /// The revision the service runs after the rollout.
     pub revision: Option<String>,
+    /// The image's ECR repository, when its settings are compared (see `repository_settings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Settings of the image's ECR repository that differ from those `push` recorded on it, and
+    /// whether each was set back (the encryption never is: ECR cannot change it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repository_settings: Vec<SettingDrift>,
 }
 
 impl ServicePlan {
+    /// Whether nothing would change. A difference in the repository's encryption is reported,
+    /// not counted: no rollout can change it.
     pub fn is_empty(&self) -> bool {
-        self.task_definition.is_none() && self.service.is_none() && self.autoscaling.is_none()
+        self.task_definition.is_none()
+            && self.service.is_none()
+            && self.autoscaling.is_none()
+            && self
+                .repository_settings
+                .iter()
+                .all(|d| d.setting == Setting::Encryption)
     }
+}
+
+/// The ECR repository of `image` (an image in ECR) and how its settings differ from those push
+/// recorded there; `None` for an image elsewhere, or a repository with nothing recorded.
+async fn repository_drift(
+    image: &ImageRef,
+    ecr: &Ecr,
+) -> Result<Option<(String, RecordedDrift)>, ServiceError> {
+    if !image.checked {
+        return Ok(None);
+    }
+    let Ok(name) = crate::package::image::ImageName::parse(&image.uri) else {
+        return Ok(None);
+    };
+    if !ecr_repository(&name.registry) {
+        return Ok(None);
+    }
+    Ok(ecr
+        .recorded_drift(&name.repository)
+        .await?
+        .map(|d| (name.repository, d)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -361,7 +399,14 @@ pub async fn plan_and_apply(
     let scalings = plan::scaling(spec, infra, &target);
     let scaler = AppScaling::new(config);
     let scaling = plan_scaling(&scaler, spec, existing.is_some(), &scalings).await?;
+    let ecr = Ecr::new(config);
+    let mut repository = repository_drift(&image, &ecr).await?;
     let mut plan = ServicePlan {
+        repository: repository.as_ref().map(|(n, _)| n.clone()),
+        repository_settings: repository
+            .as_ref()
+            .map(|(_, d)| d.drift.clone())
+            .unwrap_or_default(),
         image: Some(image),
         task_definition,
         autoscaling: scaling.change.clone(),
@@ -392,6 +437,12 @@ pub async fn plan_and_apply(
     }
     if plan.autoscaling.is_some() {
         apply_scaling(&scaler, spec, &scalings, &scaling).await?;
+    }
+    if let Some((name, recorded)) = repository.as_mut()
+        && !recorded.drift.is_empty()
+    {
+        ecr.repair_drift(name, recorded).await?;
+        plan.repository_settings = recorded.drift.clone();
     }
     Ok((plan, existing))
 }

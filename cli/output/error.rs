@@ -145,7 +145,8 @@ impl From<crate::deploy::error::DeployError> for CliError {
             E::Cfn(_) | E::Ec2(_) | E::Ssm(_) | E::Api(_) => ErrorKind::Aws,
             E::NotDeployed(_) => ErrorKind::NotDeployed,
             E::Service(crate::deploy::service::ServiceError::Interrupted) => ErrorKind::Interrupted,
-            E::Service(crate::deploy::service::ServiceError::Api(_)) => ErrorKind::Aws,
+            E::Service(crate::deploy::service::ServiceError::Api(_))
+            | E::Service(crate::deploy::service::ServiceError::Ecr(_)) => ErrorKind::Aws,
             E::Service(_) => ErrorKind::Failed,
         };
         CliError::new(kind, e.to_string())

@@ -917,3 +917,113 @@ async fn kill_at(mut child: std::process::Child, proxy: &proxy::Proxy, action: &
         proxy.actions()
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: run ./scripts/test.sh"]
+async fn repository_settings_changed_outside_the_tool_are_planned_and_set_back_by_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = short_name("ecr");
+    let spec = write_spec(dir.path(), &name, "");
+    let moto = env("TD_MOTO_URL");
+    let repo = format!("{name}/triton");
+    // `push` creates the repository (and records the settings it asked for on it).
+    let cache = tempfile::tempdir().unwrap();
+    let base = make_base(
+        &env("TD_UPSTREAM_URL"),
+        "nvidia/tritonserver",
+        &unique("base"),
+        None,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triton-deploy"))
+        .args(["--format", "json", "push"])
+        .arg(root().join("model-repos/python-backend"))
+        .args([
+            "--repository",
+            &repo,
+            "--base",
+            &base,
+            "--registry-endpoint",
+        ])
+        .arg(env("TD_REGISTRY_URL"))
+        .args(["--keep-images", "12"])
+        .env("AWS_ENDPOINT_URL", &moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TRITON_DEPLOY_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli_async(
+        &moto,
+        &["rollout", "--yes", "--timeout", "5", "--poll", "1"],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Someone turns scanning off and makes the tags mutable, from the console.
+    moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.PutImageScanningConfiguration",
+        json!({"repositoryName": repo, "imageScanningConfiguration": {"scanOnPush": false}}),
+    )
+    .await;
+    moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.PutImageTagMutability",
+        json!({"repositoryName": repo, "imageTagMutability": "MUTABLE"}),
+    )
+    .await;
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(2), "drift: {}", text(&out));
+    let t = text(&out);
+    for line in [
+        format!("ECR repository {repo}: scan on push is off, push asked for on: would set back"),
+        format!(
+            "ECR repository {repo}: tag mutability is MUTABLE, push asked for IMMUTABLE: would set back"
+        ),
+    ] {
+        assert!(t.contains(&line), "{line}:\n{t}");
+    }
+    // The lifecycle policy push set (12 images, not the default 30) is what is compared with.
+    assert!(!t.contains("lifecycle"), "{t}");
+    let out = cli_async(&moto, &["rollout", "--plan", "--format", "json"], &spec).await;
+    let settings = &json_of(&out)["service"]["repository_settings"];
+    assert_eq!(settings.as_array().map(Vec::len), Some(2), "{settings}");
+
+    let out = cli_async(
+        &moto,
+        &["rollout", "--yes", "--poll", "1", "--format", "json"],
+        &spec,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        json_of(&out)["service"]["repository_settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["repaired"] == true),
+        "{}",
+        text(&out)
+    );
+    let repos = moto_json(
+        "ecr",
+        "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        json!({"repositoryNames": [repo]}),
+    )
+    .await;
+    let r = &repos["repositories"][0];
+    assert_eq!(r["imageScanningConfiguration"]["scanOnPush"], true, "{r}");
+    assert_eq!(r["imageTagMutability"], "IMMUTABLE", "{r}");
+    let out = cli_async(&moto, &["rollout", "--plan"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "set back: {}", text(&out));
+
+    let out = cli_async(&moto, &["destroy", "--yes"], &spec).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_nothing_left(&name).await;
+}

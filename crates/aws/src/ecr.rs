@@ -203,6 +203,50 @@ fn keeps(policy: &str) -> Option<u64> {
     }
 }
 
+/// The tag in which `push` records, on a repository it created, the settings it asked for, so
+/// that a rollout's plan can compare the live settings with them (the API has no other place
+/// for what was wanted).
+pub const SETTINGS_TAG: &str = "triton-deploy:settings";
+
+/// `settings` as [`SETTINGS_TAG`]'s value: words of `key=value`, in the characters ECR's tags
+/// allow (letters, digits, spaces and `_.:/=+-@`; KMS ARNs and aliases fit).
+pub fn settings_tag(s: &RepositorySettings) -> String {
+    format!(
+        "scan_on_push={} immutable_tags={} keep_images={} kms_key={}",
+        s.scan_on_push,
+        s.immutable_tags,
+        s.keep_images,
+        s.kms_key.as_deref().unwrap_or("none")
+    )
+}
+
+/// The settings a [`SETTINGS_TAG`] value records; `None` when it is not one of ours in shape.
+pub fn parse_settings_tag(value: &str) -> Option<RepositorySettings> {
+    let mut s = RepositorySettings::default();
+    let mut seen = 0;
+    for word in value.split_whitespace() {
+        let (k, v) = word.split_once('=')?;
+        match k {
+            "scan_on_push" => s.scan_on_push = v.parse().ok()?,
+            "immutable_tags" => s.immutable_tags = v.parse().ok()?,
+            "keep_images" => s.keep_images = v.parse().ok()?,
+            "kms_key" => s.kms_key = (v != "none").then(|| v.to_string()),
+            _ => return None,
+        }
+        seen += 1;
+    }
+    (seen == 4).then_some(s)
+}
+
+/// A repository's settings as `push` recorded them, and how the live ones differ.
+#[derive(Debug, Clone)]
+pub struct RecordedDrift {
+    /// What push asked for (from [`SETTINGS_TAG`]).
+    pub wanted: RepositorySettings,
+    /// Where the live settings differ (`repaired` once set back).
+    pub drift: Vec<SettingDrift>,
+}
+
 /// Registry credentials from `GetAuthorizationToken`.
 #[derive(Debug, Clone)]
 pub struct RegistryAuth {
@@ -287,7 +331,11 @@ impl Ecr {
                 ImageTagMutability::Mutable
             })
             .encryption_configuration(encryption);
-        for (k, v) in &settings.tags {
+        let mut tags = settings.tags.clone();
+        if managed(&tags) {
+            tags.push((SETTINGS_TAG.to_string(), settings_tag(settings)));
+        }
+        for (k, v) in &tags {
             req = req.tags(
                 Tag::builder()
                     .key(k)
@@ -359,6 +407,53 @@ impl Ecr {
         wanted: &RepositorySettings,
     ) -> Result<Repository, EcrError> {
         let name = repo.name.clone();
+        let live = self.live_settings(&name, raw).await?;
+        let mut drift = setting_drift(&live, wanted);
+        let tags = self.tags(raw).await?;
+        if managed(&tags) {
+            for d in drift.iter_mut() {
+                d.repaired = self.repair(&name, d.setting, wanted).await?;
+                if d.repaired && d.setting == Setting::TagMutability {
+                    repo.immutable_tags = wanted.immutable_tags;
+                }
+            }
+            // What this push asked for is what a rollout's plan compares with from now on.
+            let want = settings_tag(wanted);
+            let recorded = tags.iter().find(|(k, _)| k == SETTINGS_TAG).map(|(_, v)| v);
+            if recorded != Some(&want)
+                && let Some(arn) = raw.repository_arn()
+            {
+                self.client
+                    .tag_resource()
+                    .resource_arn(arn)
+                    .tags(
+                        Tag::builder()
+                            .key(SETTINGS_TAG)
+                            .value(want)
+                            .build()
+                            .map_err(|e| EcrError::Invalid(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| EcrError::Api {
+                        action: "TagResource",
+                        detail: describe_sdk_error(&e),
+                    })?;
+            }
+        }
+        for d in &drift {
+            tracing::warn!(repository = %name, setting = d.setting.name(), live = %d.live, wanted = %d.wanted, repaired = d.repaired, "repository setting differs");
+        }
+        repo.drift = drift;
+        Ok(repo)
+    }
+
+    /// The settings of repository `name` (described as `raw`) as ECR reports them.
+    async fn live_settings(
+        &self,
+        name: &str,
+        raw: &aws_sdk_ecr::types::Repository,
+    ) -> Result<LiveSettings, EcrError> {
         let encryption = match raw.encryption_configuration() {
             Some(e) if e.encryption_type() == &EncryptionType::Kms => {
                 format!("KMS {}", e.kms_key().unwrap_or_default())
@@ -369,7 +464,7 @@ impl Ecr {
         let lifecycle_policy = match self
             .client
             .get_lifecycle_policy()
-            .repository_name(&name)
+            .repository_name(name)
             .send()
             .await
         {
@@ -384,47 +479,75 @@ impl Ecr {
                 }
             },
         };
-        let live = LiveSettings {
+        Ok(LiveSettings {
             scan_on_push: raw
                 .image_scanning_configuration()
                 .is_some_and(|c| c.scan_on_push()),
-            immutable_tags: repo.immutable_tags,
+            immutable_tags: raw.image_tag_mutability == Some(ImageTagMutability::Immutable),
             encryption,
             lifecycle_policy,
+        })
+    }
+
+    /// The repository's tags.
+    async fn tags(
+        &self,
+        raw: &aws_sdk_ecr::types::Repository,
+    ) -> Result<Vec<(String, String)>, EcrError> {
+        let Some(arn) = raw.repository_arn() else {
+            return Ok(Vec::new());
         };
-        let mut drift = setting_drift(&live, wanted);
-        if drift.is_empty() {
-            return Ok(repo);
-        }
-        let managed = match raw.repository_arn() {
-            Some(arn) => self
-                .client
-                .list_tags_for_resource()
-                .resource_arn(arn)
-                .send()
-                .await
-                .map_err(|e| EcrError::Api {
-                    action: "ListTagsForResource",
-                    detail: describe_sdk_error(&e),
-                })?
-                .tags()
-                .iter()
-                .any(|t| t.key() == "managed-by" && t.value() == "triton-deploy"),
-            None => false,
+        Ok(self
+            .client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| EcrError::Api {
+                action: "ListTagsForResource",
+                detail: describe_sdk_error(&e),
+            })?
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    /// How repository `name`'s live settings differ from those `push` recorded on it. `None`
+    /// when there is no such repository, triton-deploy did not create it, or no push has
+    /// recorded its settings yet: then there is nothing to compare with.
+    pub async fn recorded_drift(&self, name: &str) -> Result<Option<RecordedDrift>, EcrError> {
+        let Some(raw) = self.describe_raw(name).await? else {
+            return Ok(None);
         };
-        if managed {
-            for d in drift.iter_mut() {
-                d.repaired = self.repair(&name, d.setting, wanted).await?;
-                if d.repaired && d.setting == Setting::TagMutability {
-                    repo.immutable_tags = wanted.immutable_tags;
-                }
-            }
+        let tags = self.tags(&raw).await?;
+        if !managed(&tags) {
+            return Ok(None);
         }
-        for d in &drift {
-            tracing::warn!(repository = %name, setting = d.setting.name(), live = %d.live, wanted = %d.wanted, repaired = d.repaired, "repository setting differs");
+        let Some(wanted) = tags
+            .iter()
+            .find(|(k, _)| k == SETTINGS_TAG)
+            .and_then(|(_, v)| parse_settings_tag(v))
+        else {
+            return Ok(None);
+        };
+        let live = self.live_settings(name, &raw).await?;
+        Ok(Some(RecordedDrift {
+            drift: setting_drift(&live, &wanted),
+            wanted,
+        }))
+    }
+
+    /// Sets back each setting of `recorded.drift` that ECR can change (marking it repaired).
+    pub async fn repair_drift(
+        &self,
+        name: &str,
+        recorded: &mut RecordedDrift,
+    ) -> Result<(), EcrError> {
+        for d in recorded.drift.iter_mut() {
+            d.repaired = self.repair(name, d.setting, &recorded.wanted).await?;
         }
-        repo.drift = drift;
-        Ok(repo)
+        Ok(())
     }
 
     /// Sets one setting back to `wanted`; false for the one ECR cannot change (the encryption).
@@ -658,6 +781,12 @@ impl Ecr {
     }
 }
 
+/// Whether tags say triton-deploy created the repository.
+fn managed(tags: &[(String, String)]) -> bool {
+    tags.iter()
+        .any(|(k, v)| k == "managed-by" && v == "triton-deploy")
+}
+
 fn repository_of(name: &str, r: &aws_sdk_ecr::types::Repository) -> Repository {
     Repository {
         name: name.to_string(),
@@ -769,5 +898,50 @@ mod tests {
         for bad in ["", "a", "Models", "-x", "x/", "a//b", "x y"] {
             assert!(check_repository_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_settings_tag_reads_back_as_written_and_refuses_other_shapes() {
+        let mut s = RepositorySettings::default();
+        for kms in [
+            None,
+            Some("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            Some("alias/models"),
+        ] {
+            s.kms_key = kms.map(str::to_string);
+            s.keep_images = 7;
+            s.immutable_tags = false;
+            let v = settings_tag(&s);
+            assert!(v.len() <= 256, "{v}");
+            assert!(
+                v.chars()
+                    .all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c)),
+                "{v}"
+            );
+            let back = parse_settings_tag(&v).unwrap();
+            assert_eq!(
+                (
+                    back.scan_on_push,
+                    back.immutable_tags,
+                    back.keep_images,
+                    back.kms_key
+                ),
+                (
+                    s.scan_on_push,
+                    s.immutable_tags,
+                    s.keep_images,
+                    s.kms_key.clone()
+                )
+            );
+        }
+        assert!(parse_settings_tag("scan_on_push=true").is_none());
+        assert!(
+            parse_settings_tag("scan_on_push=maybe immutable_tags=true keep_images=1 kms_key=none")
+                .is_none()
+        );
+        assert!(
+            parse_settings_tag("color=blue immutable_tags=true keep_images=1 kms_key=none")
+                .is_none()
+        );
     }
 }
