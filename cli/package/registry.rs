@@ -632,34 +632,21 @@ impl Registry {
             Send::PatchThenPut
         };
         let mut url = self.start_upload(repo).await?;
-        if how == Send::Put {
-            url.query_pairs_mut().append_pair("digest", digest);
-            let resp = self
-                .stream_body(
-                    reqwest::Method::PUT,
-                    url.clone(),
-                    repo,
-                    size,
-                    source,
-                    progress,
-                )
-                .await?;
-            if resp.status() != StatusCode::CREATED {
-                return Err(status_error("PUT", &url, resp).await);
+        let method = match how {
+            Send::Put => {
+                url.query_pairs_mut().append_pair("digest", digest);
+                reqwest::Method::PUT
             }
-            return Ok(());
-        }
+            Send::PatchThenPut => reqwest::Method::PATCH,
+        };
         let resp = self
-            .stream_body(
-                reqwest::Method::PATCH,
-                url.clone(),
-                repo,
-                size,
-                source,
-                progress,
-            )
+            .stream_body(method, url.clone(), repo, size, source, progress)
             .await?;
-        self.finish_patch(repo, &url, digest, resp).await
+        match how {
+            Send::Put if resp.status() == StatusCode::CREATED => Ok(()),
+            Send::Put => Err(status_error("PUT", &url, resp).await),
+            Send::PatchThenPut => self.finish_patch(repo, &url, digest, resp).await,
+        }
     }
 
     /// Sends `source` (`size` bytes) as the body of one `method` request to `url`, reporting

@@ -30,12 +30,16 @@ impl Push {
         self
     }
     fn into_ecr(self, name: &str, base: &str) -> Push {
+        self.into_ecr_via(name, base, &env("TD_REGISTRY_URL"))
+    }
+    /// To ECR repository `name` through the registry at `endpoint` (a proxy in front of it).
+    fn into_ecr_via(self, name: &str, base: &str, endpoint: &str) -> Push {
         self.arg("--repository")
             .arg(name)
             .arg("--base")
             .arg(base)
             .arg("--registry-endpoint")
-            .arg(env("TD_REGISTRY_URL"))
+            .arg(endpoint)
     }
     fn command(&self) -> std::process::Command {
         self.command_as("json")
@@ -345,12 +349,7 @@ async fn push_through(mode: proxy::Mode) -> proxy::Proxy {
     let cache = tempfile::tempdir().unwrap();
     let name = unique("td-test/faults");
     let push = Push::new(root().join("model-repos/ensemble"), cache.path())
-        .arg("--repository")
-        .arg(&name)
-        .arg("--base")
-        .arg(&base)
-        .arg("--registry-endpoint")
-        .arg(&proxy.url);
+        .into_ecr_via(&name, &base, &proxy.url);
     let out = tokio::task::spawn_blocking(move || push.output())
         .await
         .unwrap();
@@ -885,6 +884,24 @@ async fn a_multi_arch_base_resolves_to_its_linux_amd64_manifest() {
     assert_eq!(r["base"]["layers"], 1);
 }
 
+/// Blob `digest` of repository `name` as the registry stand-in serves it.
+async fn registry_blob(name: &str, digest: &str) -> bytes::Bytes {
+    reqwest::Client::new()
+        .get(format!(
+            "{}/v2/{name}/blobs/{digest}",
+            env("TD_REGISTRY_URL")
+        ))
+        .basic_auth(ECR_USER, Some(ECR_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+}
+
 /// Noise (SHA-256 in counter mode): bytes no codec shrinks, as model weights barely shrink.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     use sha2::Digest;
@@ -974,20 +991,7 @@ async fn by_default_weights_go_uncompressed_and_code_gzipped_and_the_image_reads
     let blobs = tempfile::tempdir().unwrap();
     for (i, model) in ["code", "weights"].iter().enumerate() {
         let digest = layers[1 + i]["digest"].as_str().unwrap();
-        let bytes = reqwest::Client::new()
-            .get(format!(
-                "{}/v2/{name}/blobs/{digest}",
-                env("TD_REGISTRY_URL")
-            ))
-            .basic_auth(ECR_USER, Some(ECR_PASSWORD))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = registry_blob(&name, digest).await;
         use sha2::Digest;
         assert_eq!(
             format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
@@ -1200,13 +1204,7 @@ async fn large_uncompressed_layers_stream_while_they_are_hashed_and_one_the_regi
     //    image reads back to exactly the model's files.
     let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::Pass).await;
     let cache = tempfile::tempdir().unwrap();
-    let push = Push::new(repo.path(), cache.path())
-        .arg("--repository")
-        .arg(&name)
-        .arg("--base")
-        .arg(&base)
-        .arg("--registry-endpoint")
-        .arg(&proxy.url);
+    let push = Push::new(repo.path(), cache.path()).into_ecr_via(&name, &base, &proxy.url);
     let r = tokio::task::spawn_blocking(move || push.ok())
         .await
         .unwrap();
@@ -1245,20 +1243,7 @@ async fn large_uncompressed_layers_stream_while_they_are_hashed_and_one_the_regi
     );
     let manifest = skopeo_inspect(&image, "--raw");
     assert_eq!(manifest["layers"][2]["digest"], digest.as_str());
-    let bytes = reqwest::Client::new()
-        .get(format!(
-            "{}/v2/{name}/blobs/{digest}",
-            env("TD_REGISTRY_URL")
-        ))
-        .basic_auth(ECR_USER, Some(ECR_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = registry_blob(&name, &digest).await;
     let blob = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(blob.path(), &bytes).unwrap();
     let mut got = layer_files(blob.path());
@@ -1272,13 +1257,7 @@ async fn large_uncompressed_layers_stream_while_they_are_hashed_and_one_the_regi
     //    cancelled rather than waited for (the stall lasts a minute).
     let proxy = proxy::start(&env("TD_REGISTRY_URL"), proxy::Mode::StallFirstUpload).await;
     let cache = tempfile::tempdir().unwrap();
-    let push = Push::new(repo.path(), cache.path())
-        .arg("--repository")
-        .arg(&name)
-        .arg("--base")
-        .arg(&base)
-        .arg("--registry-endpoint")
-        .arg(&proxy.url);
+    let push = Push::new(repo.path(), cache.path()).into_ecr_via(&name, &base, &proxy.url);
     let started = std::time::Instant::now();
     let again = tokio::task::spawn_blocking(move || push.ok())
         .await
