@@ -440,8 +440,13 @@ pub struct Prepared {
     dir: PathBuf,
     entries: Vec<Entry>,
     key: String,
-    cached: Option<Layer>,
-    plan: Plan,
+    found: Found,
+}
+
+/// What [`prepare`] found: the layer in the cache, or how to build it.
+enum Found {
+    Cached(Layer),
+    Planned(Plan),
 }
 
 /// Lists `dir`, looks its layer up in the cache and, when it is not there, plans its encoding
@@ -472,17 +477,16 @@ pub fn prepare(
             layer.cached = true;
             Some(layer)
         });
-    let plan = match cached {
-        Some(_) => Plan::None,
-        None => plan(compression, &entries)?,
+    let found = match cached {
+        Some(layer) => Found::Cached(layer),
+        None => Found::Planned(plan(compression, &entries)?),
     };
     Ok(Prepared {
         model: model.to_string(),
         dir: dir.to_path_buf(),
         entries,
         key,
-        cached,
-        plan,
+        found,
     })
 }
 
@@ -490,7 +494,7 @@ impl Prepared {
     /// The blob's size before it is built: known for an uncompressed layer (the tar's), `None`
     /// for a compressed or cached one.
     pub fn uncompressed_size(&self) -> io::Result<Option<u64>> {
-        if self.cached.is_some() || self.plan != Plan::None {
+        if !matches!(self.found, Found::Planned(Plan::None)) {
             return Ok(None);
         }
         tar_size(&self.model, &self.entries).map(Some)
@@ -504,17 +508,17 @@ impl Prepared {
     /// Builds the layer (tars, compresses and hashes it; the cached one as it is) and records it
     /// in the cache.
     pub fn build(self, cache: &Cache) -> io::Result<Layer> {
-        if let Some(layer) = self.cached {
-            return Ok(layer);
-        }
         let Prepared {
             model,
             dir,
             entries,
             key,
-            plan,
-            ..
+            found,
         } = self;
+        let plan = match found {
+            Found::Cached(layer) => return Ok(layer),
+            Found::Planned(plan) => plan,
+        };
         let model = model.as_str();
         std::fs::create_dir_all(cache.root.join("layers"))?;
         let blob_state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
@@ -607,23 +611,7 @@ impl Layer {
     /// generated again from the model's files. A tar that is not `size` bytes long (the files
     /// changed since the layer was built) ends the stream with an error.
     pub fn stream(&self) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
-        let (model, source, size) = (self.model.clone(), self.source.clone(), self.size);
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(STREAM_CHUNKS);
-        tokio::task::spawn_blocking(move || {
-            let mut w = ChunkSender::new(tx.clone());
-            let written = match &source {
-                Source::Blob(path) => File::open(path)
-                    .and_then(|f| io::copy(&mut io::Read::take(f, size), &mut w))
-                    .map(|_| ()),
-                Source::Files(dir) => walk(dir)
-                    .and_then(|entries| write_tar(&mut w, &model, &entries, true).map(|_| ())),
-            };
-            finish_stream(&tx, w, written, size, &model);
-        });
-        futures_util::stream::poll_fn({
-            let mut rx = rx;
-            move |cx| rx.poll_recv(cx)
-        })
+        blob_stream(&self.model, self.source.clone(), self.size)
     }
 
     /// Writes the blob to `w`: the cached file, or the tar generated again from the model's
@@ -668,17 +656,32 @@ pub fn tar_stream(
     dir: &Path,
     size: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
-    Layer {
-        model: model.to_string(),
-        digest: String::new(),
-        diff_id: String::new(),
-        size,
-        compression: Encoding::None,
-        files: 0,
-        source: Source::Files(dir.to_path_buf()),
-        cached: false,
-    }
-    .stream()
+    blob_stream(model, Source::Files(dir.to_path_buf()), size)
+}
+
+/// `size` bytes of blob from `source` (model `model`'s), as chunks sent from a blocking thread;
+/// a blob of another length ends the stream with an error.
+fn blob_stream(
+    model: &str,
+    source: Source,
+    size: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+    let model = model.to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(STREAM_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkSender::new(tx.clone());
+        let written = match &source {
+            Source::Blob(path) => File::open(path)
+                .and_then(|f| io::copy(&mut io::Read::take(f, size), &mut w))
+                .map(|_| ()),
+            Source::Files(dir) => {
+                walk(dir).and_then(|entries| write_tar(&mut w, &model, &entries, true).map(|_| ()))
+            }
+        };
+        finish_stream(&tx, w, written, size, &model);
+    });
+    let mut rx = rx;
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Ends a blob stream: flushes the last chunk, or sends the error, or an error when the blob was

@@ -435,28 +435,18 @@ async fn build_layers(
 }
 
 /// Waits for the blobs streamed while the layers were built. A stream that failed is left for
-/// the push to send again (with retries); one whose digest is not a layer's is an error.
-async fn streamed_blobs(
-    mut streamed: Streamed,
-    layers: &[Layer],
-) -> Result<Vec<image::BlobOutcome>, PushError> {
+/// the push to send again (with retries).
+async fn streamed_blobs(mut streamed: Streamed) -> Result<Vec<image::BlobOutcome>, PushError> {
     let mut out = Vec::new();
     while let Some(joined) = streamed.join_next().await {
         let (model, size, r) = joined.map_err(|e| PushError::Other(e.to_string()))?;
         match r {
-            Ok((digest, sent)) => {
-                if !layers.iter().any(|l| l.digest == digest && l.size == size) {
-                    return Err(PushError::Other(format!(
-                        "the layer of model '{model}' streamed as {digest} is not the one built"
-                    )));
-                }
-                out.push(image::BlobOutcome {
-                    digest,
-                    size,
-                    uploaded: sent,
-                    how: if sent { "uploaded" } else { "exists" },
-                });
-            }
+            Ok((digest, sent)) => out.push(image::BlobOutcome {
+                digest,
+                size,
+                uploaded: sent,
+                how: if sent { "uploaded" } else { "exists" },
+            }),
             Err(e) => {
                 tracing::warn!(model = %model, error = %e, "streaming the layer failed; it is sent again");
             }
@@ -774,7 +764,7 @@ pub async fn push(s: &PushSettings, progress: Arc<Progress>) -> Result<PushRepor
         write_output(s, o, target.as_ref(), &built, &base_reg, &tag).await?;
     }
     // 8. Push.
-    let sent = streamed_blobs(streamed, &model_layers).await?;
+    let sent = streamed_blobs(streamed).await?;
     let up = upload(
         s,
         &progress,
