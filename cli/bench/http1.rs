@@ -401,6 +401,75 @@ fn parse_head(buf: &[u8], header_len: &mut Option<usize>) -> Head {
     }
 }
 
+/// Where an answer read so far stands: what a reader that is not async (the open loop's) checks
+/// after each read. The same framing as [`Conn::round_trip`]'s.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// More bytes are needed.
+    More,
+    /// The whole answer: its status, its body's place in the buffer (or, when it was chunked,
+    /// the decoded body is in `chunked`), and whether the connection is done after it.
+    Done {
+        status: u16,
+        body: std::ops::Range<usize>,
+        chunked: bool,
+        close: bool,
+    },
+    /// No answer can come of these bytes.
+    Failed(Failure),
+}
+
+/// Reads the answer in `buf` (everything received since the request was written; `eof` when the
+/// server closed): Triton's `Inference-Header-Content-Length` goes to `header_len`, a chunked
+/// body is decoded into `chunked`.
+pub fn framed(
+    buf: &[u8],
+    eof: bool,
+    header_len: &mut Option<usize>,
+    chunked: &mut Vec<u8>,
+) -> Framed {
+    let (status, head_len, framing, close) = match parse_head(buf, header_len) {
+        Head::Complete(h) => h,
+        Head::Partial if buf.len() < MAX_HEAD && !eof => return Framed::More,
+        _ => return Framed::Failed(Failure::Reset),
+    };
+    let done = |body, chunked, close| Framed::Done {
+        status,
+        body,
+        chunked,
+        close,
+    };
+    match framing {
+        Framing::Length(n) if n > MAX_BODY => Framed::Failed(Failure::TooLarge),
+        Framing::Length(n) => {
+            let end = head_len + n;
+            if buf.len() >= end {
+                // Bytes past the answer (nothing was asked for): the connection is not reused.
+                done(head_len..end, false, close || buf.len() > end)
+            } else if eof {
+                Framed::Failed(Failure::Reset)
+            } else {
+                Framed::More
+            }
+        }
+        Framing::Chunked => {
+            chunked.clear();
+            match dechunk(&buf[head_len..], chunked) {
+                Some(Ok(used)) => done(0..0, true, close || head_len + used < buf.len()),
+                Some(Err(())) => Framed::Failed(Failure::Reset),
+                None if buf.len() - head_len > MAX_BODY + MAX_HEAD => {
+                    Framed::Failed(Failure::TooLarge)
+                }
+                None if eof => Framed::Failed(Failure::Reset),
+                None => Framed::More,
+            }
+        }
+        Framing::Close if buf.len() - head_len > MAX_BODY => Framed::Failed(Failure::TooLarge),
+        Framing::Close if eof => done(head_len..buf.len(), false, true),
+        Framing::Close => Framed::More,
+    }
+}
+
 /// The server closed a kept-alive connection before answering.
 struct Stale;
 
@@ -485,6 +554,50 @@ mod tests {
             ),
             Head::Complete((200, _, Framing::Chunked, true))
         ));
+    }
+
+    #[test]
+    fn framed_answers_are_whole_only_when_their_framing_says_so() {
+        let (mut hl, mut ch) = (None, Vec::new());
+        let mut f = |b: &[u8], eof| framed(b, eof, &mut hl, &mut ch);
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        for cut in 0..plain.len() {
+            assert_eq!(f(&plain[..cut], false), Framed::More, "{cut}");
+            // Closed before the whole answer: broken (nothing at all is the caller's case).
+            if cut > 0 {
+                assert_eq!(f(&plain[..cut], true), Framed::Failed(Failure::Reset));
+            }
+        }
+        let done = |status, body, chunked, close| Framed::Done {
+            status,
+            body,
+            chunked,
+            close,
+        };
+        assert_eq!(f(plain, false), done(200, 38..43, false, false));
+        // Bytes past the answer: the connection is not kept.
+        let mut extra = plain.to_vec();
+        extra.extend_from_slice(b"HTTP/1.1");
+        assert_eq!(f(&extra, false), done(200, 38..43, false, true));
+        let closing = b"HTTP/1.1 503 Busy\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let n = closing.len();
+        assert_eq!(f(closing, false), done(503, n..n, false, true));
+        let to_end = b"HTTP/1.0 200 OK\r\n\r\nall of it";
+        assert_eq!(f(to_end, false), Framed::More);
+        assert_eq!(f(to_end, true), done(200, 19..28, false, true));
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(f(huge.as_bytes(), false), Framed::Failed(Failure::TooLarge));
+        assert_eq!(
+            f(b"SSH-2.0-x\r\n\r\n", false),
+            Framed::Failed(Failure::Reset)
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(f(&chunked[..chunked.len() - 2], false), Framed::More);
+        assert_eq!(f(chunked, false), done(200, 0..0, true, false));
+        assert_eq!(ch, b"abc");
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn percentile(h: &Histogram<u64>, p: f64) -> u64 {
 }
 
 /// The counters the request tasks share during one window.
-struct Window {
+pub(super) struct Window {
     hist: std::sync::Mutex<Histogram<u64>>,
     ok: AtomicU64,
     errors: std::sync::Mutex<BTreeMap<String, u64>>,
@@ -150,12 +150,90 @@ impl Window {
             send_span_us: AtomicU64::new(0),
         }
     }
-    fn record(&self, us: u64) {
+    pub(super) fn record(&self, us: u64) {
         let _ = self.hist.lock().expect("lock").record(us.max(1));
         self.ok.fetch_add(1, Ordering::Relaxed);
     }
-    fn error(&self, code: String) {
+    pub(super) fn error(&self, code: String) {
         *self.errors.lock().expect("lock").entry(code).or_insert(0) += 1;
+    }
+    /// Open loop: a request intended at `at` goes out now (late when over 1 ms after it).
+    pub(super) fn sent_one(&self, at: Instant, started: Instant) {
+        let lag = Instant::now().saturating_duration_since(at).as_micros() as u64;
+        if lag > 1000 {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+        self.max_lag.fetch_max(lag, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.send_span_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// An open loop's intended send times: evenly spaced at `rate` per second (exponential gaps
+/// when `poisson`), from `started` until `deadline` or `count` requests.
+pub(super) struct Schedule {
+    rng: Rng,
+    rate: f64,
+    poisson: bool,
+    started: Instant,
+    intended: Instant,
+    deadline: Instant,
+    count: Option<u64>,
+    i: usize,
+}
+
+impl Schedule {
+    pub(super) fn new(
+        rate: f64,
+        poisson: bool,
+        started: Instant,
+        deadline: Instant,
+        count: Option<u64>,
+        seed: u64,
+    ) -> Schedule {
+        Schedule {
+            rng: Rng::new(seed),
+            rate,
+            poisson,
+            started,
+            intended: started,
+            deadline,
+            count,
+            i: 0,
+        }
+    }
+
+    /// When the window started.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The next request: its intended send time and its index; `None` once the window is over.
+    pub(super) fn next(&mut self) -> Option<(Instant, usize)> {
+        let gap = if self.poisson {
+            -(1.0 - self.rng.next_f64()).ln() / self.rate
+        } else {
+            1.0 / self.rate
+        };
+        self.intended += Duration::from_secs_f64(gap);
+        if self.intended >= self.deadline || self.count.is_some_and(|c| self.i as u64 >= c) {
+            return None;
+        }
+        self.i += 1;
+        Some((self.intended, self.i - 1))
+    }
+}
+
+/// How long before a send the open loop stops sleeping and spins: the kernel's wake-up
+/// (with this thread's timer slack tightened, else the default slack of 50 µs too).
+fn spin_margin() -> Duration {
+    // With the kernel's default timer slack (50 µs) the sleep ends up to 80 µs early and the rest
+    // is spun; with 1 µs only the wake-up itself is left to cover.
+    if tighten_timer_slack() {
+        Duration::from_micros(15)
+    } else {
+        Duration::from_micros(80)
     }
 }
 
@@ -186,61 +264,25 @@ fn sleep_until_precisely(t: Instant, slack: Duration) {
     }
 }
 
-/// The open-loop pacer (on its own thread): intended send times at `rate` (exponential gaps
-/// with `poisson`), each request spawned on the runtime at its time and timed from it.
-#[allow(clippy::too_many_arguments)]
+/// The open-loop pacer for the runtime's transports (gRPC, HTTPS; on its own thread): each
+/// request spawned on the runtime at its intended time and timed from it.
 fn pace(
     handle: &tokio::runtime::Handle,
     t: &Arc<Transport>,
     w: &Arc<Window>,
     inflight: &Arc<AtomicU64>,
-    rate: f64,
-    poisson: bool,
-    started: Instant,
-    deadline: Instant,
-    count: Option<u64>,
-    seed: u64,
+    mut schedule: Schedule,
 ) {
-    let mut rng = Rng::new(seed);
-    let mut intended = started;
-    let mut i = 0usize;
     // In-flight cap: beyond it the generator is behind, and says so.
     let cap = 20_000u64;
-    // With the kernel's default timer slack (50 µs) the sleep ends up to 80 µs early and the rest
-    // is spun; with 1 µs only the wake-up itself is left to cover.
-    let slack = if tighten_timer_slack() {
-        Duration::from_micros(15)
-    } else {
-        Duration::from_micros(80)
-    };
-    loop {
-        let gap = if poisson {
-            -(1.0 - rng.next_f64()).ln() / rate
-        } else {
-            1.0 / rate
-        };
-        intended += Duration::from_secs_f64(gap);
-        if intended >= deadline || count.is_some_and(|c| i as u64 >= c) {
-            break;
-        }
-        sleep_until_precisely(intended, slack);
+    let slack = spin_margin();
+    while let Some((at, k)) = schedule.next() {
+        sleep_until_precisely(at, slack);
         while inflight.load(Ordering::Acquire) >= cap {
             std::thread::sleep(Duration::from_micros(100));
         }
-        let lag = Instant::now()
-            .saturating_duration_since(intended)
-            .as_micros() as u64;
-        if lag > 1000 {
-            w.late.fetch_add(1, Ordering::Relaxed);
-        }
-        w.max_lag.fetch_max(lag, Ordering::Relaxed);
-        w.sent.fetch_add(1, Ordering::Relaxed);
-        w.send_span_us
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        w.sent_one(at, schedule.started());
         let (t, w, inflight) = (t.clone(), w.clone(), inflight.clone());
-        let at = intended;
-        let k = i;
-        i += 1;
         inflight.fetch_add(1, Ordering::AcqRel);
         handle.spawn(async move {
             let mut conn = t.conn();
@@ -306,26 +348,32 @@ async fn run_window(
         }
         Load::Rate(r) | Load::Poisson(r) => {
             let poisson = matches!(load, Load::Poisson(_));
+            let schedule = Schedule::new(r, poisson, started, deadline, count, seed);
             // The pacer is an OS thread: it sleeps with the kernel's precision (tokio's timer
-            // ticks in milliseconds) instead of spinning on the runtime, and hands each request
-            // to the runtime at its intended time.
-            let handle = tokio::runtime::Handle::current();
-            let inflight = Arc::new(AtomicU64::new(0));
-            let pacer = {
-                let (t, w, inflight) = (t.clone(), w.clone(), inflight.clone());
-                std::thread::Builder::new()
-                    .name("bench-pacer".into())
-                    .spawn(move || {
-                        pace(
-                            &handle, &t, &w, &inflight, r, poisson, started, deadline, count, seed,
-                        )
-                    })
-                    .expect("a thread for the pacer")
-            };
-            let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-            // The requests still in flight finish (or time out) before the window closes.
-            while inflight.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            // ticks in milliseconds). With the lean client it also sends and reads, with no
+            // runtime (`open_loop`); otherwise it hands each request to the runtime.
+            let (t, w) = (t.clone(), w.clone());
+            if t.lean().is_some() {
+                let pacer = std::thread::Builder::new()
+                    .name("bench-open-loop".into())
+                    .spawn(move || super::open_loop::run(&t, schedule, &w, spin_margin()))
+                    .expect("a thread for the open loop");
+                let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+            } else {
+                let handle = tokio::runtime::Handle::current();
+                let inflight = Arc::new(AtomicU64::new(0));
+                let pacer = {
+                    let inflight = inflight.clone();
+                    std::thread::Builder::new()
+                        .name("bench-pacer".into())
+                        .spawn(move || pace(&handle, &t, &w, &inflight, schedule))
+                        .expect("a thread for the pacer")
+                };
+                let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+                // The requests still in flight finish (or time out) before the window closes.
+                while inflight.load(Ordering::Acquire) > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         }
     }

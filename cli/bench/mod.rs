@@ -15,6 +15,7 @@ pub mod html;
 pub mod http1;
 pub mod inputs;
 pub mod load;
+mod open_loop;
 pub mod report;
 pub mod run;
 pub mod search;

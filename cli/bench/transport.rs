@@ -124,17 +124,8 @@ impl Transport {
         let k = i % self.bodies.len();
         let want = self.expected.as_ref().map(|e| &e[k]);
         if let (Some((_, requests)), Some(c)) = (&self.lean, conn.as_mut()) {
-            return match c.round_trip(&requests[k], self.timeout).await {
-                Ok(status) if (200..300).contains(&status) => match want {
-                    Some(w) => self.validate(
-                        w,
-                        crate::kserve::tensor::http_outputs(c.body(), c.header_len()),
-                    ),
-                    None => Ok(()),
-                },
-                Ok(status) => Err(status.to_string()),
-                Err(f) => Err(f.code().to_string()),
-            };
+            let r = c.round_trip(&requests[k], self.timeout).await;
+            return self.judge(k, r, c.body(), c.header_len());
         }
         let body = &self.bodies[k];
         if let (Some(channel), Some(req)) = (&self.grpc, &body.grpc) {
@@ -179,6 +170,52 @@ impl Transport {
             Err(e) if e.is_timeout() => Err("timeout".into()),
             Err(e) if e.is_connect() => Err("connect".into()),
             Err(_) => Err("reset".into()),
+        }
+    }
+
+    /// The lean client's target and requests (one per body, whole), for plain `http://`.
+    pub(super) fn lean(&self) -> Option<(&crate::bench::http1::Target, &[bytes::Bytes])> {
+        self.lean.as_ref().map(|(t, r)| (t, r.as_slice()))
+    }
+
+    /// The per-request timeout.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Counts a lean round trip of request `i` that did not go through [`Transport::send`] (the
+    /// open loop's own reader) and judges it as `send` would.
+    pub(super) fn answered_lean(
+        &self,
+        i: usize,
+        r: Result<u16, crate::bench::http1::Failure>,
+        body: &[u8],
+        header_len: Option<usize>,
+    ) -> Result<(), String> {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.judge(i % self.bodies.len(), r, body, header_len)
+    }
+
+    /// A lean answer to body `k`: a 2xx status whose outputs match `validation_data` (when
+    /// given) is a success, anything else the error code it counts under.
+    fn judge(
+        &self,
+        k: usize,
+        r: Result<u16, crate::bench::http1::Failure>,
+        body: &[u8],
+        header_len: Option<usize>,
+    ) -> Result<(), String> {
+        match r {
+            Ok(status) if (200..300).contains(&status) => {
+                match self.expected.as_ref().map(|e| &e[k]) {
+                    Some(w) => {
+                        self.validate(w, crate::kserve::tensor::http_outputs(body, header_len))
+                    }
+                    None => Ok(()),
+                }
+            }
+            Ok(status) => Err(status.to_string()),
+            Err(f) => Err(f.code().to_string()),
         }
     }
 

@@ -860,10 +860,190 @@ async fn misbehaving_server() -> String {
     format!("http://{addr}")
 }
 
+/// A server whose inference answers take turns: plain (`content-length`), chunked,
+/// `connection: close` then closed, and plain then closed without a word (the next request on
+/// that connection meets a kept-alive connection the server has dropped). It reads requests
+/// slowly when `slow_reads` (the client's writes stop short). Counts inferences and connections.
+async fn shifting_server(
+    slow_reads: bool,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (inferences, conns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (i2, c2) = (inferences.clone(), conns.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let inferences = i2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got: Vec<u8> = Vec::new();
+                loop {
+                    // One whole request: its head, then `content-length` bytes of body.
+                    let (head_end, len) = loop {
+                        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&got[..p]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            break (p + 4, len);
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    while got.len() < head_end + len {
+                        if slow_reads {
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        }
+                        let want = if slow_reads { 8192 } else { buf.len() };
+                        match s.read(&mut buf[..want]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+                    got.drain(..head_end + len);
+                    if head.starts_with("GET /v2/models/m ") {
+                        let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
+                            "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
+                            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
+                        .to_string();
+                        let _ = s
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                                    meta.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        continue;
+                    }
+                    if head.starts_with("GET ") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        continue;
+                    }
+                    let body = r#"{"outputs":[]}"#;
+                    match inferences.fetch_add(1, Ordering::SeqCst) % 4 {
+                        0 => {
+                            let a = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.write_all(a.as_bytes()).await;
+                        }
+                        1 => {
+                            let (x, y) = body.split_at(5);
+                            let a = format!(
+                                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                 {:x}\r\n{x}\r\n{:x}\r\n{y}\r\n0\r\n\r\n",
+                                x.len(),
+                                y.len()
+                            );
+                            let _ = s.write_all(a.as_bytes()).await;
+                        }
+                        2 => {
+                            let a = format!(
+                                "HTTP/1.1 200 OK\r\nconnection: close\r\n\
+                                 content-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.write_all(a.as_bytes()).await;
+                            return;
+                        }
+                        _ => {
+                            let a = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.write_all(a.as_bytes()).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), inferences, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_reads_every_framing_and_reopens_closed_connections() {
+    for slow_reads in [false, true] {
+        let (url, inferences, conns) = shifting_server(slow_reads).await;
+        let dir = tempfile::tempdir().unwrap();
+        let want: u64 = if slow_reads { 8 } else { 40 };
+        let n = want.to_string();
+        let mut args = vec![
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--rate",
+            "100",
+            "--requests",
+            &n,
+            "--warmup",
+            "0s",
+            "--no-server-stats",
+        ];
+        // Requests of 2 MB, which the slow server reads 8 KiB at a time: writes stop short.
+        let data = dir.path().join("big.json");
+        if slow_reads {
+            let v: Vec<f32> = (0..4 * 65536).map(|i| i as f32).collect();
+            std::fs::write(
+                &data,
+                json!({"data": [{"IN": {"content": v, "shape": [65536, 4]}}]}).to_string(),
+            )
+            .unwrap();
+            args.extend(["--input-data", data.to_str().unwrap()]);
+        }
+        let out = bench(&args).await;
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(0), "slow {slow_reads}: {d}");
+        let s = &d["steps"][0];
+        assert_eq!(s["requests"], want, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        // Each request reached the server once: a dropped kept-alive connection was noticed
+        // (or the request sent again on a new one) without a request served twice.
+        assert_eq!(inferences.load(Ordering::SeqCst), want as usize, "{s}");
+        // Half the answers end their connection; the other half's connections are reused
+        // (with slow reads the requests overlap, each on its own connection). One more is the
+        // metadata request's.
+        let opened = conns.load(Ordering::SeqCst) as u64;
+        let fewest = if slow_reads { 2 } else { want / 2 + 1 };
+        assert!(
+            (fewest..=want + 1).contains(&opened),
+            "{opened} connections for {want} requests"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_cut_off_answers_are_counted_not_fatal() {
     let url = misbehaving_server().await;
-    for client in ["lean", "general"] {
+    // Closed loop with either client, and the open loop (its own reader for the lean client).
+    for (client, load, n) in [
+        ("lean", "--concurrency", "2"),
+        ("general", "--concurrency", "2"),
+        ("lean", "--rate", "50"),
+        ("general", "--rate", "50"),
+    ] {
         let out = bench(&[
             "--url",
             &url,
@@ -871,8 +1051,8 @@ async fn timeouts_and_cut_off_answers_are_counted_not_fatal() {
             "m",
             "--http-client",
             client,
-            "--concurrency",
-            "2",
+            load,
+            n,
             "--requests",
             "10",
             "--warmup",
@@ -886,11 +1066,14 @@ async fn timeouts_and_cut_off_answers_are_counted_not_fatal() {
         .await;
         let d = doc(&out);
         // Every request failed: exit 1, each failure counted by kind.
-        assert_eq!(out.status.code(), Some(1), "{client}: {d}");
+        assert_eq!(out.status.code(), Some(1), "{client} {load}: {d}");
         let by = &d["steps"][0]["errors_by_code"];
-        assert_eq!(d["steps"][0]["errors"], 10, "{client}: {d}");
-        assert!(by["timeout"].as_u64().unwrap() >= 4, "{client}: {by}");
-        assert!(by["reset"].as_u64().unwrap() >= 4, "{client}: {by}");
+        assert_eq!(d["steps"][0]["errors"], 10, "{client} {load}: {d}");
+        assert!(
+            by["timeout"].as_u64().unwrap() >= 4,
+            "{client} {load}: {by}"
+        );
+        assert!(by["reset"].as_u64().unwrap() >= 4, "{client} {load}: {by}");
     }
 }
 
