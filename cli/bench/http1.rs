@@ -816,6 +816,18 @@ mod tests {
             if let Some(Ok(used)) = dechunk(&b, &mut out) {
                 assert!(used <= b.len() && out.len() <= b.len());
             }
+            // The open loop's reader, on every prefix of it, closed or not: a body within
+            // what was received.
+            for cut in [b.len() / 2, b.len()] {
+                for eof in [false, true] {
+                    let (mut hl, mut ch) = (None, Vec::new());
+                    if let Framed::Done { body, chunked, .. } =
+                        framed(&b[..cut], eof, &mut hl, &mut ch)
+                    {
+                        assert!(body.end <= cut && (!chunked || ch.len() <= cut));
+                    }
+                }
+            }
         }
     }
 }

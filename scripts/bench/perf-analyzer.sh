@@ -2,9 +2,10 @@
 # `triton-deploy bench` next to NVIDIA's perf_analyzer (tritonclient 2.41.1), against the same real
 # Triton model (text_stats of model-repos/python-backend, in the tritonserver image that
 # scripts/tritonserver-image.sh builds), at the same loads, alternating runs. For each: throughput,
-# p50, p99 (as each tool reports them), the requests Triton itself counted, and the client's CPU
-# time per counted request; then the ratios against the goals (throughput within ±5%, p50 within
-# ±10%, client CPU per request at most 0.5× perf_analyzer's).
+# p50, p99 (as each tool reports them), the mean time a request spent inside Triton (its own
+# statistics: the referee when the tools disagree), the requests Triton itself counted, and the
+# client's CPU time per counted request; then the ratios against the goals (throughput within ±5%,
+# p50 within ±10%, client CPU per request at most 0.5× perf_analyzer's).
 #
 #   scripts/bench/perf-analyzer.sh [ROUNDS]        # default 2
 #   TD_BIN=path/to/triton-deploy scripts/bench/perf-analyzer.sh   # default: the release build
@@ -71,26 +72,49 @@ work="$(mktemp -d)"
 counted() {
   curl -sf "$metrics" | awk '/^nv_inference_request_success\{/ && /model="text_stats"/ {s += $NF} END {print s + 0}'
 }
+# Triton's statistics for the model: successful requests and their total time inside Triton (ns).
+served() {
+  curl -sf "http://$http/v2/models/text_stats/stats" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["model_stats"][0]["inference_stats"]["success"]
+print(s["count"], s["ns"])'
+}
 # Runs a command; prints its user + system CPU seconds.
 cpu() {
   python3 - "$@" <<'EOP'
 import resource, subprocess, sys
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"{r.ru_utime + r.ru_stime:.3f}")
+sys.exit(p.returncode)
 EOP
 }
 
-printf '%-14s %-14s %12s %9s %9s %10s %14s\n' load tool infer/s "p50 us" "p99 us" requests "cpu us/req"
+# "triton us": the mean time a request of the run spent inside Triton (its statistics): what the
+# server gave each tool, the referee when their latencies differ.
+printf '%-14s %-14s %12s %9s %9s %10s %10s %14s\n' load tool infer/s "p50 us" "p99 us" "triton us" requests "cpu us/req"
 declare -A sum
 run_one() { # tool load-kind value
-  local tool=$1 kind=$2 v=$3 before after secs thr p50 p99
+  local tool=$1 kind=$2 v=$3 before after secs thr p50 p99 s0 s1
   before="$(counted)"
+  s0="$(served)"
   if [ "$tool" = perf_analyzer ]; then
     local range=(--concurrency-range "$v:$v")
     [ "$kind" = rate ] && range=(--request-rate-range "$v:$v")
-    secs="$(cpu "${pin_client[@]}" "$pa_venv/bin/perf_analyzer" -m text_stats -u "$http" -i http "${range[@]}" \
-      --measurement-interval 2000 --string-length 16 -f "$work/pa.csv")"
+    # perf_analyzer exits 2 when its windows never agree ("Failed to obtain stable
+    # measurement"): that run measured nothing, so it is run again (at most three times), the
+    # requests Triton counted meanwhile left out.
+    local try
+    for try in 1 2 3; do
+      before="$(counted)"
+      s0="$(served)"
+      if secs="$(cpu "${pin_client[@]}" "$pa_venv/bin/perf_analyzer" -m text_stats -u "$http" -i http \
+        "${range[@]}" --measurement-interval 2000 --string-length 16 -f "$work/pa.csv")"; then
+        break
+      fi
+      [ "$try" = 3 ] && { say "perf_analyzer found no stable measurement at $kind $v three times"; exit 1; }
+      say "perf_analyzer found no stable measurement at $kind $v; running it again"
+    done
     read -r thr p50 p99 < <(python3 - "$work/pa.csv" <<'EOP'
 import csv, sys
 row = next(csv.DictReader(open(sys.argv[1])))
@@ -110,10 +134,13 @@ EOP
 )
   fi
   after="$(counted)"
+  s1="$(served)"
+  local inside
+  inside="$(python3 -c "a, b = '$s0'.split(), '$s1'.split(); print(round((int(b[1]) - int(a[1])) / max(int(b[0]) - int(a[0]), 1) / 1000))")"
   local n=$(( ${after%.*} - ${before%.*} ))
   local per
   per="$(python3 -c "print(f'{$secs / max($n, 1) * 1e6:.1f}')")"
-  printf '%-14s %-14s %12.1f %9s %9s %10s %14s\n' "$kind $v" "$tool" "$thr" "$p50" "$p99" "$n" "$per"
+  printf '%-14s %-14s %12.1f %9s %9s %10s %10s %14s\n' "$kind $v" "$tool" "$thr" "$p50" "$p99" "$inside" "$n" "$per"
   sum["$kind $v $tool thr"]="$(python3 -c "print(${sum["$kind $v $tool thr"]:-0} + $thr)")"
   sum["$kind $v $tool p50"]="$(python3 -c "print(${sum["$kind $v $tool p50"]:-0} + $p50)")"
   sum["$kind $v $tool cpu"]="$(python3 -c "print(${sum["$kind $v $tool cpu"]:-0} + $per)")"

@@ -540,7 +540,12 @@ async fn answers_are_checked_against_validation_data_in_every_encoding() {
     let bad = dir.path().join("bad.json");
     std::fs::write(&good, add_sub_data(&a, &b, false).to_string()).unwrap();
     std::fs::write(&bad, add_sub_data(&a, &b, true).to_string()).unwrap();
-    for (protocol, format) in [("http", "json"), ("http", "binary"), ("grpc", "json")] {
+    // Closed loop, and the open loop (over plain HTTP its own reader, over gRPC the runtime's).
+    let loads = [("--concurrency", "2"), ("--rate", "200")];
+    for ((protocol, format), (load, n)) in [("http", "json"), ("http", "binary"), ("grpc", "json")]
+        .into_iter()
+        .flat_map(|p| loads.map(|l| (p, l)))
+    {
         for (file, wrong) in [(&good, false), (&bad, true)] {
             let out = bench(&[
                 "--url",
@@ -553,8 +558,8 @@ async fn answers_are_checked_against_validation_data_in_every_encoding() {
                 format,
                 "--input-data",
                 file.to_str().unwrap(),
-                "--concurrency",
-                "2",
+                load,
+                n,
                 "--requests",
                 "10",
                 "--warmup",
@@ -563,10 +568,14 @@ async fn answers_are_checked_against_validation_data_in_every_encoding() {
             .await;
             let d = doc(&out);
             let v = &d["validation"];
-            assert_eq!(v["checked"], 10, "{protocol}/{format}: {d}");
+            assert_eq!(v["checked"], 10, "{protocol}/{format} {load}: {d}");
             if wrong {
-                assert_eq!(out.status.code(), Some(1), "{protocol}/{format}: {d}");
-                assert_eq!(v["failed"], 10, "{protocol}/{format}: {d}");
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{protocol}/{format} {load}: {d}"
+                );
+                assert_eq!(v["failed"], 10, "{protocol}/{format} {load}: {d}");
                 assert_eq!(d["steps"][0]["errors_by_code"]["validation"], 10);
                 let diff3 = a[3] - b[3];
                 assert_eq!(
@@ -576,12 +585,19 @@ async fn answers_are_checked_against_validation_data_in_every_encoding() {
                         json!(diff3),
                         json!(diff3 + 1.0)
                     ),
-                    "{protocol}/{format}"
+                    "{protocol}/{format} {load}"
                 );
             } else {
-                assert_eq!(out.status.code(), Some(0), "{protocol}/{format}: {d}");
-                assert_eq!(v["failed"], 0, "{protocol}/{format}: {d}");
-                assert_eq!(d["steps"][0]["errors"], 0, "{protocol}/{format}: {d}");
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{protocol}/{format} {load}: {d}"
+                );
+                assert_eq!(v["failed"], 0, "{protocol}/{format} {load}: {d}");
+                assert_eq!(
+                    d["steps"][0]["errors"], 0,
+                    "{protocol}/{format} {load}: {d}"
+                );
             }
         }
     }
