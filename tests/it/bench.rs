@@ -1050,6 +1050,70 @@ async fn the_open_loop_reads_every_framing_and_reopens_closed_connections() {
     }
 }
 
+/// A server that takes one connection (the metadata request's, kept alive), answers on it, and
+/// stops listening: every further connection is refused.
+async fn one_connection_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        drop(listener);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
+                "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
+            .to_string();
+            let answer = if got.starts_with(b"GET /v2/models/m ") {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
+            };
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_counted_in_either_loop() {
+    for (load, n) in [("--concurrency", "2"), ("--rate", "100")] {
+        let url = one_connection_server().await;
+        let out = bench(&[
+            "--url",
+            &url,
+            "--model",
+            "m",
+            load,
+            n,
+            "--requests",
+            "6",
+            "--warmup",
+            "0s",
+            "--max-error-rate",
+            "1",
+            "--no-server-stats",
+        ])
+        .await;
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(1), "{load}: {d}");
+        assert_eq!(d["steps"][0]["errors_by_code"]["connect"], 6, "{load}: {d}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_cut_off_answers_are_counted_not_fatal() {
     let url = misbehaving_server().await;
