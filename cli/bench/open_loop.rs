@@ -282,13 +282,20 @@ impl Loop<'_> {
         Err(())
     }
 
-    /// Puts a new connection in a slot and in the epoll set (writable: connected).
-    fn place(&mut self, mut c: Conn) -> usize {
+    /// Puts a new connection in a free slot.
+    fn place(&mut self, c: Conn) -> usize {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.generations.push(0);
             self.slots.len() - 1
         });
+        self.install(slot, c);
+        slot
+    }
+
+    /// Puts a connecting socket in `slot` (its next socket count) and in the epoll set
+    /// (writable: connected).
+    fn install(&mut self, slot: usize, mut c: Conn) {
         self.generations[slot] = self.generations[slot].wrapping_add(1);
         c.generation = self.generations[slot];
         let _ = epoll::add(
@@ -298,7 +305,6 @@ impl Loop<'_> {
             epoll::EventFlags::OUT | epoll::EventFlags::IN,
         );
         self.slots[slot] = Some(c);
-        slot
     }
 
     /// Replaces the socket in `slot` with a new one to address `from` onwards, keeping the
@@ -308,21 +314,13 @@ impl Loop<'_> {
             return false;
         };
         let old = self.slots[slot].take().expect("a live slot");
-        self.generations[slot] = self.generations[slot].wrapping_add(1);
-        fresh.generation = self.generations[slot];
         fresh.req = old.req;
         fresh.at = old.at;
         fresh.seq = old.seq;
         fresh.retried = old.retried;
         fresh.buf = old.buf;
         fresh.chunked = old.chunked;
-        let _ = epoll::add(
-            &self.epfd,
-            &fresh.stream,
-            data(slot, fresh.generation),
-            epoll::EventFlags::OUT | epoll::EventFlags::IN,
-        );
-        self.slots[slot] = Some(fresh);
+        self.install(slot, fresh);
         true
     }
 

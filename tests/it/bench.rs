@@ -817,6 +817,25 @@ async fn the_lean_and_the_general_http_clients_agree() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// What the hand-written test servers answer to a GET: model `m`'s metadata (one FP32 input
+/// and output of shape [-1, 4]), or 404; `None` for an inference (a POST).
+fn get_answer(head: &str) -> Option<String> {
+    if head.starts_with("GET /v2/models/m ") {
+        let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
+            "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
+        .to_string();
+        Some(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+            meta.len()
+        ))
+    } else if head.starts_with("GET ") {
+        Some("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string())
+    } else {
+        None
+    }
+}
+
 /// A server that answers metadata properly, then misbehaves on every inference: alternately it
 /// never answers (a timeout) or cuts the answer off halfway (a reset).
 async fn misbehaving_server() -> String {
@@ -841,24 +860,8 @@ async fn misbehaving_server() -> String {
                         }
                     }
                     let head = String::from_utf8_lossy(&got).to_string();
-                    if head.starts_with("GET /v2/models/m ") {
-                        let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
-                            "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
-                            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
-                        .to_string();
-                        let _ = s
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
-                                    meta.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .await;
-                    } else if head.starts_with("GET ") {
-                        let _ = s
-                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                            .await;
+                    if let Some(answer) = get_answer(&head) {
+                        let _ = s.write_all(answer.as_bytes()).await;
                     } else if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                         // Never answer; hold the connection until the client gives up.
                         let _ = s.read(&mut buf).await;
@@ -932,26 +935,8 @@ async fn shifting_server(
                     }
                     let head = String::from_utf8_lossy(&got[..head_end]).to_string();
                     got.drain(..head_end + len);
-                    if head.starts_with("GET /v2/models/m ") {
-                        let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
-                            "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
-                            "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
-                        .to_string();
-                        let _ = s
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
-                                    meta.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .await;
-                        continue;
-                    }
-                    if head.starts_with("GET ") {
-                        let _ = s
-                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                            .await;
+                    if let Some(answer) = get_answer(&head) {
+                        let _ = s.write_all(answer.as_bytes()).await;
                         continue;
                     }
                     let body = r#"{"outputs":[]}"#;
@@ -1070,18 +1055,10 @@ async fn one_connection_server() -> String {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
             }
-            let meta = json!({"name": "m", "versions": ["1"], "platform": "x",
-                "inputs": [{"name": "IN", "datatype": "FP32", "shape": [-1, 4]}],
-                "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [-1, 4]}]})
-            .to_string();
-            let answer = if got.starts_with(b"GET /v2/models/m ") {
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
-                    meta.len()
-                )
-            } else {
+            let head = String::from_utf8_lossy(&got).to_string();
+            let answer = get_answer(&head).unwrap_or_else(|| {
                 "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
-            };
+            });
             let _ = s.write_all(answer.as_bytes()).await;
         }
     });
