@@ -817,6 +817,20 @@ async fn the_lean_and_the_general_http_clients_agree() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// Reads from `s` until a request's head is whole (what the test servers look at); `None` once
+/// the connection is closed.
+async fn read_head(s: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&got).to_string())
+}
+
 /// What the hand-written test servers answer to a GET: model `m`'s metadata (one FP32 input
 /// and output of shape [-1, 4]), or 404; `None` for an inference (a POST).
 fn get_answer(head: &str) -> Option<String> {
@@ -852,14 +866,9 @@ async fn misbehaving_server() -> String {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&got).to_string();
+                    let Some(head) = read_head(&mut s, &mut buf).await else {
+                        return;
+                    };
                     if let Some(answer) = get_answer(&head) {
                         let _ = s.write_all(answer.as_bytes()).await;
                     } else if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
@@ -1038,7 +1047,7 @@ async fn the_open_loop_reads_every_framing_and_reopens_closed_connections() {
 /// A server that takes one connection (the metadata request's, kept alive), answers on it, and
 /// stops listening: every further connection is refused.
 async fn one_connection_server() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -1048,14 +1057,9 @@ async fn one_connection_server() -> String {
         drop(listener);
         let mut buf = vec![0u8; 65536];
         loop {
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&got).to_string();
+            let Some(head) = read_head(&mut s, &mut buf).await else {
+                return;
+            };
             let answer = get_answer(&head).unwrap_or_else(|| {
                 "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string()
             });
