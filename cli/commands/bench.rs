@@ -172,7 +172,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = HttpClient::Lean)]
     pub http_client: HttpClient,
 
-    /// Threads generating load (default: one per CPU).
+    /// Runtime threads generating load (default: one per CPU); the open loop over plain http://
+    /// runs on one thread of its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
