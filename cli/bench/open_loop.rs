@@ -76,8 +76,6 @@ struct Conn {
     stream: TcpStream,
     /// Which of the target's addresses it is (being) connected to.
     addr: usize,
-    /// Its slot's socket count when it was placed there.
-    generation: u32,
     state: State,
     /// The request on it: its index, intended send time, sequence number (its deadline's
     /// entry), bytes written.
@@ -217,17 +215,11 @@ impl Loop<'_> {
 
     /// Puts request `i`, intended at `at`, on an idle connection or a new one.
     fn send(&mut self, i: usize, at: Instant) {
-        self.busy += 1;
-        self.seq += 1;
-        let seq = self.seq;
-        self.deadlines.push_back((at + self.timeout, 0, seq));
         let slot = match self.idle.pop() {
             Some(slot) => slot,
             None => match self.open(0) {
                 Ok(c) => self.place(c),
                 Err(()) => {
-                    self.deadlines.pop_back();
-                    self.busy -= 1;
                     record(
                         self.w,
                         at,
@@ -237,9 +229,10 @@ impl Loop<'_> {
                 }
             },
         };
-        if let Some(d) = self.deadlines.back_mut() {
-            d.1 = slot;
-        }
+        self.busy += 1;
+        self.seq += 1;
+        let seq = self.seq;
+        self.deadlines.push_back((at + self.timeout, slot, seq));
         let c = self.slots[slot].as_mut().expect("a live slot");
         c.req = i;
         c.at = at;
@@ -263,7 +256,6 @@ impl Loop<'_> {
                 return Ok(Conn {
                     stream,
                     addr: k,
-                    generation: 0,
                     state: State::Connecting,
                     req: 0,
                     at: Instant::now(),
@@ -295,13 +287,12 @@ impl Loop<'_> {
 
     /// Puts a connecting socket in `slot` (its next socket count) and in the epoll set
     /// (writable: connected).
-    fn install(&mut self, slot: usize, mut c: Conn) {
+    fn install(&mut self, slot: usize, c: Conn) {
         self.generations[slot] = self.generations[slot].wrapping_add(1);
-        c.generation = self.generations[slot];
         let _ = epoll::add(
             &self.epfd,
             &c.stream,
-            data(slot, c.generation),
+            data(slot, self.generations[slot]),
             epoll::EventFlags::OUT | epoll::EventFlags::IN,
         );
         self.slots[slot] = Some(c);
@@ -328,7 +319,7 @@ impl Loop<'_> {
         let Some(c) = self.slots.get_mut(slot).and_then(|c| c.as_mut()) else {
             return;
         };
-        if c.generation != generation {
+        if self.generations[slot] != generation {
             return;
         }
         match c.state {
@@ -343,7 +334,7 @@ impl Loop<'_> {
                         let _ = epoll::modify(
                             &self.epfd,
                             &c.stream,
-                            data(slot, c.generation),
+                            data(slot, self.generations[slot]),
                             epoll::EventFlags::IN,
                         );
                         c.state = State::Writing;
@@ -388,10 +379,9 @@ impl Loop<'_> {
                     let _ = epoll::modify(
                         &self.epfd,
                         &c.stream,
-                        data(slot, c.generation),
+                        data(slot, self.generations[slot]),
                         epoll::EventFlags::OUT | epoll::EventFlags::IN,
                     );
-                    c.state = State::Writing;
                     c.partial = true;
                     return;
                 }
@@ -404,7 +394,7 @@ impl Loop<'_> {
             let _ = epoll::modify(
                 &self.epfd,
                 &c.stream,
-                data(slot, c.generation),
+                data(slot, self.generations[slot]),
                 epoll::EventFlags::IN,
             );
         }
